@@ -1,0 +1,45 @@
+"""``llmopt-server`` / ``python -m server``: run the server until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from server.config import parse_settings
+from server.errors import LLMOptError
+from server.logs import configure_logging
+
+log = logging.getLogger("llmopt.server")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    configure_logging(settings.log_level, settings.log_format)
+    from server.app import create_app  # after logging is set up: imports load onnxruntime & co.
+
+    try:
+        app = create_app(settings)
+    except (OSError, LLMOptError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        app.start()
+        stop.wait()
+    finally:
+        app.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

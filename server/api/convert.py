@@ -1,0 +1,103 @@
+"""Conversion between protobuf messages and domain objects: ``to_x`` / ``from_x`` pairs.
+
+Lookup tables, not ``if`` chains. Every function that reads a request validates what it reads and
+raises InvalidArgument naming the field, so servicers stay three lines long.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from server import errors
+from server.features.context import OutputLength, RequestContext
+from server.gen.llmopt.v1 import common_pb2
+
+# DataType enum value <-> numpy dtype (little-endian). STRING has no fixed itemsize: see below.
+NUMPY_BY_DTYPE: dict[int, np.dtype] = {
+    common_pb2.FLOAT32: np.dtype("<f4"),
+    common_pb2.FLOAT64: np.dtype("<f8"),
+    common_pb2.FLOAT16: np.dtype("<f2"),
+    common_pb2.INT8: np.dtype("i1"),
+    common_pb2.INT16: np.dtype("<i2"),
+    common_pb2.INT32: np.dtype("<i4"),
+    common_pb2.INT64: np.dtype("<i8"),
+    common_pb2.UINT8: np.dtype("u1"),
+    common_pb2.UINT16: np.dtype("<u2"),
+    common_pb2.UINT32: np.dtype("<u4"),
+    common_pb2.UINT64: np.dtype("<u8"),
+    common_pb2.BOOL: np.dtype("?"),
+}
+DTYPE_BY_NUMPY: dict[np.dtype, int] = {v.newbyteorder("="): k for k, v in NUMPY_BY_DTYPE.items()}
+
+
+def from_request_context(msg: common_pb2.RequestContext, field: str = "context") -> RequestContext:
+    """Domain RequestContext from the proto; priority 0 means the default 5."""
+    try:
+        output_length = OutputLength(msg.output_length_category)
+    except ValueError:
+        raise errors.invalid(
+            f"{field}.output_length_category", msg.output_length_category, "unknown enum value"
+        ) from None
+    ctx = RequestContext(
+        user_id=msg.user_id,
+        task_type=msg.task_type,
+        input_length=msg.input_length,
+        output_length=output_length,
+        priority=msg.priority or 5,
+        region=msg.region,
+        hour_of_day=msg.hour_of_day if msg.HasField("hour_of_day") else None,
+        day_of_week=msg.day_of_week if msg.HasField("day_of_week") else None,
+        language=msg.language,
+        metadata=dict(msg.metadata),
+        features=dict(msg.features),
+    )
+    return ctx.validate()
+
+
+def to_request_context(ctx: RequestContext) -> common_pb2.RequestContext:
+    msg = common_pb2.RequestContext(
+        user_id=ctx.user_id,
+        task_type=ctx.task_type,
+        input_length=ctx.input_length,
+        output_length_category=int(ctx.output_length),  # type: ignore[arg-type]
+        priority=ctx.priority,
+        region=ctx.region,
+        language=ctx.language,
+        metadata=ctx.metadata,
+        features=ctx.features,
+    )
+    if ctx.hour_of_day is not None:
+        msg.hour_of_day = ctx.hour_of_day
+    if ctx.day_of_week is not None:
+        msg.day_of_week = ctx.day_of_week
+    return msg
+
+
+def from_tensor(msg: common_pb2.Tensor, field: str = "tensor") -> np.ndarray:
+    """A numpy array viewing the tensor's bytes (no copy); shape and byte length are checked."""
+    dtype = NUMPY_BY_DTYPE.get(msg.dtype)
+    name = f"{field}[{msg.name!r}]" if msg.name else field
+    if dtype is None:
+        raise errors.invalid(f"{name}.dtype", common_pb2.DataType.Name(msg.dtype)
+                             if msg.dtype in common_pb2.DataType.values() else msg.dtype,
+                             "must be a numeric or BOOL data type")
+    shape = tuple(msg.shape)
+    if any(d < 0 for d in shape):
+        raise errors.invalid(f"{name}.shape", list(shape), "dimensions must be >= 0")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    expected = count * dtype.itemsize
+    if len(msg.raw_data) != expected:
+        raise errors.invalid(
+            f"{name}.raw_data", f"{len(msg.raw_data)} bytes",
+            f"shape {list(shape)} of {dtype.name} needs {expected} bytes",
+        )
+    return np.frombuffer(msg.raw_data, dtype=dtype).reshape(shape)
+
+
+def to_tensor(array: np.ndarray, name: str = "") -> common_pb2.Tensor:
+    """A Tensor message holding the array's little-endian row-major bytes."""
+    dtype = DTYPE_BY_NUMPY.get(array.dtype.newbyteorder("="))
+    if dtype is None:
+        raise errors.invalid("tensor.dtype", str(array.dtype), "has no DataType equivalent")
+    data = np.ascontiguousarray(array, dtype=NUMPY_BY_DTYPE[dtype])
+    return common_pb2.Tensor(name=name, dtype=dtype, shape=data.shape, raw_data=data.tobytes())  # type: ignore[arg-type]

@@ -1,0 +1,112 @@
+"""One interceptor for every RPC: readiness gate, error mapping, metrics.
+
+Every servicer method runs inside it, so later services get the same behaviour for free:
+domain exceptions become their status code (``server.api.errors``), anything unexpected becomes
+INTERNAL with a request id that also appears in the logged traceback, and each call is counted
+by method and code and timed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from server import errors
+from server.api.errors import status_for
+from server.metrics import RpcMetrics
+
+log = logging.getLogger("llmopt.rpc")
+
+# Services that answer while the server is starting or stopping.
+ALWAYS_OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+
+class ServingInterceptor(grpc.ServerInterceptor):
+    def __init__(self, metrics: RpcMetrics | None, is_ready: Callable[[], bool]) -> None:
+        self._metrics = metrics
+        self._is_ready = is_ready
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        gated = not method.startswith(ALWAYS_OPEN_PREFIXES)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method, gated),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary, method, gated),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, method, gated),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._stream(handler.stream_stream, method, gated),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _unary(self, behavior: Callable[..., Any], method: str, gated: bool) -> Callable[..., Any]:
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
+            try:
+                if gated and not self._is_ready():
+                    raise errors.Unavailable("server is not serving (starting up or shutting down)")
+                return behavior(request, context)
+            except Exception as exc:
+                _abort_for(exc, method, context)
+            finally:
+                self._record(method, context, start)
+
+        return call
+
+    def _stream(self, behavior: Callable[..., Any], method: str, gated: bool) -> Callable[..., Any]:
+        def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            start = time.perf_counter()
+            try:
+                if gated and not self._is_ready():
+                    raise errors.Unavailable("server is not serving (starting up or shutting down)")
+                yield from behavior(request, context)
+            except Exception as exc:
+                _abort_for(exc, method, context)
+            finally:
+                self._record(method, context, start)
+
+        return call
+
+    def _record(self, method: str, context: grpc.ServicerContext, start: float) -> None:
+        if self._metrics is not None:
+            code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
+            self._metrics.observe(method, code.name, time.perf_counter() - start)
+
+
+def _abort_for(exc: Exception, method: str, context: grpc.ServicerContext) -> None:
+    """Turn an exception escaping a servicer into a status; never lets it reach grpc's core."""
+    if isinstance(exc, errors.LLMOptError):
+        context.abort(status_for(exc), str(exc))
+    if isinstance(exc, NotImplementedError):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is declared but not built yet")
+    current = context.code()  # type: ignore[attr-defined]
+    if current is not None and current != grpc.StatusCode.OK:
+        raise exc  # the servicer already chose a status (context.abort)
+    request_id = uuid.uuid4().hex
+    log.error("unexpected error in %s, request id %s", method, request_id, exc_info=exc)
+    context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"internal error in {method} (request id {request_id}); the server logged the details",
+    )

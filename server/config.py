@@ -1,0 +1,184 @@
+"""Settings: command-line flags, then LLMOPT_* environment variables, then defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, NoReturn
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+SYNC_MODES = ("normal", "full")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    data_dir: Path = Path("data")
+    workers: int = 16
+    max_concurrent_rpcs: int = 256
+    max_message_mb: int = 64
+    metrics_port: int = 0
+    log_level: str = "info"
+    log_format: str = "text"
+    grace_seconds: float = 10.0
+    sqlite_sync: str = "normal"
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+
+class SettingsError(ValueError):
+    """A setting's value is out of range or malformed."""
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise SettingsError(f"expected an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise SettingsError(f"expected an integer in [{lo}, {hi}], got {value}")
+        return value
+
+    return parse
+
+
+def _float_in(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise SettingsError(f"expected a number, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise SettingsError(f"expected a number in [{lo}, {hi}], got {value}")
+        return value
+
+    return parse
+
+
+def _choice(options: Sequence[str]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.lower()
+        if value not in options:
+            raise SettingsError(f"expected one of {', '.join(options)}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _host(text: str) -> str:
+    if not text or any(c.isspace() for c in text):
+        raise SettingsError(f"expected a host name or address, got {text!r}")
+    return text
+
+
+def _path(text: str) -> Path:
+    if not text:
+        raise SettingsError("expected a directory path, got an empty string")
+    return Path(text)
+
+
+# name -> (parser, help). Every field of Settings has one; the env var is LLMOPT_<NAME>.
+_OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "host": (_host, "address to listen on (0.0.0.0 in containers)"),
+    "port": (_int_in(0, 65535), "gRPC port; 0 picks a free one and logs it"),
+    "data_dir": (_path, "directory holding every SQLite database and model artifact"),
+    "workers": (_int_in(1, 1024), "threads in the gRPC handler pool"),
+    "max_concurrent_rpcs": (
+        _int_in(1, 100_000),
+        "RPCs in progress at once; beyond it new RPCs get RESOURCE_EXHAUSTED instead of queueing",
+    ),
+    "max_message_mb": (_int_in(1, 2047), "largest gRPC message accepted or sent, in MiB"),
+    "metrics_port": (_int_in(0, 65535), "Prometheus /metrics HTTP port; 0 turns it off"),
+    "log_level": (_choice(LOG_LEVELS), "log level: " + ", ".join(LOG_LEVELS)),
+    "log_format": (_choice(LOG_FORMATS), "log format: text for people, json for collectors"),
+    "grace_seconds": (
+        _float_in(0, 3600),
+        "on SIGTERM/SIGINT, how long in-flight RPCs get to finish before they are cancelled",
+    ),
+    "sqlite_sync": (
+        _choice(SYNC_MODES),
+        "SQLite synchronous mode: normal survives a killed process (kill -9), "
+        "full also survives power loss at the cost of an fsync per group commit",
+    ),
+}
+
+
+def env_name(field: str) -> str:
+    return "LLMOPT_" + field.upper()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(prog: str = "llmopt-server") -> argparse.ArgumentParser:
+    defaults = Settings()
+    parser = _Parser(
+        prog=prog,
+        description="ML decision and model-serving server of an LLM optimizer (gRPC).",
+        epilog="Each flag can also be set through the environment variable named beside it; "
+        "a flag wins over the environment, which wins over the default.",
+    )
+    for name, (parse, help_text) in _OPTIONS.items():
+
+        def checked(text: str, parse: Callable[[str], Any] = parse) -> Any:
+            try:
+                return parse(text)
+            except SettingsError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=checked,
+            default=None,
+            metavar=name.upper(),
+            help=f"{help_text} [env {env_name(name)}, default {getattr(defaults, name)}]",
+        )
+    return parser
+
+
+def parse_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Parse flags and environment into Settings; exits with code 2 and one line on a bad value."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        flag_value = getattr(args, f.name)
+        if flag_value is not None:
+            values[f.name] = flag_value
+            continue
+        raw = environ.get(env_name(f.name))
+        if raw is not None:
+            try:
+                values[f.name] = _OPTIONS[f.name][0](raw)
+            except SettingsError as exc:
+                parser.error(f"environment variable {env_name(f.name)}: {exc}")
+    return Settings(**values)
+
+
+def settings_table() -> list[tuple[str, str, str, str]]:
+    """(flag, env var, default, help) for every setting: the README's table is checked against it."""
+    defaults = Settings()
+    return [
+        ("--" + name.replace("_", "-"), env_name(name), str(getattr(defaults, name)), help_text)
+        for name, (_, help_text) in _OPTIONS.items()
+    ]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(parse_settings(sys.argv[1:]))

@@ -1,0 +1,49 @@
+"""Domain exceptions. They know nothing of transports.
+
+Domain code (bandits, features, inference, the registry) raises these; ``server.api.errors`` is
+the one place that turns them into gRPC status codes. Messages name the field and the value at
+fault, because they reach the caller verbatim.
+"""
+
+from __future__ import annotations
+
+
+class LLMOptError(Exception):
+    """Base of every error the server reports to a caller on purpose."""
+
+
+class InvalidArgument(LLMOptError):
+    """The request itself is wrong; retrying it unchanged cannot succeed."""
+
+
+class NotFound(LLMOptError):
+    """A named thing (model, version, bandit, decision, feature set) does not exist."""
+
+
+class AlreadyExists(LLMOptError):
+    """Creating something that exists, or recording something twice."""
+
+
+class FailedPrecondition(LLMOptError):
+    """The system is not in a state that allows the operation (e.g. deleting an aliased version)."""
+
+
+class ResourceExhausted(LLMOptError):
+    """A bounded resource (queue, memory budget, loaded models) is full."""
+
+
+class Unavailable(LLMOptError):
+    """Transient: the server is starting, stopping or overloaded; retry with backoff."""
+
+
+class DeadlineExceeded(LLMOptError):
+    """The operation did not finish in the time it was given."""
+
+
+class NotImplementedYet(LLMOptError):
+    """The RPC is declared in the contract but not built yet."""
+
+
+def invalid(field: str, value: object, expected: str) -> InvalidArgument:
+    """An InvalidArgument whose message names the field, the value and what was expected."""
+    return InvalidArgument(f"{field}: {value!r} is invalid: {expected}")

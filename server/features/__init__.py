@@ -1,0 +1,1 @@
+"""Features: request contexts and stored entity data turned into dense vectors."""

@@ -1,0 +1,209 @@
+"""SQLite with one writer thread that groups many callers' writes into one commit.
+
+Why by hand: SQLite allows one writer at a time, and a commit (with its WAL write, and an fsync
+in ``full`` mode) is the expensive part of a small write. Callers on many gRPC threads hand their
+write to the writer thread and wait; the writer runs everything queued in one transaction, each
+caller's work inside its own SAVEPOINT so one failure does not undo the others, commits once, and
+only then wakes the callers. A caller returns only after its write is durable, at the cost of one
+commit per batch rather than one per call.
+
+Reads use one connection per thread (WAL lets them run beside the writer).
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from server import errors
+
+T = TypeVar("T")
+
+_STOP = object()
+
+
+class Database:
+    """One SQLite file: schema migrations, group-committed writes, per-thread reads.
+
+    >>> import tempfile, pathlib
+    >>> db = Database(pathlib.Path(tempfile.mkdtemp()) / "x.db",
+    ...               migrations=["CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)"])
+    >>> db.write(lambda c: c.execute("INSERT INTO kv VALUES ('a', '1')").rowcount)
+    1
+    >>> db.read(lambda c: c.execute("SELECT v FROM kv").fetchone()[0])
+    '1'
+    >>> db.close()
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        migrations: Sequence[str] = (),
+        synchronous: str = "normal",
+        max_batch: int = 1024,
+    ) -> None:
+        if synchronous not in ("normal", "full"):
+            raise ValueError(f"synchronous must be 'normal' or 'full', got {synchronous!r}")
+        self.path = Path(path)
+        self._synchronous = synchronous.upper()
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._writer_conn = self._connect()
+        self._migrate(migrations)
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"sqlite-writer:{self.path.name}", daemon=True
+        )
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def _migrate(self, migrations: Sequence[str]) -> None:
+        """Apply the scripts past ``PRAGMA user_version``, each in its own transaction."""
+        conn = self._writer_conn
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(migrations, start=1):
+            if number <= current:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(script):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={number}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a write transaction; return its result once the transaction is committed.
+
+        ``fn`` runs on the writer thread inside a savepoint: if it raises, its changes are rolled
+        back, the exception is re-raised here, and other callers' writes in the batch still commit.
+        """
+        return self.write_async(fn).result()
+
+    def write_async(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        if self._closed:
+            raise errors.Unavailable(f"database {self.path.name} is closed")
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        return future
+
+    def _write_loop(self) -> None:
+        conn = self._writer_conn
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop_after = False
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop_after = True
+                    break
+                batch.append(item)
+            self._run_batch(conn, batch)
+            if stop_after:
+                return
+
+    @staticmethod
+    def _run_batch(conn: sqlite3.Connection, batch: list[tuple[Callable[..., Any], Future]]) -> None:
+        outcomes: list[tuple[Future, bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, future in batch:
+                conn.execute("SAVEPOINT item")
+                try:
+                    result = fn(conn)
+                except BaseException as exc:
+                    conn.execute("ROLLBACK TO item")
+                    conn.execute("RELEASE item")
+                    outcomes.append((future, False, exc))
+                else:
+                    conn.execute("RELEASE item")
+                    outcomes.append((future, True, result))
+            conn.execute("COMMIT")
+        except BaseException as exc:  # the commit itself failed: nothing in the batch is durable
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        for future, ok, value in outcomes:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on this thread's read connection, in one read transaction (a consistent view)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise errors.Unavailable(f"database {self.path.name} is closed")
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finish queued writes, stop the writer, checkpoint the WAL and close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._writer.join()
+        try:
+            self._writer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._writer_conn.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (sqlite3.complete_statement knows the grammar)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
