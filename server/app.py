@@ -9,30 +9,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from server import __version__
-from server.api.features import FeaturesServicer
+from server.api import bandits as bandits_api
+from server.api import features as features_api
+from server.api import inference as inference_api
+from server.api import oip as oip_api
+from server.api import registry as registry_api
+from server.api.binding import AppContext, Component, ServiceBinding
 from server.api.interceptor import ServingInterceptor
 from server.config import Settings
-from server.gen.inference import grpc_service_pb2, grpc_service_pb2_grpc
-from server.gen.llmopt.v1 import (
-    bandits_pb2,
-    bandits_pb2_grpc,
-    features_pb2,
-    features_pb2_grpc,
-    inference_pb2,
-    inference_pb2_grpc,
-    registry_pb2,
-    registry_pb2_grpc,
-)
 from server.metrics import MetricsHttpServer, RpcMetrics
 from server.reflection import enable_reflection
 from server.storage import DataDir
@@ -42,23 +33,9 @@ log = logging.getLogger("llmopt.server")
 MIB = 1024 * 1024
 
 
-class Component(Protocol):
-    """A domain part the server owns: warmed before SERVING, closed after draining."""
-
-    def warm_up(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class ServiceBinding:
-    name: str
-    add_to_server: Callable[[Any, grpc.Server], None]
-    servicer: Any
-
-
-def _service_name(pb2_module: Any, service: str) -> str:
-    return pb2_module.DESCRIPTOR.services_by_name[service].full_name
+# Services in dependency order: each module's bind() may use what earlier ones put on the context
+# (inference subscribes to registry alias changes; bandits read feature sets; ...).
+SERVICE_MODULES = (registry_api, features_api, bandits_api, inference_api, oip_api)
 
 
 class App:
@@ -69,7 +46,7 @@ class App:
         self._ready = threading.Event()
         self._stopped = False
         self.data_dir = DataDir(settings.data_dir)
-        self.components: list[Component] = []
+        self.context = AppContext(settings=settings, data_dir=self.data_dir)
         try:
             self.metrics_registry = CollectorRegistry()
             self.metrics = RpcMetrics(self.metrics_registry)
@@ -87,7 +64,7 @@ class App:
             )
             self.health = health.HealthServicer(experimental_non_blocking=True)
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-            self.bindings = self._bindings()
+            self.bindings = [module.bind(self.context) for module in SERVICE_MODULES]
             for binding in self.bindings:
                 binding.add_to_server(binding.servicer, self.server)
             self.service_names = [b.name for b in self.bindings]
@@ -101,40 +78,17 @@ class App:
             if self.port == 0:
                 raise OSError(f"cannot listen on {settings.address} (address in use or invalid)")
         except BaseException:
+            self._close_components()
             self.data_dir.close()
             raise
         self.metrics_http: MetricsHttpServer | None = None
 
-    def _bindings(self) -> list[ServiceBinding]:
-        """Every service on the port. Servicers not built yet are the generated bases:
-        their RPCs answer UNIMPLEMENTED through the interceptor."""
-        return [
-            ServiceBinding(
-                _service_name(registry_pb2, "Registry"),
-                registry_pb2_grpc.add_RegistryServicer_to_server,
-                registry_pb2_grpc.RegistryServicer(),
-            ),
-            ServiceBinding(
-                _service_name(inference_pb2, "Inference"),
-                inference_pb2_grpc.add_InferenceServicer_to_server,
-                inference_pb2_grpc.InferenceServicer(),
-            ),
-            ServiceBinding(
-                _service_name(bandits_pb2, "Bandits"),
-                bandits_pb2_grpc.add_BanditsServicer_to_server,
-                bandits_pb2_grpc.BanditsServicer(),
-            ),
-            ServiceBinding(
-                _service_name(features_pb2, "Features"),
-                features_pb2_grpc.add_FeaturesServicer_to_server,
-                FeaturesServicer(),
-            ),
-            ServiceBinding(
-                _service_name(grpc_service_pb2, "GRPCInferenceService"),
-                grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
-                grpc_service_pb2_grpc.GRPCInferenceServiceServicer(),
-            ),
-        ]
+    def _close_components(self) -> None:
+        for component in reversed(self.context.components):
+            try:
+                component.close()
+            except Exception:
+                log.exception("closing %s failed", type(component).__name__)
 
     @property
     def address(self) -> str:
@@ -144,12 +98,13 @@ class App:
     def start(self) -> None:
         """Listen, warm every component, then report SERVING for "" and every service."""
         self.server.start()
+        log.info("listening on %s", self.address)
         if self.settings.metrics_port:
             self.metrics_http = MetricsHttpServer(
                 self.metrics_registry, self.settings.host, self.settings.metrics_port
             )
             log.info("metrics on http://%s:%d/metrics", self.settings.host, self.metrics_http.port)
-        for component in self.components:
+        for component in self.context.components:
             component.warm_up()
         self._ready.set()
         for name in ["", *self.service_names]:
@@ -168,11 +123,7 @@ class App:
         log.info("draining: in-flight RPCs have %.1f s to finish", grace)
         self.server.stop(grace).wait()
         self._executor.shutdown(wait=True)
-        for component in reversed(self.components):
-            try:
-                component.close()
-            except Exception:
-                log.exception("closing %s failed", type(component).__name__)
+        self._close_components()
         if self.metrics_http is not None:
             self.metrics_http.close()
         self.data_dir.close()

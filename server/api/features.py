@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from server import errors
+from server.api.binding import AppContext, ServiceBinding, service_name
 from server.api.convert import from_request_context, to_tensor
 from server.features.context import DEFAULT_CONTEXT_SLOTS, default_context
 from server.gen.llmopt.v1 import features_pb2, features_pb2_grpc
@@ -29,3 +30,11 @@ class FeaturesServicer(features_pb2_grpc.FeaturesServicer):
             vector=to_tensor(vector.astype(np.float32), name="context"),
             values=vector.tolist(),
         )
+
+
+def bind(ctx: AppContext) -> ServiceBinding:
+    return ServiceBinding(
+        service_name(features_pb2, "Features"),
+        features_pb2_grpc.add_FeaturesServicer_to_server,
+        FeaturesServicer(),
+    )

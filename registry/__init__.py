@@ -1,0 +1,1 @@
+"""The model registry: metadata store, artifact store, ONNX checks, sklearn -> ONNX export."""

@@ -1,0 +1,1 @@
+"""Bandits: policies, decisions and rewards (domain code, no gRPC)."""

@@ -1,0 +1,1 @@
+"""Inference: onnxruntime sessions, routing and traffic policies (domain code, no gRPC)."""

@@ -1,0 +1,95 @@
+"""Run the real server as a subprocess for integration tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+_LISTENING = re.compile(r"listening on (\S+)")
+
+
+class ServerProcess:
+    """``python -m server`` on a free port with its own data dir; log in ``log_path``."""
+
+    def __init__(self, data_dir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None):
+        self.data_dir = Path(data_dir)
+        self.args = list(args)
+        self.env = env
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.address = ""
+
+    def start(self, timeout: float = 60.0, wait_serving: bool = True) -> ServerProcess:
+        env = {**os.environ, **(self.env or {})}
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        offset = self._log.tell()
+        cmd = [sys.executable, "-m", "server", "--port", "0", "--data-dir", str(self.data_dir),
+               *self.args]
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = _LISTENING.search(self.log_path.read_bytes()[offset:].decode(errors="replace"))
+            if match:
+                self.address = match.group(1)
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        else:
+            raise TimeoutError(f"server did not listen within {timeout}s:\n{self.log()}")
+        if wait_serving:
+            self.wait_serving(deadline - time.monotonic())
+        return self
+
+    def wait_serving(self, timeout: float = 60.0, service: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+                    if status.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+                time.sleep(0.05)
+        raise TimeoutError(f"server not SERVING within {timeout}s:\n{self.log()}")
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+    def kill(self) -> None:
+        """kill -9: no chance to flush or close anything."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(30)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.terminate(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
