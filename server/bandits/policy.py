@@ -1,0 +1,60 @@
+"""The contract between the bandit service layer and every policy implementation.
+
+A policy owns the learned state of one bandit over arm *slots* 0..n-1. Slots are never reused:
+removing an arm masks its slot out of selection, adding an arm appends a slot. The service layer
+(``server.bandits.service``) maps arm ids to slots, holds one lock per bandit, and calls the policy
+under that lock, so implementations need not be thread-safe.
+
+Each policy has a frozen config (validated once, in ``__post_init__``) and one implementation
+class; ``server.bandits.policies.POLICY_TABLE`` maps the config type to its class.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The arm slot chosen, the probability that this policy chose it for this context, and the
+    per-slot scores behind the choice (NaN for slots that were not eligible)."""
+
+    arm: int
+    propensity: float
+    scores: np.ndarray
+
+
+class Policy(ABC):
+    """Learned state of one bandit policy. ``x`` is the float64 context vector (length ``dim``)
+    for contextual policies and ``None`` for context-free ones."""
+
+    contextual: ClassVar[bool] = False
+
+    @abstractmethod
+    def add_arm(self) -> int:
+        """Append a cold arm slot and return its index."""
+
+    @abstractmethod
+    def select(self, x: np.ndarray | None, allowed: np.ndarray) -> Selection:
+        """Choose among slots where ``allowed`` (uint8 mask, one per slot) is 1."""
+
+    @abstractmethod
+    def update(self, arm: int, reward: float, x: np.ndarray | None) -> None:
+        """Learn from one reward in [0, 1] for slot ``arm`` (with the context logged at decision)."""
+
+    @abstractmethod
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (arrays, counters, generator state): snapshots."""
+
+    @abstractmethod
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``get_state`` returned."""
+
+    @property
+    @abstractmethod
+    def n_arms(self) -> int:
+        """Number of slots (removed ones included)."""
