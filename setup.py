@@ -107,6 +107,7 @@ def extensions() -> list[Extension]:
     from Cython.Build import cythonize
 
     debug = os.environ.get("LLMOPT_CYTHON_DEBUG") == "1"
+    only = {n for n in os.environ.get("LLMOPT_ONLY_EXT", "").split(",") if n}
     random_lib = Path(np.get_include()).parent.parent / "random" / "lib"
     exts = [
         Extension(
@@ -119,6 +120,8 @@ def extensions() -> list[Extension]:
             extra_compile_args=["-O3"] if not debug else ["-O0", "-g"],
         )
         for pyx in sorted((ROOT / "native").glob("*.pyx"))
+        # LLMOPT_ONLY_EXT=name[,name]: build just those kernels (quick rebuilds while developing).
+        if not only or pyx.stem in only
     ]
     return cythonize(
         exts,
