@@ -30,7 +30,7 @@ def proto_files() -> list[Path]:
 
 
 def proto_digest() -> dict[str, str]:
-    """sha256 of every .proto, keyed by its path under protos/ (what the generated code came from)."""
+    """sha256 of every .proto by its path under protos/ (what the generated code came from)."""
     return {
         p.relative_to(PROTO_ROOT).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in proto_files()
@@ -97,7 +97,10 @@ class BuildPyWithProtos(build_py):
     def run(self) -> None:
         generate_protos()
         # Packages under server/gen did not exist when setuptools discovered packages.
-        found = {str(p.parent.relative_to(ROOT)).replace(os.sep, ".") for p in GEN_ROOT.rglob("__init__.py")}
+        found = {
+            str(p.parent.relative_to(ROOT)).replace(os.sep, ".")
+            for p in GEN_ROOT.rglob("__init__.py")
+        }
         self.packages = sorted(set(self.packages or []) | found)
         super().run()
 

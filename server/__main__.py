@@ -35,7 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         app.start()
-        stop.wait()
+        # A signal may land on any thread (grpc's own, a worker); Python runs the handler on the
+        # main thread only when it wakes, so wake it often rather than block forever.
+        while not stop.wait(0.2):
+            pass
     finally:
         app.stop()
     return 0

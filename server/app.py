@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -21,7 +22,7 @@ from server.api import features as features_api
 from server.api import inference as inference_api
 from server.api import oip as oip_api
 from server.api import registry as registry_api
-from server.api.binding import AppContext, Component, ServiceBinding
+from server.api.binding import AppContext
 from server.api.interceptor import ServingInterceptor
 from server.config import Settings
 from server.metrics import MetricsHttpServer, RpcMetrics
@@ -31,6 +32,9 @@ from server.storage import DataDir
 log = logging.getLogger("llmopt.server")
 
 MIB = 1024 * 1024
+# After SIGTERM, how long new RPCs keep getting a clean UNAVAILABLE before the listener closes,
+# so that clients and load balancers that saw NOT_SERVING have moved away.
+DRAIN_SETTLE_SECONDS = 0.5
 
 
 # Services in dependency order: each module's bind() may use what earlier ones put on the context
@@ -50,10 +54,11 @@ class App:
         try:
             self.metrics_registry = CollectorRegistry()
             self.metrics = RpcMetrics(self.metrics_registry)
+            self._interceptor = ServingInterceptor(self.metrics, self._ready.is_set)
             self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="rpc")
             self.server = grpc.server(
                 self._executor,
-                interceptors=[ServingInterceptor(self.metrics, self._ready.is_set)],
+                interceptors=[self._interceptor],
                 maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
                 options=[
                     ("grpc.max_send_message_length", settings.max_message_mb * MIB),
@@ -109,8 +114,12 @@ class App:
         self._ready.set()
         for name in ["", *self.service_names]:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("llmopt-server %s serving on %s (data dir %s)", __version__, self.address,
-                 self.data_dir.root)
+        log.info(
+            "llmopt-server %s serving on %s (data dir %s)",
+            __version__,
+            self.address,
+            self.data_dir.root,
+        )
 
     def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING at once, refuse new RPCs, let in-flight ones finish, close the stores."""
@@ -118,10 +127,17 @@ class App:
             return
         self._stopped = True
         grace = self.settings.grace_seconds if grace is None else grace
+        deadline = time.monotonic() + grace
         self._ready.clear()
         self.health.enter_graceful_shutdown()
         log.info("draining: in-flight RPCs have %.1f s to finish", grace)
-        self.server.stop(grace).wait()
+        # First let the domain RPCs in progress finish while the server still answers new ones
+        # (UNAVAILABLE, through the interceptor): grpc's own stop() cancels calls that reached
+        # the server but were not yet handed to a thread, and a client cannot tell those apart
+        # from calls cut off mid-way.
+        self._interceptor.wait_idle(grace)
+        time.sleep(min(DRAIN_SETTLE_SECONDS, max(0.0, deadline - time.monotonic())))
+        self.server.stop(max(0.0, deadline - time.monotonic())).wait()
         self._executor.shutdown(wait=True)
         self._close_components()
         if self.metrics_http is not None:

@@ -9,8 +9,22 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 
 # Fine at the low end: most RPCs here take tens of microseconds to a few milliseconds.
 LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 
@@ -20,14 +34,19 @@ class RpcMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._calls = Counter(
-            "llmopt_rpc_total", "RPCs handled, by full method name and status code",
-            ["method", "code"], registry=registry,
+            "llmopt_rpc_total",
+            "RPCs handled, by full method name and status code",
+            ["method", "code"],
+            registry=registry,
         )
         self._latency = Histogram(
-            "llmopt_rpc_duration_seconds", "RPC handling time in seconds, by full method name",
-            ["method"], buckets=LATENCY_BUCKETS, registry=registry,
+            "llmopt_rpc_duration_seconds",
+            "RPC handling time in seconds, by full method name",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
-        # labels() parses kwargs and takes a lock each time; the children never change, so keep them.
+        # labels() parses kwargs and locks each call; the children never change, so keep them.
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 

@@ -24,7 +24,9 @@ class _V1Reflection(v1_grpc.ServerReflectionServicer):
         self._alpha = alpha
 
     def ServerReflectionInfo(  # type: ignore[override]
-        self, request_iterator: Iterable[v1_pb2.ServerReflectionRequest], context: grpc.ServicerContext
+        self,
+        request_iterator: Iterable[v1_pb2.ServerReflectionRequest],
+        context: grpc.ServicerContext,
     ) -> Iterator[v1_pb2.ServerReflectionResponse]:
         alpha_requests = (
             v1alpha_pb2.ServerReflectionRequest.FromString(r.SerializeToString())

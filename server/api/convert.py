@@ -78,9 +78,13 @@ def from_tensor(msg: common_pb2.Tensor, field: str = "tensor") -> np.ndarray:
     dtype = NUMPY_BY_DTYPE.get(msg.dtype)
     name = f"{field}[{msg.name!r}]" if msg.name else field
     if dtype is None:
-        raise errors.invalid(f"{name}.dtype", common_pb2.DataType.Name(msg.dtype)
-                             if msg.dtype in common_pb2.DataType.values() else msg.dtype,
-                             "must be a numeric or BOOL data type")
+        raise errors.invalid(
+            f"{name}.dtype",
+            common_pb2.DataType.Name(msg.dtype)
+            if msg.dtype in common_pb2.DataType.values()
+            else msg.dtype,
+            "must be a numeric or BOOL data type",
+        )
     shape = tuple(msg.shape)
     if any(d < 0 for d in shape):
         raise errors.invalid(f"{name}.shape", list(shape), "dimensions must be >= 0")
@@ -88,7 +92,8 @@ def from_tensor(msg: common_pb2.Tensor, field: str = "tensor") -> np.ndarray:
     expected = count * dtype.itemsize
     if len(msg.raw_data) != expected:
         raise errors.invalid(
-            f"{name}.raw_data", f"{len(msg.raw_data)} bytes",
+            f"{name}.raw_data",
+            f"{len(msg.raw_data)} bytes",
             f"shape {list(shape)} of {dtype.name} needs {expected} bytes",
         )
     return np.frombuffer(msg.raw_data, dtype=dtype).reshape(shape)

@@ -9,6 +9,7 @@ by method and code and timed.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,12 +25,31 @@ log = logging.getLogger("llmopt.rpc")
 
 # Services that answer while the server is starting or stopping.
 ALWAYS_OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+# Streams that last as long as the client wants; shutdown does not wait for them to end.
+ENDLESS_METHODS = ("/grpc.health.v1.Health/Watch",)
 
 
 class ServingInterceptor(grpc.ServerInterceptor):
     def __init__(self, metrics: RpcMetrics | None, is_ready: Callable[[], bool]) -> None:
         self._metrics = metrics
         self._is_ready = is_ready
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no RPC is in progress (endless streams aside); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def _enter(self) -> None:
+        with self._idle:
+            self._in_flight += 1
+
+    def _leave(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
@@ -37,33 +57,38 @@ class ServingInterceptor(grpc.ServerInterceptor):
             return None
         method: str = handler_call_details.method
         gated = not method.startswith(ALWAYS_OPEN_PREFIXES)
+        counted = method not in ENDLESS_METHODS
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method, gated),
+                self._unary(handler.unary_unary, method, gated, counted),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, method, gated),
+                self._unary(handler.stream_unary, method, gated, counted),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method, gated),
+                self._stream(handler.unary_stream, method, gated, counted),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._stream(handler.stream_stream, method, gated),
+            self._stream(handler.stream_stream, method, gated, counted),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
-    def _unary(self, behavior: Callable[..., Any], method: str, gated: bool) -> Callable[..., Any]:
+    def _unary(
+        self, behavior: Callable[..., Any], method: str, gated: bool, counted: bool
+    ) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
+            if counted:
+                self._enter()
             try:
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
@@ -71,13 +96,19 @@ class ServingInterceptor(grpc.ServerInterceptor):
             except Exception as exc:
                 _abort_for(exc, method, context)
             finally:
+                if counted:
+                    self._leave()
                 self._record(method, context, start)
 
         return call
 
-    def _stream(self, behavior: Callable[..., Any], method: str, gated: bool) -> Callable[..., Any]:
+    def _stream(
+        self, behavior: Callable[..., Any], method: str, gated: bool, counted: bool
+    ) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start = time.perf_counter()
+            if counted:
+                self._enter()
             try:
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
@@ -85,6 +116,8 @@ class ServingInterceptor(grpc.ServerInterceptor):
             except Exception as exc:
                 _abort_for(exc, method, context)
             finally:
+                if counted:
+                    self._leave()
                 self._record(method, context, start)
 
         return call

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
-
 from native.context import DEFAULT_CONTEXT_DIM, default_context_matrix, default_context_vector
+
 from server import errors
 
 DEFAULT_CONTEXT_SLOTS: tuple[str, ...] = (
@@ -90,7 +90,9 @@ class RequestContext:
             )
         return self
 
-    def facts(self, now: dt.datetime | None = None) -> tuple[float, float, float, float, float, float]:
+    def facts(
+        self, now: dt.datetime | None = None
+    ) -> tuple[float, float, float, float, float, float]:
         """The six numbers the default vector is computed from; unset time fields read ``now``."""
         if self.hour_of_day is None or self.day_of_week is None:
             now = now or dt.datetime.now(dt.UTC)
@@ -120,7 +122,9 @@ def default_context(context: RequestContext, now: dt.datetime | None = None) -> 
     return out
 
 
-def default_context_batch(contexts: list[RequestContext], now: dt.datetime | None = None) -> np.ndarray:
+def default_context_batch(
+    contexts: list[RequestContext], now: dt.datetime | None = None
+) -> np.ndarray:
     """Vectors of many requests as an (n, 10) float64 matrix, computed in one kernel call."""
     now = now or dt.datetime.now(dt.UTC)
     facts = np.array([c.validate().facts(now) for c in contexts], dtype=np.float64).reshape(-1, 6)

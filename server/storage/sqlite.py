@@ -129,7 +129,9 @@ class Database:
                 return
 
     @staticmethod
-    def _run_batch(conn: sqlite3.Connection, batch: list[tuple[Callable[..., Any], Future]]) -> None:
+    def _run_batch(
+        conn: sqlite3.Connection, batch: list[tuple[Callable[..., Any], Future]]
+    ) -> None:
         outcomes: list[tuple[Future, bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -160,7 +162,7 @@ class Database:
     # -- reads ----------------------------------------------------------------------------------
 
     def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on this thread's read connection, in one read transaction (a consistent view)."""
+        """Run ``fn`` on this thread's read connection, in one read transaction."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             if self._closed:

@@ -32,8 +32,16 @@ class ServerProcess:
         env = {**os.environ, **(self.env or {})}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         offset = self._log.tell()
-        cmd = [sys.executable, "-m", "server", "--port", "0", "--data-dir", str(self.data_dir),
-               *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "server",
+            "--port",
+            "0",
+            "--data-dir",
+            str(self.data_dir),
+            *self.args,
+        ]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

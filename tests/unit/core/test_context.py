@@ -1,0 +1,98 @@
+import datetime as dt
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from server import errors
+from server.features.context import (
+    DEFAULT_CONTEXT_SLOTS,
+    OutputLength,
+    RequestContext,
+    default_context,
+    default_context_batch,
+)
+
+TASKS = {"classification": 0.0, "generation": 0.33, "extraction": 0.67, "summarization": 1.0}
+OUTPUT = {
+    OutputLength.SHORT: 0.0,
+    OutputLength.MEDIUM: 0.5,
+    OutputLength.LONG: 1.0,
+    OutputLength.UNSPECIFIED: 0.5,
+}
+
+
+def reference(ctx: RequestContext) -> list[float]:
+    """DESIGN.md's definition in plain Python."""
+    return [
+        min(math.log(ctx.input_length + 1) / 10, 1),
+        OUTPUT[ctx.output_length],
+        ctx.priority / 10,
+        math.cos(2 * math.pi * ctx.hour_of_day / 24),
+        math.sin(2 * math.pi * ctx.hour_of_day / 24),
+        math.cos(2 * math.pi * ctx.day_of_week / 7),
+        math.sin(2 * math.pi * ctx.day_of_week / 7),
+        TASKS.get(ctx.task_type, 0.5),
+        1.0,
+        0.0,
+    ]
+
+
+contexts = st.builds(
+    RequestContext,
+    task_type=st.sampled_from([*TASKS, "chat", ""]),
+    input_length=st.integers(0, 10**9),
+    output_length=st.sampled_from(list(OutputLength)),
+    priority=st.integers(1, 10),
+    hour_of_day=st.integers(0, 23),
+    day_of_week=st.integers(0, 6),
+)
+
+
+@given(contexts)
+def test_kernel_matches_the_definition_bit_for_bit(ctx):
+    assert default_context(ctx).tolist() == reference(ctx)
+
+
+@given(st.lists(contexts, min_size=0, max_size=20))
+def test_batch_equals_one_by_one(ctxs):
+    batch = default_context_batch(ctxs)
+    assert batch.shape == (len(ctxs), len(DEFAULT_CONTEXT_SLOTS))
+    for row, ctx in zip(batch, ctxs, strict=True):
+        assert row.tolist() == reference(ctx)
+
+
+def test_long_inputs_saturate_at_one():
+    v = default_context(RequestContext(input_length=10**12, hour_of_day=0, day_of_week=0))
+    assert v[0] == 1.0
+
+
+def test_unset_time_fields_read_the_clock():
+    now = dt.datetime(2026, 11, 25, 17, 0, tzinfo=dt.UTC)  # a Wednesday
+    v = default_context(RequestContext(), now=now)
+    assert v[3] == pytest.approx(math.cos(2 * math.pi * 17 / 24))
+    assert v[5] == pytest.approx(math.cos(2 * math.pi * 2 / 7))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"input_length": -1}, "context.input_length"),
+        ({"priority": 0}, "context.priority"),
+        ({"priority": 11}, "context.priority"),
+        ({"hour_of_day": 24}, "context.hour_of_day"),
+        ({"day_of_week": 7}, "context.day_of_week"),
+    ],
+)
+def test_out_of_range_fields_are_named(kwargs, field):
+    with pytest.raises(errors.InvalidArgument, match=field):
+        default_context(RequestContext(**kwargs))
+
+
+def test_kernel_refuses_wrong_output_length():
+    from native.context import default_context_vector
+
+    with pytest.raises(ValueError, match="length 10"):
+        default_context_vector(1, 0.5, 5, 0, 0, 0.5, np.empty(9))

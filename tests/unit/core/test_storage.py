@@ -1,0 +1,125 @@
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from server import errors
+from server.storage import Database, DataDir
+
+SCHEMA = ["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE)"]
+
+
+@pytest.fixture
+def db(tmp_path):
+    d = Database(tmp_path / "t.db", migrations=SCHEMA)
+    yield d
+    d.close()
+
+
+def insert(v):
+    return lambda c: c.execute("INSERT INTO t (v) VALUES (?)", (v,)).lastrowid
+
+
+def count(db):
+    return db.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0])
+
+
+def test_writes_from_many_threads_all_commit(db):
+    def worker(k):
+        for i in range(200):
+            db.write(insert(f"{k}-{i}"))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert count(db) == 16 * 200
+
+
+def test_a_failing_write_rolls_back_alone_and_raises_to_its_caller(db):
+    db.write(insert("dup"))
+
+    def half_then_fail(c):
+        c.execute("INSERT INTO t (v) VALUES ('half')")
+        c.execute("INSERT INTO t (v) VALUES ('dup')")  # UNIQUE violation
+
+    futures = [
+        db.write_async(insert("a")),
+        db.write_async(half_then_fail),
+        db.write_async(insert("b")),
+    ]
+    assert futures[0].result() and futures[2].result()
+    with pytest.raises(Exception, match="UNIQUE"):
+        futures[1].result()
+    values = db.read(lambda c: sorted(r[0] for r in c.execute("SELECT v FROM t")))
+    assert values == ["a", "b", "dup"]
+
+
+def test_migrations_apply_once_and_resume(tmp_path):
+    path = tmp_path / "m.db"
+    Database(path, migrations=SCHEMA).close()
+    more = [*SCHEMA, "CREATE TABLE u (x INTEGER)"]
+    d = Database(path, migrations=more)
+    try:
+        assert d.read(lambda c: c.execute("PRAGMA user_version").fetchone()[0]) == 2
+        d.write(lambda c: c.execute("INSERT INTO u VALUES (1)"))
+    finally:
+        d.close()
+
+
+def test_closed_database_refuses_writes(tmp_path):
+    d = Database(tmp_path / "c.db", migrations=SCHEMA)
+    d.close()
+    with pytest.raises(errors.Unavailable):
+        d.write(insert("x"))
+
+
+def test_acknowledged_writes_survive_kill_9(tmp_path):
+    """A child acknowledges writes on stdout as they return, and is killed mid-stream."""
+    path = tmp_path / "k.db"
+    script = textwrap.dedent(
+        f"""
+        import sys, threading
+        from server.storage import Database
+        db = Database({str(path)!r}, migrations={SCHEMA!r})
+        out = threading.Lock()
+        def worker(k):
+            for i in range(100000):
+                v = f"{{k}}-{{i}}"
+                db.write(lambda c, v=v: c.execute("INSERT INTO t (v) VALUES (?)", (v,)))
+                with out:
+                    sys.stdout.write(f"{{k}}-{{i}}\n")
+                    sys.stdout.flush()
+        for k in range(4):
+            threading.Thread(target=worker, args=(k,), daemon=True).start()
+        threading.Event().wait()
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    acked = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        acked.append(line.strip())
+        if len(acked) >= 500:
+            break
+    proc.kill()
+    proc.wait()
+    d = Database(path, migrations=SCHEMA)
+    try:
+        stored = set(d.read(lambda c: [r[0] for r in c.execute("SELECT v FROM t")]))
+    finally:
+        d.close()
+    assert set(acked) <= stored
+
+
+def test_data_dir_is_exclusive(tmp_path):
+    first = DataDir(tmp_path / "d")
+    try:
+        with pytest.raises(errors.FailedPrecondition, match="in use"):
+            DataDir(tmp_path / "d")
+    finally:
+        first.close()
+    DataDir(tmp_path / "d").close()
