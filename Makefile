@@ -27,9 +27,10 @@ $(VENV)/.stamp-install: $(PY) $(BUILD_INPUTS)
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.stamp-dev: $(VENV)/.stamp-install
+# One build for both: the dev install includes everything the plain install has.
+$(VENV)/.stamp-dev: $(PY) $(BUILD_INPUTS)
 	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $@
+	touch $@ $(VENV)/.stamp-install
 
 install: $(VENV)/.stamp-install
 
