@@ -40,6 +40,10 @@ class DeadlineExceeded(LLMOptError):
     """The operation did not finish in the time it was given."""
 
 
+class DataLoss(LLMOptError):
+    """Stored data is missing or corrupt (e.g. an artifact whose bytes fail their hash)."""
+
+
 class NotImplementedYet(LLMOptError):
     """The RPC is declared in the contract but not built yet."""
 

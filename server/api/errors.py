@@ -14,6 +14,7 @@ STATUS_BY_ERROR: dict[type[errors.LLMOptError], grpc.StatusCode] = {
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.DataLoss: grpc.StatusCode.DATA_LOSS,
     errors.NotImplementedYet: grpc.StatusCode.UNIMPLEMENTED,
 }
 

@@ -1,0 +1,125 @@
+"""Checks on everything a caller names or attaches: each failure names the field and the value."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+
+from server import errors
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+# semver.org 2.0.0, with an optional leading "v".
+SEMVER = re.compile(
+    r"v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
+)
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+# "latest" resolves to the newest version in lookups; it cannot be set.
+RESERVED_ALIASES = frozenset({"latest"})
+
+MAX_TAGS = 64
+MAX_KEY = 128
+MAX_TAG_VALUE = 4096
+MAX_METRICS = 256
+MAX_DESCRIPTION = 16_384
+MAX_REASON = 1024
+MAX_ACTOR = 256
+
+
+def _shown(value: object) -> object:
+    """The value as an error message shows it: long strings are cut."""
+    if isinstance(value, str) and len(value) > 80:
+        return f"{value[:32]}... ({len(value)} characters)"
+    return value
+
+
+def model_name(value: str, field: str = "model") -> str:
+    if not isinstance(value, str) or not MODEL_NAME.fullmatch(value):
+        raise errors.invalid(
+            field, _shown(value), "a model name matches [A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+        )
+    return value
+
+
+def alias_name(value: str, field: str = "alias", *, settable: bool = True) -> str:
+    if not isinstance(value, str) or not ALIAS_NAME.fullmatch(value):
+        raise errors.invalid(field, _shown(value), "an alias matches [a-z][a-z0-9_-]{0,63}")
+    if settable and value in RESERVED_ALIASES:
+        raise errors.invalid(field, value, "reserved: it always means the newest version")
+    return value
+
+
+def version_number(value: int, field: str = "version") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise errors.invalid(field, value, "versions are integers from 1")
+    return value
+
+
+def _printable_key(value: object, field: str) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_KEY:
+        raise errors.invalid(field, _shown(value), f"a key is 1 to {MAX_KEY} characters")
+    if any(not ch.isprintable() for ch in value):
+        raise errors.invalid(field, value, "a key has no control or non-printable characters")
+    return value
+
+
+def _text(value: object, field: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise errors.invalid(field, type(value).__name__, "a string")
+    if len(value) > limit:
+        raise errors.invalid(field, f"{len(value)} characters", f"at most {limit} characters")
+    if "\x00" in value:
+        raise errors.invalid(field, value, "no NUL characters")
+    return value
+
+
+def tags(value: Mapping[str, str], field: str = "tags") -> dict[str, str]:
+    if len(value) > MAX_TAGS:
+        raise errors.invalid(field, f"{len(value)} tags", f"at most {MAX_TAGS} tags")
+    out: dict[str, str] = {}
+    for key, val in value.items():
+        _printable_key(key, f"{field} key")
+        out[key] = _text(val, f"{field}[{key!r}]", MAX_TAG_VALUE)
+    return out
+
+
+def metrics(value: Mapping[str, float], field: str = "metrics") -> dict[str, float]:
+    if len(value) > MAX_METRICS:
+        raise errors.invalid(field, f"{len(value)} metrics", f"at most {MAX_METRICS} metrics")
+    out: dict[str, float] = {}
+    for key, val in value.items():
+        _printable_key(key, f"{field} key")
+        if isinstance(val, bool) or not isinstance(val, int | float) or not math.isfinite(val):
+            raise errors.invalid(f"{field}[{key!r}]", val, "a finite number")
+        out[key] = float(val)
+    return out
+
+
+def description(value: str, field: str = "description") -> str:
+    return _text(value, field, MAX_DESCRIPTION)
+
+
+def reason(value: str, field: str = "reason") -> str:
+    return _text(value, field, MAX_REASON)
+
+
+def actor(value: str, field: str = "actor") -> str:
+    return _text(value, field, MAX_ACTOR)
+
+
+def semver(value: str, field: str = "semver") -> str:
+    if value and (not isinstance(value, str) or not SEMVER.fullmatch(value)):
+        raise errors.invalid(
+            field, _shown(value), "empty or a semantic version such as 1.2.0 (semver.org)"
+        )
+    return value
+
+
+def sha256(value: str, field: str = "sha256") -> str:
+    if value and (not isinstance(value, str) or not SHA256.fullmatch(value.lower())):
+        raise errors.invalid(field, _shown(value), "empty or 64 hexadecimal digits")
+    return value.lower()

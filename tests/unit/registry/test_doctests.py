@@ -1,0 +1,18 @@
+"""The runnable examples in the registry's docstrings."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import registry.export
+import registry.model_registry
+
+
+@pytest.mark.parametrize(
+    "module", [registry.model_registry, registry.export], ids=lambda m: m.__name__
+)
+def test_docstring_examples(module: object) -> None:
+    failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
+    assert tried > 0 and failures == 0
