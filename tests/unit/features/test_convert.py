@@ -1,0 +1,84 @@
+"""Proto <-> domain conversion of feature sets and rows, both ways."""
+
+from __future__ import annotations
+
+import pytest
+
+from server import errors
+from server.api import convert_features as cf
+from server.features.spec import (
+    Clip,
+    Cyclical,
+    Feature,
+    FeatureSet,
+    FeatureType,
+    Hash,
+    Identity,
+    Log1p,
+    MinMax,
+    OneHot,
+    Standardize,
+)
+from server.gen.llmopt.v1 import features_pb2 as F
+
+EVERY_TRANSFORM = FeatureSet(
+    name="s",
+    entity_key="user_id",
+    features=(
+        Feature("a", FeatureType.FLOAT, Identity(), default=1.5),
+        Feature("b", FeatureType.INT, Log1p(), default=3),
+        Feature("c", FeatureType.FLOAT, Standardize(1.0, 2.0)),
+        Feature("d", FeatureType.FLOAT, MinMax(-1.0, 1.0)),
+        Feature("e", FeatureType.FLOAT, Clip(0.0, 5.0)),
+        Feature("f", FeatureType.CATEGORY, OneHot(("x", "y")), default="x"),
+        Feature("g", FeatureType.STRING, Hash(16)),
+        Feature("h", FeatureType.INT, Cyclical(24.0), source="context.hour_of_day"),
+        Feature("i", FeatureType.BOOL, Identity(), default=True),
+    ),
+    ttl_seconds=90.5,
+    description="every transform",
+    aggregates=("a",),
+)
+
+
+def test_feature_set_round_trips():
+    msg = cf.to_feature_set(EVERY_TRANSFORM)
+    back = cf.from_feature_set(F.FeatureSet.FromString(msg.SerializeToString()))
+    assert back.same_definition(EVERY_TRANSFORM)
+    assert back.features[1].default == 3.0 and back.features[8].default is True
+    assert msg.features[2].transform.standardize.std == 2.0
+    assert list(msg.features[5].transform.one_hot.vocabulary) == ["x", "y"]
+
+
+def test_unset_type_is_refused_naming_the_feature():
+    msg = F.FeatureSet(name="s", entity_key="k", features=[F.Feature(name="a")])
+    with pytest.raises(errors.InvalidArgument, match=r"features\[0\]\.type"):
+        cf.from_feature_set(msg)
+
+
+def test_rows_from_every_value_form():
+    rows = [
+        F.FeatureRow(entity_id="u", numbers={"a": 1.0}, texts={"f": "x"}, flags={"i": True}),
+        F.FeatureRow(entity_id="v", values={"a": F.FeatureValue(number=2.0)}),
+    ]
+    rows[1].event_time.FromMicroseconds(1_500_000)
+    assert cf.from_rows(rows) == [
+        ("u", {"a": 1.0, "f": "x", "i": True}, None),
+        ("v", {"a": 2.0}, 1_500_000),
+    ]
+
+
+def test_rows_with_duplicate_or_empty_values_are_refused():
+    rows = [
+        F.FeatureRow(entity_id="u", numbers={"a": 1.0}, values={"a": F.FeatureValue(number=2)}),
+        F.FeatureRow(entity_id="v", values={"b": F.FeatureValue()}),
+    ]
+    with pytest.raises(errors.InvalidArgument) as info:
+        cf.from_rows(rows)
+    assert "rows[0]: 'a' is given twice" in str(info.value)
+    assert "rows[1].values['b']" in str(info.value)
+
+
+def test_values_round_trip():
+    for value in (1.5, "text", True, False):
+        assert cf.from_value(cf.to_value(value)) == value
