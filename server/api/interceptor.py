@@ -35,6 +35,8 @@ class ServingInterceptor(grpc.ServerInterceptor):
         self._is_ready = is_ready
         self._in_flight = 0
         self._idle = threading.Condition()
+        # Handlers are fixed once the server starts: wrap each method once, not on every call.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no RPC is in progress (endless streams aside); False on timeout."""
@@ -52,10 +54,16 @@ class ServingInterceptor(grpc.ServerInterceptor):
                 self._idle.notify_all()
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
         method: str = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = continuation(handler_call_details)
+            if handler is None:
+                return None
+            wrapped = self._wrapped.setdefault(method, self._wrap(handler, method))
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         gated = not method.startswith(ALWAYS_OPEN_PREFIXES)
         counted = method not in ENDLESS_METHODS
         if handler.unary_unary:
