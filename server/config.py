@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 SYNC_MODES = ("normal", "full")
+ONNX_PROVIDERS = ("cpu", "cuda", "tensorrt", "rocm", "openvino", "dnnl")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,13 @@ class Settings:
     log_format: str = "text"
     grace_seconds: float = 10.0
     sqlite_sync: str = "normal"
+    max_loaded_models: int = 32
+    model_idle_seconds: float = 600.0
+    onnx_intra_op_threads: int = 1
+    onnx_inter_op_threads: int = 1
+    onnx_providers: str = "cpu"
+    shadow_queue_size: int = 1024
+    demo: bool = False
 
     @property
     def address(self) -> str:
@@ -81,6 +89,27 @@ def _host(text: str) -> str:
     return text
 
 
+def _providers(text: str) -> str:
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    if not names:
+        raise SettingsError("expected at least one execution provider")
+    for name in names:
+        if name not in ONNX_PROVIDERS:
+            known = ", ".join(ONNX_PROVIDERS)
+            raise SettingsError(f"expected providers among {known}, got {name!r}")
+    return ",".join(names)
+
+
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _bool(text: str) -> bool:
+    value = BOOL_WORDS.get(text.strip().lower())
+    if value is None:
+        raise SettingsError(f"expected true/false (or 1/0, yes/no), got {text!r}")
+    return value
+
+
 def _path(text: str) -> Path:
     if not text:
         raise SettingsError("expected a directory path, got an empty string")
@@ -110,6 +139,38 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         "SQLite synchronous mode: normal survives a killed process (kill -9), "
         "full also survives power loss at the cost of an fsync per group commit",
     ),
+    "max_loaded_models": (
+        _int_in(1, 10_000),
+        "model versions kept loaded; beyond it the least recently used version that is neither "
+        "champion nor challenger is unloaded",
+    ),
+    "model_idle_seconds": (
+        _float_in(0.1, 7 * 86400),
+        "a loaded version that is neither champion nor challenger is unloaded after this idle time",
+    ),
+    "onnx_intra_op_threads": (
+        _int_in(0, 256),
+        "onnxruntime threads inside one operator (0: onnxruntime decides); 1 is best for latency",
+    ),
+    "onnx_inter_op_threads": (
+        _int_in(0, 256),
+        "onnxruntime threads across operators (0: onnxruntime decides)",
+    ),
+    "onnx_providers": (
+        _providers,
+        "onnxruntime execution providers in order of preference, comma-separated: "
+        + ", ".join(ONNX_PROVIDERS),
+    ),
+    "shadow_queue_size": (
+        _int_in(1, 1_000_000),
+        "SHADOW traffic copies waiting for the challenger; "
+        "when it is full, copies are dropped and counted",
+    ),
+    "demo": (
+        _bool,
+        "on first start (empty data dir) seed a demo: bandit llm-router, model quality-predictor "
+        "with champion, challenger and a traffic split, feature set request-context",
+    ),
 }
 
 
@@ -138,12 +199,15 @@ def build_parser(prog: str = "llmopt-server") -> argparse.ArgumentParser:
             except SettingsError as exc:
                 raise argparse.ArgumentTypeError(str(exc)) from None
 
+        # a boolean flag alone means true: --demo is --demo true
+        extra: dict[str, Any] = {"nargs": "?", "const": "true"} if parse is _bool else {}
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
             type=checked,
             default=None,
             metavar=name.upper(),
+            **extra,
             help=f"{help_text} [env {env_name(name)}, default {getattr(defaults, name)}]",
         )
     return parser
@@ -172,7 +236,7 @@ def parse_settings(
 
 
 def settings_table() -> list[tuple[str, str, str, str]]:
-    """(flag, env var, default, help) for every setting: the README's table is checked against it."""
+    """(flag, env var, default, help) of every setting; the README table is checked against it."""
     defaults = Settings()
     return [
         ("--" + name.replace("_", "-"), env_name(name), str(getattr(defaults, name)), help_text)

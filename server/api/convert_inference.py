@@ -1,0 +1,403 @@
+"""Conversion between the inference protos (llmopt.v1.Inference and the Open Inference Protocol)
+and the domain types of ``server.inference``: ``to_x`` / ``from_x`` pairs over lookup tables.
+
+Every reader validates what it reads and raises InvalidArgument naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from server import errors
+from server.api.convert import (
+    DTYPE_BY_NUMPY,
+    NUMPY_BY_DTYPE,
+    from_request_context,
+    from_tensor,
+    to_tensor,
+)
+from server.features.context import RequestContext
+from server.gen.inference import grpc_service_pb2 as oip_pb2
+from server.gen.llmopt.v1 import common_pb2, inference_pb2
+from server.inference import (
+    IndexEntry,
+    ModelDescription,
+    ModelStats,
+    Prediction,
+    TrafficMode,
+    TrafficPolicy,
+    Variant,
+)
+from server.inference.signature import IOSpec
+
+# -- llmopt.v1.Inference ---------------------------------------------------------------------------
+
+MODE_BY_PROTO: dict[int, TrafficMode] = {
+    inference_pb2.TRAFFIC_MODE_UNSPECIFIED: TrafficMode.OFF,
+    inference_pb2.OFF: TrafficMode.OFF,
+    inference_pb2.SPLIT: TrafficMode.SPLIT,
+    inference_pb2.SHADOW: TrafficMode.SHADOW,
+}
+PROTO_BY_MODE: dict[TrafficMode, int] = {
+    TrafficMode.OFF: inference_pb2.OFF,
+    TrafficMode.SPLIT: inference_pb2.SPLIT,
+    TrafficMode.SHADOW: inference_pb2.SHADOW,
+}
+PROTO_BY_VARIANT: dict[Variant, int] = {
+    Variant.CHAMPION: inference_pb2.CHAMPION,
+    Variant.CHALLENGER: inference_pb2.CHALLENGER,
+    Variant.PINNED: inference_pb2.PINNED,
+    Variant.SHADOW: inference_pb2.SHADOW_COPY,
+}
+
+
+class PredictCall(NamedTuple):
+    """A validated Predict request, ready for ``InferenceEngine.predict``."""
+
+    model: str
+    inputs: dict[str, np.ndarray]
+    version: int
+    alias: str
+    output_names: tuple[str, ...]
+    routing_key: str
+
+
+def input_array(msg: common_pb2.Tensor, field: str) -> np.ndarray:
+    """``convert.from_tensor`` with a fast path for the well-formed tensor (the hot path); any
+    doubt goes through ``from_tensor``, which raises the precise error."""
+    dtype = NUMPY_BY_DTYPE.get(msg.dtype)
+    shape = tuple(msg.shape)
+    if (
+        dtype is None
+        or (shape and min(shape) < 0)
+        or math.prod(shape) * dtype.itemsize != len(msg.raw_data)
+    ):
+        return from_tensor(msg, field)
+    return np.frombuffer(msg.raw_data, dtype=dtype).reshape(shape)
+
+
+def output_tensor(array: np.ndarray, name: str) -> common_pb2.Tensor:
+    """``convert.to_tensor`` with a fast path for contiguous little-endian arrays."""
+    code = DTYPE_BY_NUMPY.get(array.dtype)
+    if code is None or not array.flags.c_contiguous or array.dtype.byteorder == ">":
+        return to_tensor(array, name)
+    return common_pb2.Tensor(name=name, dtype=code, shape=array.shape, raw_data=array.tobytes())  # type: ignore[arg-type]
+
+
+def _named_inputs(arrays: Sequence[tuple[str, np.ndarray]], field: str) -> dict[str, np.ndarray]:
+    inputs: dict[str, np.ndarray] = {}
+    for i, (name, array) in enumerate(arrays):
+        if not name:
+            raise errors.invalid(f"{field}[{i}].name", name, "every input tensor needs its name")
+        if name in inputs:
+            raise errors.invalid(f"{field}[{i}].name", name, "each input may appear only once")
+        inputs[name] = array
+    return inputs
+
+
+def uses_features(msg: inference_pb2.PredictRequest) -> bool:
+    """Whether the request predicts from request facts (feature set, context) not tensors."""
+    return bool(msg.feature_set or msg.entity_ids or msg.HasField("context"))
+
+
+def from_predict_context(msg: inference_pb2.PredictRequest) -> RequestContext | None:
+    return from_request_context(msg.context) if msg.HasField("context") else None
+
+
+def from_predict_request(msg: inference_pb2.PredictRequest) -> PredictCall:
+    if not msg.model:
+        raise errors.invalid("model", msg.model, "a registered model name")
+    if uses_features(msg):
+        if msg.inputs:
+            raise errors.invalid(
+                "inputs", f"{len(msg.inputs)} tensors", "none when feature_set or context is set"
+            )
+        return PredictCall(
+            msg.model, {}, msg.version, msg.alias, tuple(msg.output_names), msg.routing_key
+        )
+    if not msg.inputs:
+        raise errors.invalid("inputs", [], "at least one input tensor, or a feature_set/context")
+    arrays = [(t.name, input_array(t, f"inputs[{i}]")) for i, t in enumerate(msg.inputs)]
+    return PredictCall(
+        model=msg.model,
+        inputs=_named_inputs(arrays, "inputs"),
+        version=msg.version,
+        alias=msg.alias,
+        output_names=tuple(msg.output_names),
+        routing_key=msg.routing_key,
+    )
+
+
+def to_predict_response(prediction: Prediction, id: str = "") -> inference_pb2.PredictResponse:
+    return inference_pb2.PredictResponse(
+        id=id,
+        model=prediction.model,
+        version=prediction.version,
+        variant=PROTO_BY_VARIANT[prediction.variant],  # type: ignore[arg-type]
+        outputs=[output_tensor(array, name) for name, array in prediction.outputs.items()],
+        request_id=prediction.request_id,
+    )
+
+
+def from_traffic_policy(msg: inference_pb2.TrafficPolicy) -> TrafficPolicy:
+    mode = MODE_BY_PROTO.get(msg.mode)
+    if mode is None:
+        raise errors.invalid("policy.mode", msg.mode, "OFF, SPLIT or SHADOW")
+    return TrafficPolicy(msg.model, mode, msg.challenger_percent)
+
+
+def to_traffic_policy(policy: TrafficPolicy) -> inference_pb2.TrafficPolicy:
+    return inference_pb2.TrafficPolicy(
+        model=policy.model,
+        mode=PROTO_BY_MODE[policy.mode],  # type: ignore[arg-type]
+        challenger_percent=policy.challenger_buckets / 100,
+    )
+
+
+def to_model_stats(stats: ModelStats) -> inference_pb2.ModelStats:
+    s = stats.shadow
+    return inference_pb2.ModelStats(
+        model=stats.model,
+        variants=[
+            inference_pb2.VariantStats(
+                version=v.version,
+                variant=PROTO_BY_VARIANT[v.variant],  # type: ignore[arg-type]
+                requests=v.requests,
+                rows=v.rows,
+                errors=v.errors,
+                latency=inference_pb2.LatencySummary(
+                    p50_ms=v.latency.p50_ms, p95_ms=v.latency.p95_ms, p99_ms=v.latency.p99_ms
+                ),
+            )
+            for v in stats.variants
+        ],
+        shadow=inference_pb2.ShadowStats(
+            compared=s.compared,
+            dropped=s.dropped,
+            errors=s.errors,
+            label_agreement=s.label_agreement,
+            mean_abs_diff=s.mean_abs_diff,
+            max_abs_diff=s.max_abs_diff,
+        ),
+        load_failures=[
+            inference_pb2.LoadFailure(version=f.version, alias=f.alias, message=f.message)
+            for f in stats.load_failures
+        ],
+    )
+
+
+# -- Open Inference Protocol -----------------------------------------------------------------------
+
+# Datatype names of the specification <-> numpy dtype (little-endian). BYTES has no fixed width.
+NUMPY_BY_DATATYPE: dict[str, np.dtype] = {
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+DATATYPE_BY_NUMPY: dict[np.dtype, str] = {
+    v.newbyteorder("="): k for k, v in NUMPY_BY_DATATYPE.items()
+}
+# Which InferTensorContents field carries each datatype (FP16 travels only as raw bytes).
+CONTENTS_FIELD_BY_DATATYPE: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+PLATFORM = "onnxruntime_onnx"
+_ROUTING_KEY_PARAMETER = "routing_key"
+
+
+def datatype_of(dtype: np.dtype) -> str:
+    if dtype.kind == "O":
+        return "BYTES"
+    name = DATATYPE_BY_NUMPY.get(dtype.newbyteorder("="))
+    if name is None:
+        raise errors.invalid("datatype", dtype.name, "has no Open Inference Protocol name")
+    return name
+
+
+def _shape(values: Sequence[int], field: str) -> tuple[int, ...]:
+    shape = tuple(values)
+    if any(d < 0 for d in shape):
+        raise errors.invalid(f"{field}.shape", list(shape), "dimensions must be >= 0")
+    return shape
+
+
+def _from_infer_input(
+    msg: oip_pb2.ModelInferRequest.InferInputTensor, raw: bytes | None, field: str
+) -> np.ndarray:
+    if msg.datatype == "BYTES":
+        raise errors.invalid(
+            f"{field}.datatype",
+            msg.datatype,
+            "a numeric or BOOL datatype: served models take no string inputs",
+        )
+    dtype = NUMPY_BY_DATATYPE.get(msg.datatype)
+    if dtype is None:
+        raise errors.invalid(
+            f"{field}.datatype", msg.datatype, "one of " + ", ".join(NUMPY_BY_DATATYPE)
+        )
+    shape = _shape(msg.shape, field)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if raw is not None:
+        expected = count * dtype.itemsize
+        if len(raw) != expected:
+            raise errors.invalid(
+                f"{field} raw_input_contents",
+                f"{len(raw)} bytes",
+                f"shape {list(shape)} of {msg.datatype} needs {expected} bytes",
+            )
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    contents_field = CONTENTS_FIELD_BY_DATATYPE.get(msg.datatype)
+    if contents_field is None:
+        raise errors.invalid(
+            f"{field}.contents",
+            msg.datatype,
+            "raw_input_contents: this datatype has no typed contents field",
+        )
+    values = getattr(msg.contents, contents_field)
+    if len(values) != count:
+        raise errors.invalid(
+            f"{field}.contents.{contents_field}",
+            f"{len(values)} values",
+            f"shape {list(shape)} needs {count}",
+        )
+    return np.asarray(values, dtype=dtype).reshape(shape)
+
+
+@dataclass(frozen=True)
+class InferCall:
+    model: str
+    version: int
+    id: str
+    inputs: dict[str, np.ndarray]
+    output_names: tuple[str, ...]
+    routing_key: str
+
+
+def parse_version(text: str, field: str = "model_version") -> int:
+    """ "" (routed) -> 0; otherwise a positive integer."""
+    if not text:
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise errors.invalid(field, text, "empty (routed) or a version number >= 1")
+    return int(text)
+
+
+def from_infer_request(msg: oip_pb2.ModelInferRequest) -> InferCall:
+    if not msg.model_name:
+        raise errors.invalid("model_name", msg.model_name, "a registered model name")
+    if not msg.inputs:
+        raise errors.invalid("inputs", [], "at least one input tensor")
+    raw = msg.raw_input_contents
+    if raw and len(raw) != len(msg.inputs):
+        raise errors.invalid(
+            "raw_input_contents",
+            f"{len(raw)} entries",
+            f"one per input ({len(msg.inputs)}), or none to use typed contents",
+        )
+    arrays = [
+        (t.name, _from_infer_input(t, raw[i] if raw else None, f"inputs[{i}]"))
+        for i, t in enumerate(msg.inputs)
+    ]
+    key = msg.parameters.get(_ROUTING_KEY_PARAMETER)
+    return InferCall(
+        model=msg.model_name,
+        version=parse_version(msg.model_version),
+        id=msg.id,
+        inputs=_named_inputs(arrays, "inputs"),
+        output_names=tuple(o.name for o in msg.outputs),
+        routing_key=key.string_param if key is not None else "",
+    )
+
+
+def to_infer_response(prediction: Prediction, id: str = "") -> oip_pb2.ModelInferResponse:
+    outputs = []
+    raw = []
+    for name, array in prediction.outputs.items():
+        datatype = datatype_of(array.dtype)
+        if datatype == "BYTES":
+            data = b"".join(
+                len(b).to_bytes(4, "little") + b for b in (_as_bytes(v) for v in array.ravel())
+            )
+        else:
+            data = np.ascontiguousarray(array, NUMPY_BY_DATATYPE[datatype]).tobytes()
+        outputs.append(
+            oip_pb2.ModelInferResponse.InferOutputTensor(
+                name=name, datatype=datatype, shape=array.shape
+            )
+        )
+        raw.append(data)
+    response = oip_pb2.ModelInferResponse(
+        model_name=prediction.model,
+        model_version=str(prediction.version),
+        id=id,
+        outputs=outputs,
+        raw_output_contents=raw,
+    )
+    response.parameters["variant"].string_param = prediction.variant.value
+    response.parameters["request_id"].string_param = prediction.request_id
+    return response
+
+
+def _as_bytes(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _tensor_metadata(
+    spec: IOSpec,
+) -> oip_pb2.ModelMetadataResponse.TensorMetadata:
+    return oip_pb2.ModelMetadataResponse.TensorMetadata(
+        name=spec.name, datatype=datatype_of(spec.dtype), shape=spec.shape
+    )
+
+
+def to_model_metadata(desc: ModelDescription) -> oip_pb2.ModelMetadataResponse:
+    versions = desc.versions if desc.version in desc.versions else (*desc.versions, desc.version)
+    return oip_pb2.ModelMetadataResponse(
+        name=desc.model,
+        versions=[str(v) for v in sorted(versions)],
+        platform=PLATFORM,
+        inputs=[_tensor_metadata(s) for s in desc.signature.inputs],
+        outputs=[_tensor_metadata(s) for s in desc.signature.outputs],
+    )
+
+
+def to_repository_index(
+    entries: Sequence[IndexEntry], ready_only: bool = False
+) -> oip_pb2.RepositoryIndexResponse:
+    return oip_pb2.RepositoryIndexResponse(
+        models=[
+            oip_pb2.RepositoryIndexResponse.ModelIndex(
+                name=e.model,
+                version=str(e.version) if e.version else "",
+                state=e.state,
+                reason=e.reason,
+            )
+            for e in entries
+            if not ready_only or e.state == "READY"
+        ]
+    )

@@ -1,0 +1,576 @@
+"""The model server: registry models served from onnxruntime sessions with champion/challenger
+routing, shadow traffic, hot swap and bounded memory.
+
+Per model, a ``_ModelSlot`` holds an immutable ``_Routing`` snapshot (champion, challenger,
+policy). Requests read the snapshot without a lock; alias changes and policy changes build a new
+snapshot under the model's lock and replace it in one assignment, after the new version is loaded
+and warmed. A version no longer routed to is retired and closes once its in-flight requests end.
+
+Loaded versions live in one table bounded by ``max_loaded_models``: the champion and challenger
+of every model always stay; other versions (pinned by callers) go least recently used first, and
+after ``idle_seconds`` without use.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from server import errors
+from server.inference.policy_store import TrafficPolicyStore
+from server.inference.routing import ChampionChallengerRouter, TrafficMode, TrafficPolicy, Variant
+from server.inference.session import LoadedModel, SessionConfig
+from server.inference.shadow import ShadowJob, ShadowRunner
+from server.inference.signature import Signature, row_count, signature_from
+from server.inference.stats import LoadFailure, ModelStats, ModelStatsBook
+
+log = logging.getLogger("llmopt.inference")
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+VARIANT_BY_ALIAS = {CHAMPION: Variant.CHAMPION, CHALLENGER: Variant.CHALLENGER}
+_ACQUIRE_ATTEMPTS = 16
+
+
+class ModelSource(Protocol):
+    """What the engine needs of the registry (``registry.Registry`` provides it)."""
+
+    def get_version(
+        self, model: str, version: int | None = None, alias: str | None = None
+    ) -> Any: ...
+
+    def read_artifact(self, model: str, version: int) -> bytes: ...
+
+    def aliases(self, model: str) -> dict[str, int]: ...
+
+    def list_models(self) -> Iterable[Any]: ...
+
+    def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    session: SessionConfig = field(default_factory=SessionConfig)
+    max_loaded_models: int = 32
+    idle_seconds: float = 600.0
+    shadow_queue_size: int = 1024
+    seed: int | None = None  # random (non-sticky) routing draws
+
+
+class Prediction(NamedTuple):
+    model: str
+    version: int
+    variant: Variant
+    outputs: dict[str, np.ndarray]
+    request_id: str
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What the Open Inference Protocol's metadata calls report."""
+
+    model: str
+    version: int
+    signature: Signature
+    versions: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    model: str
+    version: int
+    state: str  # READY or UNAVAILABLE
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Routing:
+    champion: LoadedModel | None
+    challenger: LoadedModel | None
+    policy: TrafficPolicy
+
+
+class _ModelSlot:
+    """One model's routing snapshot, stats and load failures; ``lock`` serialises changes."""
+
+    def __init__(self, name: str, policy: TrafficPolicy) -> None:
+        self.name = name
+        self.lock = threading.RLock()
+        self.routing = _Routing(None, None, policy)
+        self.stats = ModelStatsBook(name)
+        self.failures: dict[str, LoadFailure] = {}
+        self.ready = False
+
+
+def _row_feed(loaded: LoadedModel, row: np.ndarray) -> dict[str, np.ndarray]:
+    """A feature vector as one row of the model's single input."""
+    specs = loaded.signature.inputs
+    if len(specs) != 1 or len(specs[0].shape) != 2 or specs[0].dtype.kind != "f":
+        raise errors.invalid(
+            "feature_set",
+            f"model {loaded.model!r} version {loaded.version}",
+            "a model with one float input of shape [rows, features] to predict from a feature "
+            "vector; send input tensors instead",
+        )
+    return {specs[0].name: np.ascontiguousarray(row, dtype=specs[0].dtype).reshape(1, -1)}
+
+
+def _model_name(entry: Any) -> str:
+    return entry if isinstance(entry, str) else str(entry.name)
+
+
+class InferenceEngine:
+    """Serves every registry model; safe to call from many threads."""
+
+    def __init__(
+        self, registry: ModelSource, policies: TrafficPolicyStore, config: EngineConfig
+    ) -> None:
+        if config.max_loaded_models < 1:
+            raise errors.invalid("max_loaded_models", config.max_loaded_models, ">= 1")
+        config.session.ort_providers()  # a provider that is not there fails now, not per model
+        self.config = config
+        self._registry = registry
+        self._policies = policies
+        self._router = ChampionChallengerRouter(config.seed)
+        self._slots: dict[str, _ModelSlot] = {}
+        self._slots_lock = threading.Lock()
+        self._loaded: dict[tuple[str, int], LoadedModel] = {}
+        self._loaded_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(4)
+        self._closed = threading.Event()
+        self._shadow = ShadowRunner(config.shadow_queue_size)
+        self._janitor = threading.Thread(
+            target=self._unload_idle_loop, name="model-janitor", daemon=True
+        )
+        self._janitor.start()
+        self._unsubscribe = registry.subscribe(self._on_alias_event)
+        self.warm = False
+
+    # -- lifecycle (server.api.binding.Component) ------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Load and warm every model's champion and challenger before the server takes traffic."""
+        for entry in self._registry.list_models():
+            name = _model_name(entry)
+            try:
+                self._slot(name)
+            except Exception as exc:
+                log.error("model %r: could not be prepared at start: %s", name, exc)
+        self.warm = True
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._unsubscribe()
+        self._shadow.close()
+        self._janitor.join(timeout=5)
+        with self._loaded_lock:
+            loaded = list(self._loaded.values())
+            self._loaded.clear()
+        for slot in list(self._slots.values()):
+            for m in (slot.routing.champion, slot.routing.challenger):
+                if m is not None:
+                    loaded.append(m)
+        for m in loaded:
+            m.retire()
+
+    # -- predictions ----------------------------------------------------------------------------
+
+    def predict(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        version: int = 0,
+        alias: str = "",
+        output_names: Sequence[str] | None = None,
+        routing_key: str = "",
+        row: np.ndarray | None = None,
+    ) -> Prediction:
+        """Run ``inputs`` on the version the request names, or the one the policy routes to.
+
+        ``row`` (a feature vector, instead of ``inputs``) is fed as one row to the model's single
+        input, in that input's dtype.
+        """
+        if version and alias:
+            raise errors.invalid("version", version, "name a version or an alias, not both")
+        if version < 0:
+            raise errors.invalid("version", version, "a version number >= 1 (0: routed)")
+        slot = self._slot(model)
+        if version or (alias and alias not in VARIANT_BY_ALIAS):
+            return self._predict_pinned(slot, version, alias, inputs, output_names, row)
+        for _ in range(_ACQUIRE_ATTEMPTS):
+            routing = slot.routing
+            if alias:
+                variant = VARIANT_BY_ALIAS[alias]
+            elif routing.champion is None:
+                raise self._no_version(slot, CHAMPION)
+            else:
+                variant = self._router.choose(
+                    routing.policy, routing.challenger is not None, routing_key
+                )
+            loaded = routing.champion if variant is Variant.CHAMPION else routing.challenger
+            if loaded is None:
+                raise self._no_version(slot, alias or CHAMPION)
+            if loaded.acquire():
+                break
+        else:
+            raise errors.Unavailable(f"model {model!r} is being swapped; retry")
+        try:
+            if row is not None:
+                inputs = _row_feed(loaded, row)
+            outputs = self._run(slot, loaded, variant, inputs, output_names)
+        finally:
+            loaded.release()
+        challenger = routing.challenger
+        if (
+            routing.policy.mode is TrafficMode.SHADOW
+            and variant is Variant.CHAMPION
+            and challenger is not None
+            and not alias
+        ):
+            self._shadow.offer(ShadowJob(slot.stats, challenger, inputs, output_names, outputs))
+        return Prediction(model, loaded.version, variant, outputs, self._request_id())
+
+    def _predict_pinned(
+        self,
+        slot: _ModelSlot,
+        version: int,
+        alias: str,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str] | None,
+        row: np.ndarray | None = None,
+    ) -> Prediction:
+        if alias:
+            version = int(self._registry.get_version(slot.name, alias=alias).version)
+        key = (slot.name, version)
+        for _ in range(_ACQUIRE_ATTEMPTS):
+            loaded = self._loaded.get(key)
+            if loaded is None or loaded.closed:
+                with slot.lock:
+                    loaded = self._ensure_loaded(slot.name, version)
+            if loaded.acquire():
+                break
+        else:
+            raise errors.Unavailable(f"model {slot.name!r} version {version} is being unloaded")
+        loaded.pinned_at = loaded.last_used
+        try:
+            if row is not None:
+                inputs = _row_feed(loaded, row)
+            outputs = self._run(slot, loaded, Variant.PINNED, inputs, output_names)
+        finally:
+            loaded.release()
+        return Prediction(slot.name, version, Variant.PINNED, outputs, self._request_id())
+
+    @staticmethod
+    def _run(
+        slot: _ModelSlot,
+        loaded: LoadedModel,
+        variant: Variant,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str] | None,
+    ) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        ok = False
+        try:
+            outputs = loaded.run(inputs, output_names)
+            ok = True
+            return outputs
+        finally:
+            slot.stats.record(
+                loaded.version, variant, row_count(inputs), time.perf_counter() - start, ok
+            )
+
+    def _request_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids)}"
+
+    def _no_version(self, slot: _ModelSlot, alias: str) -> errors.LLMOptError:
+        failure = slot.failures.get(alias)
+        detail = ""
+        if failure is not None:
+            detail = f" (version {failure.version} failed to load: {failure.message})"
+        return errors.FailedPrecondition(
+            f"model: {slot.name!r} has no {alias} to serve{detail}; set its {alias!r} alias"
+        )
+
+    # -- traffic policy and stats ---------------------------------------------------------------
+
+    def set_policy(self, policy: TrafficPolicy) -> TrafficPolicy:
+        """Store the policy durably, then route by it."""
+        slot = self._slot(policy.model)
+        with slot.lock:
+            self._policies.save(policy)
+            slot.routing = replace(slot.routing, policy=policy)
+        log.info(
+            "model %r: traffic policy %s %.2f%%",
+            policy.model,
+            policy.mode.name,
+            policy.challenger_percent,
+        )
+        return policy
+
+    def get_policy(self, model: str) -> TrafficPolicy:
+        return self._slot(model).routing.policy
+
+    def stats(self, model: str) -> ModelStats:
+        slot = self._slot(model)
+        return slot.stats.snapshot(tuple(slot.failures.values()))
+
+    def wait_for_shadow(self, timeout: float = 10.0) -> None:
+        """Block until queued shadow copies have run (tests, benchmarks)."""
+        self._shadow.drain(timeout)
+
+    # -- metadata (Open Inference Protocol) ------------------------------------------------------
+
+    def describe(self, model: str, version: int = 0) -> ModelDescription:
+        slot = self._slot(model)
+        routing = slot.routing
+        versions = tuple(sorted({m.version for m in (routing.champion, routing.challenger) if m}))
+        if version:
+            mv = self._registry.get_version(model, version=version)
+            signature = signature_from(mv.inputs, mv.outputs)
+            loaded = self._loaded.get((model, version))
+            if loaded is not None:
+                signature = loaded.signature
+            return ModelDescription(model, version, signature, versions)
+        if routing.champion is None:
+            raise self._no_version(slot, CHAMPION)
+        return ModelDescription(
+            model, routing.champion.version, routing.champion.signature, versions
+        )
+
+    def is_ready(self, model: str, version: int = 0) -> bool:
+        """Whether a request for this model (and version) would be served without loading."""
+        try:
+            slot = self._slot(model)
+        except errors.LLMOptError:
+            return False
+        routing = slot.routing
+        if not version:
+            return routing.champion is not None and not routing.champion.closed
+        if any(
+            m is not None and m.version == version and not m.closed
+            for m in (routing.champion, routing.challenger)
+        ):
+            return True
+        loaded = self._loaded.get((model, version))
+        return loaded is not None and not loaded.closed
+
+    def index(self) -> list[IndexEntry]:
+        """Every model's champion and challenger with their state, and failed loads."""
+        entries: list[IndexEntry] = []
+        for entry in self._registry.list_models():
+            name = _model_name(entry)
+            try:
+                slot = self._slot(name)
+            except errors.LLMOptError as exc:
+                entries.append(IndexEntry(name, 0, "UNAVAILABLE", str(exc)))
+                continue
+            routing = slot.routing
+            served = [m for m in (routing.champion, routing.challenger) if m is not None]
+            for m in sorted(set(served), key=lambda m: m.version):
+                entries.append(IndexEntry(name, m.version, "READY", ""))
+            for failure in slot.failures.values():
+                entries.append(IndexEntry(name, failure.version, "UNAVAILABLE", failure.message))
+            if not served and not slot.failures:
+                entries.append(IndexEntry(name, 0, "UNAVAILABLE", "no champion alias"))
+        return entries
+
+    def loaded_versions(self) -> list[tuple[str, int]]:
+        """(model, version) of every open session, routed or not."""
+        seen = {k for k, m in list(self._loaded.items()) if not m.closed}
+        for slot in list(self._slots.values()):
+            for m in (slot.routing.champion, slot.routing.challenger):
+                if m is not None and not m.closed:
+                    seen.add((m.model, m.version))
+        return sorted(seen)
+
+    # -- models, loading and swapping -----------------------------------------------------------
+
+    def _slot(self, model: str) -> _ModelSlot:
+        slot = self._slots.get(model)
+        if slot is not None and slot.ready:
+            return slot
+        if not model:
+            raise errors.invalid("model", model, "a model name")
+        if slot is None:
+            policy = self._policies.load(model) or TrafficPolicy(model)
+            with self._slots_lock:
+                slot = self._slots.setdefault(model, _ModelSlot(model, policy))
+        with slot.lock:
+            if not slot.ready:
+                try:
+                    self._reconcile(slot, initial=True)
+                except BaseException:
+                    with self._slots_lock:
+                        if self._slots.get(model) is slot:
+                            del self._slots[model]
+                    raise
+                slot.ready = True
+        return slot
+
+    def _on_alias_event(self, event: Any) -> None:
+        """Registry callback after an alias change commits: load, warm, then switch."""
+        if event.alias not in VARIANT_BY_ALIAS or self._closed.is_set():
+            return
+        slot = self._slots.get(event.model)
+        if slot is None:
+            return  # not served yet; its first request reads the aliases afresh
+        try:
+            with slot.lock:
+                if slot.ready:
+                    self._reconcile(slot)
+        except Exception:
+            log.exception(
+                "model %r: applying alias change %s -> v%s failed",
+                event.model,
+                event.alias,
+                event.to_version,
+            )
+
+    def _reconcile(self, slot: _ModelSlot, initial: bool = False) -> None:
+        """Point the slot's champion and challenger at what the registry's aliases say.
+
+        Called with ``slot.lock`` held. Reads the aliases afresh rather than trusting an event, so
+        events that arrive out of order still end in the registry's state.
+        """
+        deleted = False
+        try:
+            aliases = self._registry.aliases(slot.name)
+        except errors.NotFound:
+            if initial:
+                raise
+            aliases, deleted = {}, True  # the model was deleted: stop serving it
+        old = slot.routing
+        champion = self._resolve(slot, CHAMPION, aliases.get(CHAMPION), old.champion)
+        challenger = self._resolve(slot, CHALLENGER, aliases.get(CHALLENGER), old.challenger)
+        slot.routing = _Routing(champion, challenger, old.policy)
+        for gone in {old.champion, old.challenger} - {champion, challenger, None}:
+            assert gone is not None
+            log.info("model %r: version %d no longer routed", slot.name, gone.version)
+            self._drop(gone)
+        self._evict()
+        if deleted:
+            with self._slots_lock:
+                if self._slots.get(slot.name) is slot:
+                    del self._slots[slot.name]  # its next request answers NOT_FOUND
+            log.info("model %r: deleted from the registry, no longer served", slot.name)
+            return
+        if (champion, challenger) != (old.champion, old.challenger):
+            log.info(
+                "model %r: serving champion %s, challenger %s",
+                slot.name,
+                champion.version if champion else None,
+                challenger.version if challenger else None,
+            )
+
+    def _resolve(
+        self, slot: _ModelSlot, alias: str, version: int | None, current: LoadedModel | None
+    ) -> LoadedModel | None:
+        if not version:
+            slot.failures.pop(alias, None)
+            return None
+        if current is not None and current.version == version and not current.closed:
+            return current
+        try:
+            loaded = self._ensure_loaded(slot.name, int(version), evict=False)
+        except Exception as exc:
+            message = str(exc)
+            slot.failures[alias] = LoadFailure(int(version), alias, message)
+            log.error(
+                "model %r: %s version %s failed to load, %s: %s",
+                slot.name,
+                alias,
+                version,
+                "previous version keeps serving" if current else "nothing to serve",
+                message,
+            )
+            return current
+        slot.failures.pop(alias, None)
+        return loaded
+
+    def _ensure_loaded(self, model: str, version: int, evict: bool = True) -> LoadedModel:
+        """The open session of a version, loading and warming it if needed (slot lock held)."""
+        key = (model, version)
+        loaded = self._loaded.get(key)
+        if loaded is not None and not loaded.closed:
+            return loaded
+        slot = self._slots.get(model)
+        if slot is not None:
+            for m in (slot.routing.champion, slot.routing.challenger):
+                if m is not None and m.version == version and not m.closed:
+                    return m
+        mv = self._registry.get_version(model, version=version)
+        artifact = self._registry.read_artifact(model, version)
+        start = time.perf_counter()
+        loaded = LoadedModel(
+            model, version, artifact, self.config.session, signature_from(mv.inputs, mv.outputs)
+        )
+        log.info(
+            "model %r version %d loaded and warmed in %.1f ms",
+            model,
+            version,
+            (time.perf_counter() - start) * 1e3,
+        )
+        with self._loaded_lock:
+            self._loaded[key] = loaded
+        if evict:
+            self._evict(keep=loaded)
+        return loaded
+
+    def _routed(self) -> set[LoadedModel]:
+        routed: set[LoadedModel] = set()
+        for slot in list(self._slots.values()):
+            routing = slot.routing
+            routed.update(m for m in (routing.champion, routing.challenger) if m is not None)
+        return routed
+
+    def _drop(self, loaded: LoadedModel) -> None:
+        """A version left the routing: keep it if a caller pinned it recently, else retire it."""
+        if time.monotonic() - loaded.pinned_at < self.config.idle_seconds:
+            return
+        with self._loaded_lock:
+            if self._loaded.get((loaded.model, loaded.version)) is loaded:
+                del self._loaded[(loaded.model, loaded.version)]
+        loaded.retire()
+
+    def _evict(self, keep: LoadedModel | None = None, idle_before: float | None = None) -> None:
+        """Retire unrouted versions beyond ``max_loaded_models`` (LRU first) or idle too long."""
+        routed = self._routed()
+        with self._loaded_lock:
+            candidates = sorted(
+                (m for m in self._loaded.values() if m not in routed and m is not keep),
+                key=lambda m: m.last_used,
+            )
+            excess = len(self._loaded) - self.config.max_loaded_models
+            victims = candidates[: max(excess, 0)]
+            if idle_before is not None:
+                victims += [m for m in candidates[len(victims) :] if m.last_used < idle_before]
+            for m in victims:
+                del self._loaded[(m.model, m.version)]
+        for m in victims:
+            log.info(
+                "model %r version %d unloaded (%s)",
+                m.model,
+                m.version,
+                "idle" if idle_before is not None and m.last_used < idle_before else "LRU",
+            )
+            m.retire()
+
+    def _unload_idle_loop(self) -> None:
+        period = min(max(self.config.idle_seconds / 4, 0.05), 30.0)
+        while not self._closed.wait(period):
+            try:
+                self._evict(idle_before=time.monotonic() - self.config.idle_seconds)
+            except Exception:
+                log.exception("unloading idle models failed")
