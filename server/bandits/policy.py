@@ -12,16 +12,17 @@ class; ``server.bandits.policies.POLICY_TABLE`` maps the config type to its clas
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(NamedTuple):
     """The arm slot chosen, the probability that this policy chose it for this context, and the
-    per-slot scores behind the choice (NaN for slots that were not eligible)."""
+    per-slot scores behind the choice (NaN for slots that were not eligible).
+
+    An immutable named tuple rather than a frozen dataclass: one is built per request, and a
+    frozen dataclass costs about 0.4 us to construct, a tenth of the selection budget."""
 
     arm: int
     propensity: float
@@ -43,8 +44,13 @@ class Policy(ABC):
         """Choose among slots where ``allowed`` (uint8 mask, one per slot) is 1."""
 
     @abstractmethod
-    def update(self, arm: int, reward: float, x: np.ndarray | None) -> None:
-        """Learn from one reward in [0, 1] for slot ``arm`` (with the context logged at decision)."""
+    def update(
+        self, arm: int, reward: float, x: np.ndarray | None, propensity: float | None = None
+    ) -> None:
+        """Learn from one reward in [0, 1] for slot ``arm`` (with the context logged at decision).
+
+        ``propensity`` is the one logged with the decision; EXP3 weighs the reward by its inverse
+        (without it, the probability the arm had at its latest selection); others ignore it."""
 
     @abstractmethod
     def get_state(self) -> dict[str, Any]:

@@ -1,0 +1,583 @@
+# cython: language_level=3
+"""Context-free bandit kernels: epsilon-greedy, the UCB family, Thompson sampling (Beta and
+Gaussian), EXP3 and softmax. See ``native.bandit_base`` for the shared machinery."""
+
+cimport numpy as cnp
+from libc.math cimport INFINITY, exp, log, sqrt
+from numpy.random cimport bitgen_t
+from numpy.random.c_distributions cimport (
+    random_beta,
+    random_standard_normal,
+    random_standard_uniform,
+)
+
+from native.bandit_base cimport Kernel, _argmax_ties, _normal_propensity, _uniform_index
+
+import numpy as np
+
+cnp.import_array()
+
+
+# ------------------------------------------------------------------------------------------
+# Context-free: mean-based policies share counts n, sums s and sums of squares ss per slot
+# ------------------------------------------------------------------------------------------
+
+cdef class MeanKernel(Kernel):
+    """Per slot reward count ``n``, sum ``s`` and sum of squares ``ss``; ``g[0]`` = updates."""
+
+    cdef double[::1] n
+    cdef double[::1] s
+    cdef double[::1] ss
+    cdef double[::1] g
+
+    def _cold(self, Py_ssize_t n):
+        return {"n": np.zeros(n), "s": np.zeros(n), "ss": np.zeros(n)}
+
+    def _globals(self):
+        return {"g": np.zeros(4)}
+
+    cdef void _bind(self):
+        self.n = self.arrays["n"]
+        self.s = self.arrays["s"]
+        self.ss = self.arrays["ss"]
+        self.g = self.arrays["g"]
+
+    cdef void _update(self, Py_ssize_t arm, double reward, const double* x,
+                      double propensity) noexcept nogil:
+        self.n[arm] += 1.0
+        self.s[arm] += reward
+        self.ss[arm] += reward * reward
+        self.g[0] += 1.0
+
+    cdef void _index(self, const unsigned char* allowed, double* scores) noexcept nogil:
+        pass
+
+    cdef Py_ssize_t _select(self, const double* x, const unsigned char* allowed, double* scores,
+                            double* propensity) noexcept nogil:
+        self._index(allowed, scores)
+        return _argmax_ties(scores, allowed, self.k, self.rng, &self.tied[0], propensity)
+
+
+cdef class EpsilonGreedyKernel(MeanKernel):
+    """``g[1]`` counts selections (the t of the decay)."""
+
+    cdef double epsilon, decay_rate, min_epsilon
+    cdef int decay
+
+    def __init__(self, n_arms, dim, bit_generator, double epsilon, int decay, double decay_rate,
+                 double min_epsilon):
+        self.epsilon = epsilon
+        self.decay = decay
+        self.decay_rate = decay_rate
+        self.min_epsilon = min_epsilon
+        super().__init__(n_arms, dim, bit_generator)
+
+    cdef double current_epsilon(self) noexcept nogil:
+        cdef double t = self.g[1], e
+        if self.decay == 0:
+            return self.epsilon
+        if self.decay == 1:
+            e = self.epsilon - self.decay_rate * t
+        elif self.decay == 2:
+            e = self.epsilon * exp(-self.decay_rate * t)
+        else:
+            e = self.epsilon / (1.0 + self.decay_rate * log(1.0 + t))
+        return e if e > self.min_epsilon else self.min_epsilon
+
+    cdef Py_ssize_t _select(self, const double* x, const unsigned char* allowed, double* scores,
+                            double* propensity) noexcept nogil:
+        cdef Py_ssize_t i, m = 0, arm, j
+        cdef double eps = self.current_epsilon(), u, greedy_p
+        for i in range(self.k):
+            if allowed[i]:
+                m += 1
+                scores[i] = self.s[i] / self.n[i] if self.n[i] > 0.0 else INFINITY
+        if m == 0:
+            return -1
+        self.g[1] += 1.0
+        u = random_standard_uniform(self.rng)
+        if u < eps:
+            j = _uniform_index(self.rng, m)
+            arm = -1
+            for i in range(self.k):
+                if allowed[i]:
+                    if j == 0:
+                        arm = i
+                        break
+                    j -= 1
+            # The greedy step would have picked ``arm`` with probability 1/ties if it is tied best.
+            greedy_p = 0.0
+            j = _count_ties(scores, allowed, self.k, arm)
+            if j > 0:
+                greedy_p = 1.0 / j
+        else:
+            arm = _argmax_ties(scores, allowed, self.k, self.rng, &self.tied[0], &greedy_p)
+        propensity[0] = (1.0 - eps) * greedy_p + eps / m
+        return arm
+
+
+cdef Py_ssize_t _count_ties(const double* s, const unsigned char* allowed, Py_ssize_t k,
+                            Py_ssize_t arm) noexcept nogil:
+    """Number of allowed slots tied for best if ``arm`` is one of them, else 0."""
+    cdef Py_ssize_t i, n = 0
+    cdef double best = -INFINITY
+    cdef bint any_ = False
+    for i in range(k):
+        if allowed[i] and (not any_ or s[i] > best):
+            best = s[i]
+            any_ = True
+    if s[arm] != best:
+        return 0
+    for i in range(k):
+        if allowed[i] and s[i] == best:
+            n += 1
+    return n
+
+
+cdef class UCB1Kernel(MeanKernel):
+    cdef double exploration
+
+    def __init__(self, n_arms, dim, bit_generator, double exploration):
+        self.exploration = exploration
+        super().__init__(n_arms, dim, bit_generator)
+
+    cdef void _index(self, const unsigned char* allowed, double* scores) noexcept nogil:
+        cdef Py_ssize_t i
+        cdef double log_n = log(self.g[0]) if self.g[0] > 1.0 else 0.0
+        for i in range(self.k):
+            if allowed[i]:
+                if self.n[i] > 0.0:
+                    scores[i] = (self.s[i] / self.n[i]
+                                 + self.exploration * sqrt(2.0 * log_n / self.n[i]))
+                else:
+                    scores[i] = INFINITY
+
+
+cdef class UCBTunedKernel(MeanKernel):
+    def __init__(self, n_arms, dim, bit_generator):
+        super().__init__(n_arms, dim, bit_generator)
+
+    cdef void _index(self, const unsigned char* allowed, double* scores) noexcept nogil:
+        cdef Py_ssize_t i
+        cdef double log_n = log(self.g[0]) if self.g[0] > 1.0 else 0.0
+        cdef double mean, var, v
+        for i in range(self.k):
+            if allowed[i]:
+                if self.n[i] > 0.0:
+                    mean = self.s[i] / self.n[i]
+                    var = self.ss[i] / self.n[i] - mean * mean
+                    if var < 0.0:
+                        var = 0.0
+                    v = var + sqrt(2.0 * log_n / self.n[i])
+                    if v > 0.25:
+                        v = 0.25
+                    scores[i] = mean + sqrt(log_n / self.n[i] * v)
+                else:
+                    scores[i] = INFINITY
+
+
+cdef class UCBVKernel(MeanKernel):
+    cdef double exploration
+
+    def __init__(self, n_arms, dim, bit_generator, double exploration):
+        self.exploration = exploration
+        super().__init__(n_arms, dim, bit_generator)
+
+    cdef void _index(self, const unsigned char* allowed, double* scores) noexcept nogil:
+        cdef Py_ssize_t i
+        cdef double e_log_n = self.exploration * (log(self.g[0]) if self.g[0] > 1.0 else 0.0)
+        cdef double mean, var
+        for i in range(self.k):
+            if allowed[i]:
+                if self.n[i] > 0.0:
+                    mean = self.s[i] / self.n[i]
+                    var = self.ss[i] / self.n[i] - mean * mean
+                    if var < 0.0:
+                        var = 0.0
+                    scores[i] = (mean + sqrt(2.0 * var * e_log_n / self.n[i])
+                                 + 3.0 * e_log_n / self.n[i])
+                else:
+                    scores[i] = INFINITY
+
+
+cdef enum:
+    KL_ITERS = 30
+
+cdef double KL_EPS = 1e-15
+
+
+cdef inline double _kl_bernoulli(double p, double q) noexcept nogil:
+    if p < KL_EPS:
+        p = KL_EPS
+    elif p > 1.0 - KL_EPS:
+        p = 1.0 - KL_EPS
+    if q < KL_EPS:
+        q = KL_EPS
+    elif q > 1.0 - KL_EPS:
+        q = 1.0 - KL_EPS
+    return p * log(p / q) + (1.0 - p) * log((1.0 - p) / (1.0 - q))
+
+
+cdef double kl_ucb_bound(double mean, double n, double budget) noexcept nogil:
+    """Largest q in [mean, 1] with n * kl(mean, q) <= budget.
+
+    Newton's method from the right, started at the Pinsker bound mean + sqrt(budget / 2n): the
+    constraint is convex and increasing in q, so the iterates decrease monotonically to the root
+    (at most KL_ITERS steps; stops when a step is below 1e-12)."""
+    cdef double q, fq, slope, nq
+    cdef int it
+    if budget <= 0.0 or mean >= 1.0:
+        return mean
+    q = mean + sqrt(budget / (2.0 * n))
+    if q >= 1.0:
+        q = 1.0 - 1e-12
+        if n * _kl_bernoulli(mean, q) <= budget:
+            return 1.0
+    for it in range(KL_ITERS):
+        fq = n * _kl_bernoulli(mean, q) - budget
+        if fq <= 0.0:
+            break
+        slope = n * (q - mean) / (q * (1.0 - q))
+        nq = q - fq / slope
+        if nq < mean:
+            nq = mean
+        if q - nq < 1e-12:
+            q = nq
+            break
+        q = nq
+    return q
+
+
+def kl_ucb_index(double mean, double n, double budget):
+    """The KL-UCB index of one arm (exposed for the tests)."""
+    return kl_ucb_bound(mean, n, budget)
+
+
+cdef class KLUCBKernel(MeanKernel):
+    cdef double c
+
+    def __init__(self, n_arms, dim, bit_generator, double c):
+        self.c = c
+        super().__init__(n_arms, dim, bit_generator)
+
+    cdef void _index(self, const unsigned char* allowed, double* scores) noexcept nogil:
+        cdef Py_ssize_t i
+        cdef double log_n = log(self.g[0]) if self.g[0] > 1.0 else 0.0
+        cdef double budget = log_n + (self.c * log(log_n) if log_n > 1.0 else 0.0)
+        for i in range(self.k):
+            if allowed[i]:
+                if self.n[i] > 0.0:
+                    scores[i] = kl_ucb_bound(self.s[i] / self.n[i], self.n[i], budget)
+                else:
+                    scores[i] = INFINITY
+
+
+cdef class DiscountedUCBKernel(MeanKernel):
+    """``n`` and ``s`` are discounted; ``ss`` is unused (kept 0); ``pulls`` counts raw rewards."""
+
+    cdef double gamma, exploration
+    cdef double[::1] pulls
+
+    def __init__(self, n_arms, dim, bit_generator, double gamma, double exploration):
+        self.gamma = gamma
+        self.exploration = exploration
+        super().__init__(n_arms, dim, bit_generator)
+
+    def _cold(self, Py_ssize_t n):
+        cold = MeanKernel._cold(self, n)
+        cold["pulls"] = np.zeros(n)
+        return cold
+
+    cdef void _bind(self):
+        MeanKernel._bind(self)
+        self.pulls = self.arrays["pulls"]
+
+    cdef void _update(self, Py_ssize_t arm, double reward, const double* x,
+                      double propensity) noexcept nogil:
+        cdef Py_ssize_t i
+        cdef double total = 0.0
+        for i in range(self.k):
+            self.n[i] *= self.gamma
+            self.s[i] *= self.gamma
+        self.n[arm] += 1.0
+        self.s[arm] += reward
+        self.pulls[arm] += 1.0
+        for i in range(self.k):
+            total += self.n[i]
+        self.g[0] = total
+
+    cdef void _index(self, const unsigned char* allowed, double* scores) noexcept nogil:
+        cdef Py_ssize_t i
+        cdef double log_n = log(self.g[0]) if self.g[0] > 1.0 else 0.0
+        for i in range(self.k):
+            if allowed[i]:
+                if self.pulls[i] > 0.0 and self.n[i] > 0.0:
+                    scores[i] = (self.s[i] / self.n[i]
+                                 + self.exploration * sqrt(2.0 * log_n / self.n[i]))
+                else:
+                    scores[i] = INFINITY
+
+
+cdef class SlidingWindowUCBKernel(MeanKernel):
+    """``n``/``s`` cover the last ``window`` rewards, kept in the ring buffers ``hist_arm`` and
+    ``hist_reward``; ``g[0]`` counts all updates ever."""
+
+    cdef Py_ssize_t window
+    cdef double exploration
+    cdef double[::1] hist_arm
+    cdef double[::1] hist_reward
+
+    def __init__(self, n_arms, dim, bit_generator, Py_ssize_t window, double exploration):
+        if window < 1:
+            raise ValueError(f"window: {window} must be >= 1")
+        self.window = window
+        self.exploration = exploration
+        super().__init__(n_arms, dim, bit_generator)
+
+    def _globals(self):
+        g = MeanKernel._globals(self)
+        g["hist_arm"] = np.zeros(self.window)
+        g["hist_reward"] = np.zeros(self.window)
+        return g
+
+    cdef void _bind(self):
+        MeanKernel._bind(self)
+        self.hist_arm = self.arrays["hist_arm"]
+        self.hist_reward = self.arrays["hist_reward"]
+
+    cdef void _update(self, Py_ssize_t arm, double reward, const double* x,
+                      double propensity) noexcept nogil:
+        cdef Py_ssize_t t = <Py_ssize_t>self.g[0]
+        cdef Py_ssize_t pos = t % self.window, old
+        if t >= self.window:
+            old = <Py_ssize_t>self.hist_arm[pos]
+            self.n[old] -= 1.0
+            self.s[old] -= self.hist_reward[pos]
+            if self.n[old] <= 0.0:
+                self.n[old] = 0.0
+                self.s[old] = 0.0
+        self.hist_arm[pos] = arm
+        self.hist_reward[pos] = reward
+        self.n[arm] += 1.0
+        self.s[arm] += reward
+        self.g[0] += 1.0
+
+    cdef void _index(self, const unsigned char* allowed, double* scores) noexcept nogil:
+        cdef Py_ssize_t i
+        cdef double seen = self.g[0] if self.g[0] < self.window else <double>self.window
+        cdef double log_n = log(seen) if seen > 1.0 else 0.0
+        for i in range(self.k):
+            if allowed[i]:
+                if self.n[i] > 0.0:
+                    scores[i] = (self.s[i] / self.n[i]
+                                 + self.exploration * sqrt(2.0 * log_n / self.n[i]))
+                else:
+                    scores[i] = INFINITY
+
+
+cdef class ThompsonBetaKernel(Kernel):
+    """Per slot Beta(alpha, beta); a reward r adds r to alpha and 1 - r to beta."""
+
+    cdef double prior_alpha, prior_beta
+    cdef Py_ssize_t rounds
+    cdef double[::1] alpha
+    cdef double[::1] beta
+
+    def __init__(self, n_arms, dim, bit_generator, double prior_alpha, double prior_beta,
+                 Py_ssize_t rounds):
+        self.prior_alpha = prior_alpha
+        self.prior_beta = prior_beta
+        self.rounds = rounds
+        super().__init__(n_arms, dim, bit_generator)
+
+    def _cold(self, Py_ssize_t n):
+        return {"alpha": np.full(n, self.prior_alpha), "beta": np.full(n, self.prior_beta)}
+
+    cdef void _bind(self):
+        self.alpha = self.arrays["alpha"]
+        self.beta = self.arrays["beta"]
+
+    cdef void _update(self, Py_ssize_t arm, double reward, const double* x,
+                      double propensity) noexcept nogil:
+        self.alpha[arm] += reward
+        self.beta[arm] += 1.0 - reward
+
+    cdef Py_ssize_t _select(self, const double* x, const unsigned char* allowed, double* scores,
+                            double* propensity) noexcept nogil:
+        cdef Py_ssize_t i, arm, k = self.k
+        cdef double a, b, ab
+        cdef double* mean = &self.work[0]
+        cdef double* sd = &self.work[k]
+        cdef double* draws = &self.work[2 * k]
+        for i in range(k):
+            if allowed[i]:
+                scores[i] = random_beta(self.rng, self.alpha[i], self.beta[i])
+        arm = _argmax_ties(scores, allowed, k, self.rng, &self.tied[0], propensity)
+        if arm < 0 or self.rounds == 0:
+            return arm
+        for i in range(k):
+            a = self.alpha[i]
+            b = self.beta[i]
+            ab = a + b
+            mean[i] = a / ab
+            sd[i] = sqrt(a * b / (ab * ab * (ab + 1.0)))
+        propensity[0] = _normal_propensity(mean, sd, allowed, k, arm, self.rounds, self.rng,
+                                           draws)
+        return arm
+
+
+cdef class ThompsonGaussianKernel(Kernel):
+    """Per slot reward count ``n`` and sum ``s``; normal posterior of the mean."""
+
+    cdef double prior_mean, prior_variance, noise_variance
+    cdef Py_ssize_t rounds
+    cdef double[::1] n
+    cdef double[::1] s
+
+    def __init__(self, n_arms, dim, bit_generator, double prior_mean, double prior_variance,
+                 double noise_variance, Py_ssize_t rounds):
+        self.prior_mean = prior_mean
+        self.prior_variance = prior_variance
+        self.noise_variance = noise_variance
+        self.rounds = rounds
+        super().__init__(n_arms, dim, bit_generator)
+
+    def _cold(self, Py_ssize_t n):
+        return {"n": np.zeros(n), "s": np.zeros(n)}
+
+    cdef void _bind(self):
+        self.n = self.arrays["n"]
+        self.s = self.arrays["s"]
+
+    cdef void _update(self, Py_ssize_t arm, double reward, const double* x,
+                      double propensity) noexcept nogil:
+        self.n[arm] += 1.0
+        self.s[arm] += reward
+
+    cdef Py_ssize_t _select(self, const double* x, const unsigned char* allowed, double* scores,
+                            double* propensity) noexcept nogil:
+        cdef Py_ssize_t i, arm, k = self.k
+        cdef double precision
+        cdef double* mean = &self.work[0]
+        cdef double* sd = &self.work[k]
+        cdef double* draws = &self.work[2 * k]
+        for i in range(k):
+            precision = 1.0 / self.prior_variance + self.n[i] / self.noise_variance
+            mean[i] = (self.prior_mean / self.prior_variance
+                       + self.s[i] / self.noise_variance) / precision
+            sd[i] = 1.0 / sqrt(precision)
+        for i in range(k):
+            if allowed[i]:
+                scores[i] = mean[i] + sd[i] * random_standard_normal(self.rng)
+        arm = _argmax_ties(scores, allowed, k, self.rng, &self.tied[0], propensity)
+        if arm >= 0 and self.rounds > 0:
+            propensity[0] = _normal_propensity(mean, sd, allowed, k, arm, self.rounds,
+                                               self.rng, draws)
+        return arm
+
+
+cdef Py_ssize_t _sample_index(const double* p, const unsigned char* allowed, Py_ssize_t k,
+                              bitgen_t* rng) noexcept nogil:
+    """Slot drawn from probabilities ``p`` (over allowed slots) with one uniform draw."""
+    cdef double u = random_standard_uniform(rng), acc = 0.0
+    cdef Py_ssize_t i, last = -1
+    for i in range(k):
+        if allowed[i]:
+            acc += p[i]
+            last = i
+            if u < acc:
+                return i
+    return last
+
+
+cdef class EXP3Kernel(Kernel):
+    """Per slot ``logw`` (log weight) and ``last_p`` (probability at its latest selection);
+    ``g[0]`` = number of slots eligible at the latest selection."""
+
+    cdef double gamma
+    cdef double[::1] logw
+    cdef double[::1] last_p
+    cdef double[::1] g
+
+    def __init__(self, n_arms, dim, bit_generator, double gamma):
+        self.gamma = gamma
+        super().__init__(n_arms, dim, bit_generator)
+
+    def _cold(self, Py_ssize_t n):
+        start = 0.0
+        if self.arrays is not None and "logw" in self.arrays and len(self.arrays["logw"]):
+            start = float(np.max(self.arrays["logw"]))
+        return {"logw": np.full(n, start), "last_p": np.zeros(n)}
+
+    def _globals(self):
+        return {"g": np.zeros(2)}
+
+    cdef void _bind(self):
+        self.logw = self.arrays["logw"]
+        self.last_p = self.arrays["last_p"]
+        self.g = self.arrays["g"]
+
+    cdef Py_ssize_t _select(self, const double* x, const unsigned char* allowed, double* scores,
+                            double* propensity) noexcept nogil:
+        cdef Py_ssize_t i, m = 0, arm
+        cdef double top = -INFINITY, total = 0.0
+        for i in range(self.k):
+            if allowed[i]:
+                m += 1
+                if self.logw[i] > top:
+                    top = self.logw[i]
+        if m == 0:
+            return -1
+        for i in range(self.k):
+            if allowed[i]:
+                scores[i] = exp(self.logw[i] - top)
+                total += scores[i]
+        for i in range(self.k):
+            if allowed[i]:
+                scores[i] = (1.0 - self.gamma) * scores[i] / total + self.gamma / m
+        arm = _sample_index(scores, allowed, self.k, self.rng)
+        propensity[0] = scores[arm]
+        self.last_p[arm] = scores[arm]
+        self.g[0] = m
+        return arm
+
+    cdef void _update(self, Py_ssize_t arm, double reward, const double* x,
+                      double propensity) noexcept nogil:
+        cdef double p = propensity
+        cdef double m = self.g[0] if self.g[0] > 0.0 else <double>self.k
+        if not (p > 0.0 and p <= 1.0):
+            p = self.last_p[arm]
+        if not (p > 0.0):
+            p = 1.0 / m
+        self.logw[arm] += self.gamma * (reward / p) / m
+
+
+cdef class SoftmaxKernel(MeanKernel):
+    cdef double temperature
+
+    def __init__(self, n_arms, dim, bit_generator, double temperature):
+        self.temperature = temperature
+        super().__init__(n_arms, dim, bit_generator)
+
+    cdef Py_ssize_t _select(self, const double* x, const unsigned char* allowed, double* scores,
+                            double* propensity) noexcept nogil:
+        cdef Py_ssize_t i, arm = -1
+        cdef double top = -INFINITY, total = 0.0, mean
+        for i in range(self.k):
+            if allowed[i]:
+                mean = self.s[i] / self.n[i] if self.n[i] > 0.0 else 1.0
+                scores[i] = mean
+                if mean > top:
+                    top = mean
+        for i in range(self.k):
+            if allowed[i]:
+                scores[i] = exp((scores[i] - top) / self.temperature)
+                total += scores[i]
+        if total == 0.0:
+            return -1
+        for i in range(self.k):
+            if allowed[i]:
+                scores[i] = scores[i] / total
+        arm = _sample_index(scores, allowed, self.k, self.rng)
+        propensity[0] = scores[arm]
+        return arm
