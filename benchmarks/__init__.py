@@ -1,0 +1,1 @@
+"""Benchmarks and load tests: ``python -m benchmarks`` (see benchmarks/README.md)."""

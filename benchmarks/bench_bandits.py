@@ -1,0 +1,93 @@
+"""In-process policy latency: ``select`` and ``update`` of every policy, K = 10 arms, d = 10.
+
+Each policy is first trained for 2,000 rounds on Bernoulli arms (so that the timed calls see a
+learned state, not the cold start), then each call is timed alone. Targets (issue 5): select p99
+<= 5 us for every context-free policy; select and update p99 <= 25 us for the contextual ones.
+Update of a context-free policy has no target (informational row).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from benchmarks.harness import Context, Result, latency_result, time_calls
+from server.bandits import policies as P
+
+ARMS = 10
+DIM = 10
+FREE_SELECT_P99_US = 5.0
+CONTEXTUAL_P99_US = 25.0
+
+CONFIGS: list[Any] = [
+    P.EpsilonGreedy(),
+    P.UCB1(),
+    P.UCBTuned(),
+    P.UCBV(),
+    P.KLUCB(),
+    P.DiscountedUCB(),
+    P.SlidingWindowUCB(),
+    P.ThompsonBeta(),
+    P.ThompsonGaussian(),
+    P.EXP3(),
+    P.Softmax(),
+    P.LinUCB(),
+    P.HybridLinUCB(),
+    P.LinearThompson(),
+    P.DiagonalThompson(),
+]
+
+
+def trained(config: Any, contexts: np.ndarray, rounds: int = 2000) -> P.Policy:
+    policy = P.make_policy(config, ARMS, DIM, seed=1)
+    env = np.random.default_rng(2)
+    probs = np.linspace(0.1, 0.6, ARMS)
+    allowed = np.ones(ARMS, dtype=np.uint8)
+    for t in range(rounds):
+        x = contexts[t % len(contexts)] if policy.contextual else None
+        arm = policy.select(x, allowed).arm
+        policy.update(arm, float(env.random() < probs[arm]), x)
+    return policy
+
+
+def benchmarks(ctx: Context) -> Iterator[Result]:
+    iterations = ctx.iterations(full=100_000, quick=2_000)
+    rng = np.random.default_rng(0)
+    contexts = rng.uniform(-1.0, 1.0, size=(1024, DIM))
+    contexts[:, 8] = 1.0
+    allowed = np.ones(ARMS, dtype=np.uint8)
+    for config in CONFIGS:
+        name = f"bandits.policy.{config.ONEOF}"
+        if not ctx.wants(f"{name}.select") and not ctx.wants(f"{name}.update"):
+            continue
+        try:
+            policy = trained(config, contexts)
+            yield from _time_policy(name, policy, contexts, allowed, rng, iterations)
+        except Exception as exc:  # one broken policy must not hide the others' rows
+            yield Result.failed(name, f"{type(exc).__name__}: {exc}")
+
+
+def _time_policy(
+    name: str,
+    policy: P.Policy,
+    contexts: np.ndarray,
+    allowed: np.ndarray,
+    rng: np.random.Generator,
+    iterations: int,
+) -> Iterator[Result]:
+    note = f"K={ARMS}, d={DIM}, in-process"
+    xs = [contexts[i] if policy.contextual else None for i in range(len(contexts))]
+    next_x = itertools.cycle(xs).__next__
+    select = policy.select
+    pct = time_calls(lambda: select(next_x(), allowed), iterations=iterations)
+    target = CONTEXTUAL_P99_US if policy.contextual else FREE_SELECT_P99_US
+    yield latency_result(f"{name}.select", pct, target_us=target, note=note)
+    update = policy.update
+    next_arm = itertools.cycle(range(ARMS)).__next__
+    next_reward = itertools.cycle(rng.random(997).tolist()).__next__
+    pct = time_calls(lambda: update(next_arm(), next_reward(), next_x()), iterations=iterations)
+    target_update = CONTEXTUAL_P99_US if policy.contextual else None
+    yield latency_result(f"{name}.update", pct, target_us=target_update, note=note)
