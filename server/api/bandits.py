@@ -1,18 +1,98 @@
-"""llmopt.v1.Bandits servicer. RPCs not overridden answer UNIMPLEMENTED (server.api.interceptor)."""
+"""llmopt.v1.Bandits servicer: convert, call ``BanditService``, convert back."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
+from server.api import convert_bandits as cb
 from server.api.binding import AppContext, ServiceBinding, service_name
-from server.gen.llmopt.v1 import bandits_pb2, bandits_pb2_grpc
+from server.api.convert import from_request_context
+from server.bandits.arms import Arm
+from server.bandits.service import BanditService
+from server.gen.llmopt.v1 import bandits_pb2, bandits_pb2_grpc, common_pb2
+
+MAX_CACHED_ARMS = 10_000
 
 
 class BanditsServicer(bandits_pb2_grpc.BanditsServicer):
-    pass
+    def __init__(self, service: BanditService) -> None:
+        self._service = service
+        # Arm messages by arm object (arms are immutable): SelectArm answers copy them instead
+        # of rebuilding each config. Holding the arm keeps its id() from being reused.
+        self._arm_msgs: dict[int, tuple[Arm, common_pb2.Arm]] = {}
+
+    def _arm_msg(self, arm: Arm) -> common_pb2.Arm:
+        cached = self._arm_msgs.get(id(arm))
+        if cached is not None and cached[0] is arm:
+            return cached[1]
+        if len(self._arm_msgs) >= MAX_CACHED_ARMS:
+            self._arm_msgs.clear()
+        msg = cb.to_arm(arm)
+        self._arm_msgs[id(arm)] = (arm, msg)
+        return msg
+
+    def CreateBandit(self, request: bandits_pb2.CreateBanditRequest, context: Any) -> Any:
+        return cb.to_bandit(self._service.create_bandit(cb.from_bandit(request.bandit)))
+
+    def GetBandit(self, request: bandits_pb2.GetBanditRequest, context: Any) -> Any:
+        return cb.to_bandit(self._service.get_bandit(request.name))
+
+    def ListBandits(self, request: bandits_pb2.ListBanditsRequest, context: Any) -> Any:
+        infos, token = self._service.list_bandits(request.page.page_size, request.page.page_token)
+        return bandits_pb2.ListBanditsResponse(
+            bandits=[cb.to_bandit(i) for i in infos], next_page_token=token
+        )
+
+    def DeleteBandit(self, request: bandits_pb2.DeleteBanditRequest, context: Any) -> Any:
+        self._service.delete_bandit(request.name)
+        return bandits_pb2.DeleteBanditResponse()
+
+    def AddArm(self, request: bandits_pb2.AddArmRequest, context: Any) -> Any:
+        return cb.to_bandit(self._service.add_arm(request.bandit, cb.from_arm(request.arm)))
+
+    def RemoveArm(self, request: bandits_pb2.RemoveArmRequest, context: Any) -> Any:
+        return cb.to_bandit(self._service.remove_arm(request.bandit, request.arm_id))
+
+    def SelectArm(self, request: bandits_pb2.SelectArmRequest, context: Any) -> Any:
+        decision = self._service.select_arm(
+            request.bandit,
+            context=from_request_context(request.context) if request.HasField("context") else None,
+            vector=np.array(request.context_vector, dtype=np.float64)
+            if len(request.context_vector)
+            else None,
+            excluded=request.excluded_arms,
+            decision_id=request.decision_id,
+            entity_ids=request.entity_ids,
+        )
+        return cb.to_decision(decision, self._arm_msg)
+
+    def RecordReward(self, request: bandits_pb2.RecordRewardRequest, context: Any) -> Any:
+        which = request.WhichOneof("value")
+        receipt = self._service.record_reward(
+            request.decision_id,
+            reward=request.reward if which == "reward" else None,
+            outcome=cb.from_outcome(request.outcome) if which == "outcome" else None,
+        )
+        return bandits_pb2.RecordRewardResponse(
+            decision_id=receipt.decision_id, arm_id=receipt.arm_id, reward=receipt.reward
+        )
+
+    def GetStats(self, request: bandits_pb2.GetStatsRequest, context: Any) -> Any:
+        return cb.to_bandit_stats(self._service.stats(request.bandit))
 
 
 def bind(ctx: AppContext) -> ServiceBinding:
+    service = BanditService(
+        ctx.data_dir.path("bandits"),
+        features=ctx.features,
+        synchronous=ctx.settings.sqlite_sync,
+    )
+    ctx.bandits = service
+    ctx.components.append(service)
     return ServiceBinding(
         service_name(bandits_pb2, "Bandits"),
         bandits_pb2_grpc.add_BanditsServicer_to_server,
-        BanditsServicer(),
+        BanditsServicer(service),
     )

@@ -1,0 +1,258 @@
+"""Conversion between llmopt.v1 bandit messages and the bandit domain: ``to_x`` / ``from_x``.
+
+Every ``from_x`` validates what it reads and raises InvalidArgument naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from server import errors
+from server.bandits.arms import Arm, LLMConfig
+from server.bandits.policies import CONFIG_BY_ONEOF, UCB1, PolicyConfig
+from server.bandits.rewards import Feedback, Outcome, RewardConfig
+from server.bandits.types import (
+    DEFAULT_REWARD_WAIT,
+    ArmStats,
+    BanditInfo,
+    BanditSpec,
+    BanditStats,
+    Decision,
+)
+from server.gen.llmopt.v1 import bandits_pb2, common_pb2
+
+# Config dataclass field -> proto field, where they differ (``lambda`` is a Python keyword).
+_PROTO_FIELD = {"lambda_": "lambda"}
+
+
+def _proto_name(name: str) -> str:
+    return _PROTO_FIELD.get(name, name)
+
+
+# -- policies -------------------------------------------------------------------------------------
+
+
+def from_policy(msg: bandits_pb2.Policy, field: str = "bandit.policy") -> PolicyConfig:
+    """The policy config of the oneof (unset: UCB1); unset parameters take their defaults."""
+    kind = msg.WhichOneof("kind")
+    if kind is None:
+        return UCB1()
+    config_type = CONFIG_BY_ONEOF[kind]
+    params_msg = getattr(msg, kind)
+    kwargs: dict[str, Any] = {}
+    for f in fields(config_type):
+        name = _proto_name(f.name)
+        descriptor = params_msg.DESCRIPTOR.fields_by_name[name]
+        if descriptor.has_presence and not params_msg.HasField(name):
+            continue
+        kwargs[f.name] = getattr(params_msg, name)
+    return config_type(**kwargs)  # type: ignore[no-any-return]
+
+
+def to_policy(config: PolicyConfig) -> bandits_pb2.Policy:
+    msg = bandits_pb2.Policy()
+    params = getattr(msg, config.ONEOF)
+    params.SetInParent()
+    for f in fields(config):
+        value = getattr(config, f.name)
+        setattr(params, _proto_name(f.name), int(value) if isinstance(value, int) else value)
+    return msg
+
+
+# -- arms -----------------------------------------------------------------------------------------
+
+
+def from_arm(msg: common_pb2.Arm, field: str = "arm") -> Arm:
+    c = msg.config
+    extra = json_format.MessageToDict(c.extra) if c.HasField("extra") else {}
+    arm = Arm(
+        arm_id=msg.arm_id,
+        config=LLMConfig(
+            model=c.model,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            max_tokens=c.max_tokens,
+            presence_penalty=c.presence_penalty,
+            frequency_penalty=c.frequency_penalty,
+            system_prompt=c.system_prompt,
+            extra=extra,
+        ),
+        metadata=dict(msg.metadata),
+    )
+    return arm.validate(field)
+
+
+def to_arm(arm: Arm) -> common_pb2.Arm:
+    c = arm.config
+    msg = common_pb2.Arm(
+        arm_id=arm.arm_id,
+        config=common_pb2.LLMConfig(
+            model=c.model,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            max_tokens=c.max_tokens,
+            presence_penalty=c.presence_penalty,
+            frequency_penalty=c.frequency_penalty,
+            system_prompt=c.system_prompt,
+        ),
+        metadata=arm.metadata,
+    )
+    if c.extra:
+        msg.config.extra.update(c.extra)
+    return msg
+
+
+# -- definitions ----------------------------------------------------------------------------------
+
+
+def from_reward_config(msg: bandits_pb2.RewardConfig) -> RewardConfig:
+    return RewardConfig.from_spec(
+        preset=msg.preset,
+        weights=(msg.quality_weight, msg.cost_weight, msg.latency_weight),
+        max_cost=msg.max_cost,
+        max_latency_ms=msg.max_latency_ms,
+    )
+
+
+def to_reward_config(config: RewardConfig) -> bandits_pb2.RewardConfig:
+    return bandits_pb2.RewardConfig(
+        preset=config.preset,
+        quality_weight=config.quality_weight,
+        cost_weight=config.cost_weight,
+        latency_weight=config.latency_weight,
+        max_cost=config.max_cost,
+        max_latency_ms=config.max_latency_ms,
+    )
+
+
+def from_bandit(msg: bandits_pb2.Bandit) -> BanditSpec:
+    """A validated BanditSpec from a CreateBandit request's bandit."""
+    reward_wait = DEFAULT_REWARD_WAIT
+    if msg.HasField("reward_wait"):
+        d = msg.reward_wait
+        if d.seconds < 0 or d.nanos < 0 or (d.seconds == 0 and d.nanos == 0):
+            raise errors.invalid("bandit.reward_wait", f"{d.seconds}s {d.nanos}ns", "must be > 0")
+        reward_wait = d.seconds + d.nanos / 1e9
+    if msg.context_dim:
+        raise errors.invalid("bandit.context_dim", msg.context_dim, "is output only; leave unset")
+    if len(msg.removed_arms):
+        raise errors.invalid("bandit.removed_arms", len(msg.removed_arms), "is output only")
+    spec = BanditSpec(
+        name=msg.name,
+        policy=from_policy(msg.policy),
+        arms=tuple(from_arm(a, f"bandit.arms[{i}]") for i, a in enumerate(msg.arms)),
+        reward=from_reward_config(msg.reward),
+        reward_wait=reward_wait,
+        default_reward=msg.default_reward if msg.HasField("default_reward") else None,
+        feature_set=msg.feature_set,
+        seed=msg.seed,
+        description=msg.description,
+    )
+    return spec.validate()
+
+
+def to_bandit(info: BanditInfo) -> bandits_pb2.Bandit:
+    spec = info.spec
+    msg = bandits_pb2.Bandit(
+        name=spec.name,
+        policy=to_policy(spec.policy),
+        arms=[to_arm(a) for a, removed in info.arms if not removed],
+        removed_arms=[to_arm(a) for a, removed in info.arms if removed],
+        reward=to_reward_config(spec.reward),
+        reward_wait=_duration(spec.reward_wait),
+        feature_set=spec.feature_set,
+        seed=spec.seed,
+        create_time=to_timestamp(info.create_time),
+        description=spec.description,
+        context_dim=info.dim,
+    )
+    if spec.default_reward is not None:
+        msg.default_reward = spec.default_reward
+    return msg
+
+
+def _duration(seconds: float) -> Duration:
+    whole = math.floor(seconds)
+    return Duration(seconds=whole, nanos=round((seconds - whole) * 1e9))
+
+
+def to_timestamp(t: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(round(t * 1e9))
+    return ts
+
+
+# -- decisions and rewards ------------------------------------------------------------------------
+
+
+def to_decision(
+    d: Decision, arm_msg: Callable[[Arm], common_pb2.Arm] = to_arm
+) -> bandits_pb2.Decision:
+    """The Decision message; ``arm_msg`` may serve cached Arm messages (arms never change)."""
+    msg = bandits_pb2.Decision(
+        decision_id=d.decision_id,
+        bandit=d.bandit,
+        arm=arm_msg(d.arm),
+        propensity=d.propensity,
+        time=to_timestamp(d.time),
+    )
+    add = msg.scores.add
+    for arm_id, score in d.scores:
+        add(arm_id=arm_id, score=score)
+    return msg
+
+
+def from_outcome(msg: bandits_pb2.Outcome) -> Outcome:
+    f = msg.feedback
+    outcome = Outcome(
+        quality_score=msg.quality_score if msg.HasField("quality_score") else None,
+        cost=msg.cost,
+        latency_ms=msg.latency_ms,
+        tokens=msg.tokens,
+        feedback=Feedback(
+            rating=f.rating,
+            task_completed=f.task_completed,
+            retried=f.retried,
+            edited=f.edited,
+            dwell_seconds=f.dwell_seconds if f.HasField("dwell_seconds") else None,
+            saved=f.saved,
+        ),
+        error=msg.error,
+    )
+    return outcome.validate()
+
+
+def to_arm_stats(s: ArmStats) -> bandits_pb2.ArmStats:
+    msg = bandits_pb2.ArmStats(
+        arm_id=s.arm_id,
+        pulls=s.pulls,
+        rewards=s.rewards,
+        reward_sum=s.reward_sum,
+        mean=s.mean,
+        variance=s.variance,
+        ci_low=s.ci_low,
+        ci_high=s.ci_high,
+        removed=s.removed,
+    )
+    if s.last_selected is not None:
+        msg.last_selected.CopyFrom(to_timestamp(s.last_selected))
+    return msg
+
+
+def to_bandit_stats(s: BanditStats) -> bandits_pb2.BanditStats:
+    return bandits_pb2.BanditStats(
+        bandit=s.bandit,
+        arms=[to_arm_stats(a) for a in s.arms],
+        decisions=s.decisions,
+        rewards=s.rewards,
+        open_decisions=s.open_decisions,
+        expired_decisions=s.expired_decisions,
+        mean_reward=s.mean_reward,
+    )

@@ -1,0 +1,636 @@
+"""One bandit: its policy, arms, open decisions and statistics, behind its own lock.
+
+Ordering. Every change (a decision, a reward, an expiry, an arm added or removed) is handed to the
+store's group-commit writer *under the bandit lock* and queued in ``_pending`` with the function
+that applies it in memory. The writer runs writes in submission order, so futures complete in that
+order; whoever holds the lock applies the completed head of the queue (``_drain``). Hence:
+
+* a change is applied in memory only once it is durable; a reward is acknowledged once durable,
+  and every locked entry point drains first, so whatever was acknowledged is applied before the
+  next selection, statistic or snapshot reads the state;
+* the policy sees updates in exactly the order of the ``events`` log, which is the order replay
+  uses after a restart (snapshot, then the events after its watermark).
+
+The policy's ``select`` runs under the lock at request time (it advances the generator and, for
+epsilon-greedy, the selection count: those are restored from the latest snapshot after a crash).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from functools import partial
+from threading import Lock
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from server import errors
+from server.bandits import store as st
+from server.bandits.arms import Arm
+from server.bandits.policies import make_policy
+from server.bandits.policy import Policy
+from server.bandits.types import (
+    ArmCounters,
+    ArmStats,
+    BanditInfo,
+    BanditSpec,
+    BanditStats,
+    Decision,
+)
+
+log = logging.getLogger("llmopt.bandits")
+
+# States of an open decision whose reward or expiry is being written.
+_REWARDING, _EXPIRING = 1, 2
+
+
+def new_decision_id() -> str:
+    """32 hex digits: the time in ns, then 64 random bits. Time-ordered ids land at the right
+    edge of the decisions index, which halves the cost of logging a decision next to uuid4's
+    random inserts (measured: 20 vs 39 us per insert at 60,000 rows, worse as the log grows).
+
+    >>> a, b = new_decision_id(), new_decision_id()
+    >>> len(a), a < b or a[:16] == b[:16]
+    (32, True)
+    """
+    return f"{time.time_ns():016x}{os.urandom(8).hex()}"
+
+
+class OpenDecision(NamedTuple):
+    """A decision that may still receive a reward, with the context it was made for.
+
+    Deliberately one flat object of atoms and (untracked) arrays: with millions of open
+    decisions (24 h of traffic) the collector's passes stay cheap, where a decision object with
+    its future, nested tuples and dicts made them cost a third of SelectArm's handler time.
+    Mutable state lives in the bandit's small ``_state`` / ``_inflight`` maps.
+    """
+
+    slot: int
+    x: np.ndarray
+    propensity: float
+    scores: np.ndarray
+    time: float
+    expires: float
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: Future[Any]
+    apply: Callable[[Any], None]
+    fail: Callable[[BaseException], None]
+
+
+class Bandit:
+    """Thread-safe: every public method takes this bandit's lock (and only it)."""
+
+    def __init__(
+        self,
+        bandit_id: int,
+        spec: BanditSpec,
+        arms: Sequence[tuple[Arm, bool]],
+        policy: Policy,
+        dim: int,
+        create_time: float,
+        store: st.BanditStore,
+        index: dict[str, int],
+        *,
+        snapshot_every: int,
+    ) -> None:
+        self.id = bandit_id
+        self.spec = spec
+        self.name = spec.name
+        self.dim = dim
+        self.create_time = create_time
+        self._store = store
+        self._index = index  # open decision id -> bandit id, shared by the service
+        self._snapshot_every = snapshot_every
+        self._lock = Lock()
+        self._policy = policy
+        self._contextual = policy.contextual
+        self._arms: list[Arm] = [a for a, _ in arms]
+        self._removed: list[bool] = [r for _, r in arms]
+        self._slot_of = {a.arm_id: i for i, a in enumerate(self._arms)}
+        self._active = np.array([not r for r in self._removed], dtype=np.uint8)
+        self._counters = [ArmCounters() for _ in self._arms]
+        self._open: dict[str, OpenDecision] = {}
+        self._state: dict[str, int] = {}  # decision id -> _REWARDING / _EXPIRING
+        self._inflight: dict[str, Future[Any]] = {}  # decisions whose log write is pending
+        self._expiry: deque[tuple[float, str]] = deque()
+        self._pending: deque[_Pending] = deque()
+        self._decisions = 0
+        self._expired = 0
+        self._event_seq = 0  # last event applied
+        self._decision_rowid = 0  # last decision applied
+        self._changes = 0  # since the last snapshot
+        self._snapshot_time = time.monotonic()
+        self._deleted = False
+
+    # -- construction and recovery --------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        bandit_id: int,
+        spec: BanditSpec,
+        dim: int,
+        create_time: float,
+        store: st.BanditStore,
+        index: dict[str, int],
+        *,
+        snapshot_every: int,
+    ) -> Bandit:
+        policy = make_policy(spec.policy, len(spec.arms), dim, spec.seed)
+        return cls(
+            bandit_id,
+            spec,
+            [(a, False) for a in spec.arms],
+            policy,
+            dim,
+            create_time,
+            store,
+            index,
+            snapshot_every=snapshot_every,
+        )
+
+    @classmethod
+    def recover(
+        cls,
+        row: st.StoredBandit,
+        store: st.BanditStore,
+        index: dict[str, int],
+        *,
+        snapshot_every: int,
+    ) -> Bandit:
+        """Rebuild from the latest snapshot plus the events and decisions logged after it."""
+        arm_rows = store.load_arms(row.id)
+        arms = [(Arm.from_json(a), removed) for a, removed in arm_rows]
+        spec = BanditSpec.from_json(row.name, row.definition, tuple(a for a, _ in arms))
+        snapshot = store.load_snapshot(row.id)
+        if snapshot is None:
+            n_arms = int(row.definition["initial_arms"])
+            policy = make_policy(spec.policy, n_arms, row.dim, spec.seed)
+            state: dict[str, Any] = {"counters": [], "decisions": 0, "expired": 0}
+            event_seq, decision_rowid = 0, 0
+        else:
+            event_seq, decision_rowid, blob = snapshot
+            state = pickle.loads(blob)
+            policy = make_policy(spec.policy, 0, row.dim, spec.seed)
+            policy.set_state(state["policy"])
+        bandit = cls(
+            row.id,
+            spec,
+            arms,
+            policy,
+            row.dim,
+            row.create_time,
+            store,
+            index,
+            snapshot_every=snapshot_every,
+        )
+        for slot, values in enumerate(state["counters"]):
+            bandit._counters[slot] = ArmCounters.from_tuple(tuple(values))
+        bandit._decisions = state["decisions"]
+        bandit._expired = state["expired"]
+        bandit._event_seq, bandit._decision_rowid = event_seq, decision_rowid
+        store.replay_events(row.id, event_seq, bandit._replay, contexts=policy.contextual)
+        counts, top = store.decision_counts_after(row.id, decision_rowid)
+        for slot, n, last in counts:
+            c = bandit._counters[slot]
+            c.pulls += n
+            c.last_selected = last if c.last_selected is None else max(c.last_selected, last)
+            bandit._decisions += n
+        bandit._decision_rowid = max(decision_rowid, top)
+        if policy.n_arms != len(arms):
+            raise RuntimeError(
+                f"bandit {row.name!r}: policy has {policy.n_arms} slots, store has {len(arms)} arms"
+            )
+        for d in store.open_decisions(row.id):
+            od = OpenDecision(d.slot, d.context, d.propensity, d.scores, d.time, d.expires)
+            bandit._open[d.decision_id] = od
+            bandit._expiry.append((d.expires, d.decision_id))
+            index[d.decision_id] = row.id
+        return bandit
+
+    def _replay(self, e: st.Event) -> None:
+        if e.kind in (st.REWARD, st.EXPIRY):
+            if e.kind == st.EXPIRY:
+                self._expired += 1
+            if e.reward is not None:
+                self._learn(e.slot, e.reward, e.context, e.propensity)
+        elif e.kind == st.ARM_ADDED:
+            self._policy.add_arm()
+            if len(self._counters) < self._policy.n_arms:
+                self._counters.append(ArmCounters())
+        self._event_seq = e.seq
+
+    # -- the pending queue ----------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Apply, in order, every change at the head of the queue whose write has finished."""
+        pending = self._pending
+        while pending and pending[0].future.done():
+            p = pending.popleft()
+            exc = p.future.exception()
+            if exc is None:
+                p.apply(p.future.result())
+            else:
+                p.fail(exc)
+        if self._changes >= self._snapshot_every:
+            self._save_snapshot()
+
+    @staticmethod
+    def _await(future: Future[Any]) -> Any:
+        """Wait until a write is durable. Its in-memory effect is applied by the next holder of
+        the lock (every locked entry point drains first), which saves each call a second lock
+        round trip: under contention that hand-off, not the work, is what costs."""
+        return future.result()
+
+    def _check_live(self) -> None:
+        """Refuse calls on a deleted bandit; otherwise apply what became durable (under lock)."""
+        if self._deleted:
+            raise errors.NotFound(f"bandit: {self.name!r} does not exist (deleted)")
+        self._drain()
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def _decision(
+        self, decision_id: str, slot: int, propensity: float, scores: np.ndarray, when: float
+    ) -> Decision:
+        arms = self._arms
+        listed = tuple(
+            (arms[i].arm_id, float(s)) for i, s in enumerate(scores[: len(arms)]) if s == s
+        )
+        return Decision(decision_id, self.name, arms[slot], float(propensity), listed, when)
+
+    def select(
+        self, x: np.ndarray, excluded: Iterable[str], decision_id: str | None, now: float
+    ) -> Decision:
+        """Choose an arm for context ``x``; log the decision durably before returning it. An
+        open decision with the same ``decision_id`` is returned as it was."""
+        future: Future[Any] | None
+        with self._lock:
+            self._check_live()
+            od = self._open.get(decision_id) if decision_id else None
+            if od is None:
+                decision, future = self._new_decision(
+                    x, excluded, decision_id or new_decision_id(), now
+                )
+            else:
+                assert decision_id is not None
+                decision = self._decision(decision_id, od.slot, od.propensity, od.scores, od.time)
+                future = self._inflight.get(decision_id)
+        if future is not None:
+            self._await(future)
+        return decision
+
+    def _new_decision(
+        self, x: np.ndarray, excluded: Iterable[str], decision_id: str, now: float
+    ) -> tuple[Decision, Future[int]]:
+        if self._index.setdefault(decision_id, self.id) != self.id:
+            raise errors.AlreadyExists(
+                f"decision_id: {decision_id!r} is already used by another bandit's decision"
+            )
+        try:
+            return self._choose(x, excluded, decision_id, now)
+        except BaseException:
+            self._forget(decision_id)
+            raise
+
+    def _choose(
+        self, x: np.ndarray, excluded: Iterable[str], decision_id: str, now: float
+    ) -> tuple[Decision, Future[int]]:
+        allowed = self._active.copy()
+        for arm_id in excluded:
+            slot = self._slot_of.get(arm_id)
+            if slot is None:
+                raise errors.invalid(
+                    "excluded_arms", arm_id, f"is not an arm of bandit {self.name!r}"
+                )
+            allowed[slot] = 0
+        if not allowed.any():
+            raise errors.FailedPrecondition(
+                f"bandit {self.name!r}: no arm left to choose (every arm is removed or excluded)"
+            )
+        sel = self._policy.select(x if self._contextual else None, allowed)
+        propensity = float(sel.propensity)
+        expires = now + self.spec.reward_wait
+        future = self._store.log_decision_async(
+            st.StoredDecision(
+                decision_id, self.id, sel.arm, propensity, sel.scores, x, now, expires, st.OPEN
+            )
+        )
+        od = OpenDecision(sel.arm, x, propensity, sel.scores, now, expires)
+        self._open[decision_id] = od
+        self._inflight[decision_id] = future
+        self._expiry.append((expires, decision_id))
+        self._pending.append(
+            _Pending(
+                future,
+                partial(self._apply_decision, decision_id, od),
+                partial(self._fail_decision, decision_id),
+            )
+        )
+        return self._decision(decision_id, sel.arm, propensity, sel.scores, now), future
+
+    def _apply_decision(self, decision_id: str, od: OpenDecision, rowid: int) -> None:
+        self._inflight.pop(decision_id, None)
+        self._counters[od.slot].add_pull(od.time)
+        self._decisions += 1
+        self._decision_rowid = rowid
+        self._changes += 1
+
+    def _fail_decision(self, decision_id: str, exc: BaseException) -> None:
+        self._inflight.pop(decision_id, None)
+        self._forget(decision_id)
+
+    def _forget(self, decision_id: str) -> None:
+        self._open.pop(decision_id, None)
+        self._state.pop(decision_id, None)
+        if self._index.get(decision_id) == self.id:
+            del self._index[decision_id]
+
+    def decision_from_store(self, d: st.StoredDecision) -> Decision:
+        with self._lock:
+            return self._decision(d.decision_id, d.slot, d.propensity, d.scores, d.time)
+
+    # -- rewards and expiry ---------------------------------------------------------------------
+
+    def _learn(
+        self, slot: int, reward: float, x: np.ndarray | None, propensity: float | None
+    ) -> None:
+        self._policy.update(slot, reward, x if self._contextual else None, propensity)  # type: ignore[call-arg]
+        self._counters[slot].add_reward(reward)
+
+    def record_reward(
+        self, decision_id: str, reward: float, detail: dict[str, Any] | None, now: float
+    ) -> str | None:
+        """Reward an open decision; the arm id once durable and learned, None when this bandit
+        holds no open decision of that id (the caller then asks the store why)."""
+        with self._lock:
+            self._check_live()
+            od = self._open.get(decision_id)
+            if od is None:
+                return None
+            state = self._state.get(decision_id)
+            if state == _REWARDING:
+                raise errors.AlreadyExists(f"decision_id: {decision_id!r} already has a reward")
+            if state == _EXPIRING or now >= od.expires:
+                raise errors.FailedPrecondition(
+                    f"decision_id: {decision_id!r} expired (reward_wait "
+                    f"{self.spec.reward_wait:g}s passed) and takes no reward"
+                )
+            future = self._store.record_reward_async(
+                self.id, decision_id, od.slot, reward, od.propensity, od.x, detail, now
+            )
+            self._state[decision_id] = _REWARDING
+            self._pending.append(
+                _Pending(
+                    future,
+                    partial(self._apply_reward, decision_id, od, reward),
+                    partial(self._reopen, [(decision_id, od)]),
+                )
+            )
+            arm_id = self._arms[od.slot].arm_id
+        self._await(future)
+        return arm_id
+
+    def _apply_reward(self, decision_id: str, od: OpenDecision, reward: float, seq: int) -> None:
+        self._learn(od.slot, reward, od.x, od.propensity)
+        self._event_seq = seq
+        self._changes += 1
+        self._forget(decision_id)
+
+    def _reopen(self, batch: list[tuple[str, OpenDecision]], exc: BaseException) -> None:
+        """A reward or expiry write failed: the decisions are open again."""
+        for decision_id, od in batch:
+            if self._state.pop(decision_id, None) is not None and decision_id in self._open:
+                self._expiry.append((od.expires, decision_id))
+
+    def sweep(self, now: float) -> int:
+        """Expire open decisions whose reward_wait has passed (applying the default reward, if
+        the bandit has one); returns how many."""
+        with self._lock:
+            if self._deleted:
+                return 0
+            self._drain()
+            batch: list[tuple[str, OpenDecision]] = []
+            while self._expiry and self._expiry[0][0] <= now:
+                _, decision_id = self._expiry.popleft()
+                od = self._open.get(decision_id)
+                if od is not None and decision_id not in self._state:
+                    batch.append((decision_id, od))
+            if not batch:
+                return 0
+            future = self._store.expire_async(
+                self.id,
+                [(decision_id, od.slot, od.propensity, od.x) for decision_id, od in batch],
+                self.spec.default_reward,
+                now,
+            )
+            for decision_id, _ in batch:
+                self._state[decision_id] = _EXPIRING
+            self._pending.append(
+                _Pending(future, partial(self._apply_expiry, batch), partial(self._reopen, batch))
+            )
+        try:
+            self._await(future)
+        except Exception:
+            log.exception("bandit %r: expiring %d decisions failed", self.name, len(batch))
+            return 0
+        return len(batch)
+
+    def _apply_expiry(self, batch: list[tuple[str, OpenDecision]], seqs: list[int]) -> None:
+        default = self.spec.default_reward
+        for (decision_id, od), seq in zip(batch, seqs, strict=True):
+            if default is not None:
+                self._learn(od.slot, default, od.x, od.propensity)
+            self._expired += 1
+            self._event_seq = seq
+            self._changes += 1
+            self._forget(decision_id)
+
+    # -- arms -----------------------------------------------------------------------------------
+
+    def add_arm(self, arm: Arm, now: float) -> BanditInfo:
+        with self._lock:
+            self._check_live()
+            if arm.arm_id in self._slot_of:
+                removed = self._removed[self._slot_of[arm.arm_id]]
+                raise errors.AlreadyExists(
+                    f"arm.arm_id: {arm.arm_id!r} "
+                    + ("was removed from" if removed else "already exists in")
+                    + f" bandit {self.name!r}; arm ids are never reused"
+                )
+            slot = len(self._arms)
+            future = self._store.add_arm_async(self.id, slot, arm.to_json(), now)
+            self._pending.append(_Pending(future, partial(self._apply_add, arm), lambda exc: None))
+            try:
+                future.result()
+            finally:
+                self._drain()
+            return self._info()
+
+    def _apply_add(self, arm: Arm, seq: int) -> None:
+        slot = self._policy.add_arm()
+        assert slot == len(self._arms), (slot, len(self._arms))
+        self._arms.append(arm)
+        self._removed.append(False)
+        self._slot_of[arm.arm_id] = slot
+        self._active = np.append(self._active, np.uint8(1))
+        self._counters.append(ArmCounters())
+        self._event_seq = seq
+        self._changes += 1
+
+    def remove_arm(self, arm_id: str, now: float) -> BanditInfo:
+        with self._lock:
+            self._check_live()
+            slot = self._slot_of.get(arm_id)
+            if slot is None:
+                raise errors.NotFound(f"arm_id: {arm_id!r} is not an arm of bandit {self.name!r}")
+            if self._removed[slot]:
+                raise errors.FailedPrecondition(
+                    f"arm_id: {arm_id!r} is already removed from bandit {self.name!r}"
+                )
+            future = self._store.remove_arm_async(self.id, slot, arm_id, now)
+            self._pending.append(
+                _Pending(future, partial(self._apply_remove, slot), lambda exc: None)
+            )
+            try:
+                future.result()
+            finally:
+                self._drain()
+            return self._info()
+
+    def _apply_remove(self, slot: int, seq: int) -> None:
+        self._removed[slot] = True
+        active = self._active.copy()
+        active[slot] = 0
+        self._active = active
+        self._event_seq = seq
+        self._changes += 1
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _info(self) -> BanditInfo:
+        arms = tuple(zip(self._arms, self._removed, strict=True))
+        spec = self.spec
+        return BanditInfo(
+            BanditSpec(
+                spec.name,
+                spec.policy,
+                tuple(self._arms),
+                spec.reward,
+                spec.reward_wait,
+                spec.default_reward,
+                spec.feature_set,
+                spec.seed,
+                spec.description,
+            ),
+            arms,
+            self.dim,
+            self.create_time,
+        )
+
+    def info(self) -> BanditInfo:
+        with self._lock:
+            self._check_live()
+            return self._info()
+
+    def stats(self) -> BanditStats:
+        with self._lock:
+            self._check_live()
+            arms = []
+            total_rewards, total_sum = 0, 0.0
+            for arm, removed, c in zip(self._arms, self._removed, self._counters, strict=True):
+                low, high = c.confidence_interval()
+                arms.append(
+                    ArmStats(
+                        arm.arm_id,
+                        c.pulls,
+                        c.rewards,
+                        c.reward_sum,
+                        c.mean,
+                        c.variance,
+                        low,
+                        high,
+                        c.last_selected,
+                        removed,
+                    )
+                )
+                total_rewards += c.rewards
+                total_sum += c.reward_sum
+            return BanditStats(
+                self.name,
+                tuple(arms),
+                self._decisions,
+                total_rewards,
+                len(self._open),
+                self._expired,
+                total_sum / total_rewards if total_rewards else 0.0,
+            )
+
+    # -- snapshots and lifecycle ----------------------------------------------------------------
+
+    def _snapshot_blob(self) -> bytes:
+        state = {
+            "policy": self._policy.get_state(),
+            "counters": [c.to_tuple() for c in self._counters],
+            "decisions": self._decisions,
+            "expired": self._expired,
+        }
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _save_snapshot(self) -> Future[None]:
+        """Queue a snapshot of everything applied so far (call under the lock).
+
+        With nothing in flight, every row of this bandit already in the log is applied, so the
+        snapshot's watermarks may advance to the log's end: a quiet bandit's restart then skips
+        the other bandits' later rows instead of scanning them."""
+        self._changes = 0
+        self._snapshot_time = time.monotonic()
+        return self._store.save_snapshot_async(
+            self.id,
+            self._event_seq,
+            self._decision_rowid,
+            self._snapshot_blob(),
+            time.time(),
+            to_log_end=not self._pending,
+        )
+
+    def snapshot(self) -> None:
+        """Write a snapshot now and wait for it (used on close)."""
+        with self._lock:
+            if self._deleted:
+                return
+            self._drain()
+            future = self._save_snapshot()
+        future.result()
+
+    def maybe_snapshot(self, interval: float) -> Future[None] | None:
+        """Snapshot when ``interval`` seconds passed since the last one and something changed
+        (or ten intervals passed: the watermarks then catch up with the log's end); returns the
+        queued write, if any."""
+        with self._lock:
+            if self._deleted:
+                return None
+            self._drain()
+            age = time.monotonic() - self._snapshot_time
+            if (self._changes and age >= interval) or age >= 10 * interval:
+                return self._save_snapshot()
+            return None
+
+    def mark_deleted(self) -> list[str]:
+        """Refuse every later call; returns the ids of the open decisions to unindex."""
+        with self._lock:
+            self._deleted = True
+            ids = list(self._open)
+            for decision_id in ids:
+                self._forget(decision_id)
+            return ids

@@ -1,0 +1,401 @@
+"""The bandit service: every bandit of the server, the decision/reward loop, expiry, recovery.
+
+``BanditService`` owns the store (``<data_dir>/bandits/bandits.db``), one ``Bandit`` per name
+(each with its own lock), an index of open decisions by id (rewards arrive by decision id alone),
+and a sweeper thread that expires unrewarded decisions after their bandit's ``reward_wait`` and
+writes periodic snapshots (every ``SNAPSHOT_EVERY`` changes, every ``SNAPSHOT_SECONDS`` while a
+bandit changes, and on ``close``), so a restart loads a snapshot and replays only the log after it.
+
+Contexts: a ready vector, else the bandit's feature set through ``features.vector`` (the
+``FeatureService``), else the built-in 10-dim request context vector. Rewards given as outcomes
+also feed ``features.record_arm_outcome`` under the arm key ``"<bandit>/<arm_id>"``.
+
+>>> import tempfile, pathlib
+>>> from server.bandits.arms import Arm, LLMConfig
+>>> from server.bandits.policies import UCB1
+>>> svc = BanditService(pathlib.Path(tempfile.mkdtemp()))
+>>> svc.warm_up()
+>>> arms = (Arm("small", LLMConfig("gpt-4o-mini")), Arm("large", LLMConfig("gpt-4o")))
+>>> _ = svc.create_bandit(BanditSpec("router", UCB1(), arms))
+>>> d = svc.select_arm("router", decision_id="req-1")
+>>> svc.record_reward("req-1", reward=1.0).arm_id == d.arm.arm_id
+True
+>>> svc.stats("router").rewards
+1
+>>> svc.close()
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from native.context import DEFAULT_CONTEXT_DIM
+
+from server import errors
+from server.bandits import store as st
+from server.bandits.arms import Arm, check_id
+from server.bandits.bandit import Bandit
+from server.bandits.rewards import Outcome, check_raw_reward, compute_reward, outcome_quality
+from server.bandits.types import (
+    BanditInfo,
+    BanditSpec,
+    BanditStats,
+    Decision,
+    RewardReceipt,
+)
+from server.features.context import RequestContext, default_context
+
+log = logging.getLogger("llmopt.bandits")
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+SNAPSHOT_EVERY = 10_000  # changes (decisions, rewards, expiries, arm edits) between snapshots
+SNAPSHOT_SECONDS = 60.0  # and at least this often while a bandit changes
+
+
+class BanditService:
+    """Domain object behind ``llmopt.v1.Bandits``; safe to call from many threads."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        features: Any = None,
+        synchronous: str = "normal",
+        snapshot_every: int = SNAPSHOT_EVERY,
+        snapshot_seconds: float = SNAPSHOT_SECONDS,
+        sweep_interval: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._root = Path(root)
+        self._features = features
+        self._snapshot_every = snapshot_every
+        self._snapshot_seconds = snapshot_seconds
+        self._sweep_interval = sweep_interval
+        self._clock = clock
+        self._store = st.BanditStore(self._root, synchronous=synchronous)
+        self._bandits: dict[str, Bandit] = {}
+        self._by_id: dict[int, Bandit] = {}
+        # Open decision id -> its bandit's id (ints, not objects: the collector skips the map).
+        self._index: dict[str, int] = {}
+        self._names_lock = threading.Lock()  # create/delete of names only, never on hot paths
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        self._ready = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Rebuild every bandit (snapshot + later events) and start the expiry sweeper."""
+        if self._ready:
+            return
+        start = time.perf_counter()
+        for row in self._store.load_bandits():
+            bandit = Bandit.recover(
+                row, self._store, self._index, snapshot_every=self._snapshot_every
+            )
+            self._bandits[bandit.name] = bandit
+            self._by_id[bandit.id] = bandit
+        self._ready = True
+        log.info("bandits: %d loaded in %.3f s", len(self._bandits), time.perf_counter() - start)
+        if self._sweep_interval > 0:  # 0: no sweeper thread (tests call sweep() themselves)
+            self._sweeper = threading.Thread(
+                target=self._sweep_loop, name="bandit-sweeper", daemon=True
+            )
+            self._sweeper.start()
+
+    def close(self) -> None:
+        """Stop the sweeper, snapshot every bandit, close the store."""
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
+        for bandit in list(self._bandits.values()):
+            try:
+                bandit.snapshot()
+            except Exception:
+                log.exception("bandit %r: snapshot on close failed", bandit.name)
+        self._ready = False
+        self._store.close()
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self._next_sweep_wait()):
+            try:
+                self.sweep()
+                for bandit in list(self._bandits.values()):
+                    bandit.maybe_snapshot(self._snapshot_seconds)
+            except Exception:
+                log.exception("bandit expiry sweep or snapshot failed")
+
+    def _next_sweep_wait(self) -> float:
+        """The sweep interval, shortened so a short ``reward_wait`` expires within ~25 % of it."""
+        waits = [b.spec.reward_wait for b in list(self._bandits.values())]
+        shortest = min(waits, default=self._sweep_interval)
+        return max(0.01, min(self._sweep_interval, shortest / 4))
+
+    def sweep(self, now: float | None = None) -> int:
+        """Expire every overdue decision now; returns how many (the sweeper calls this)."""
+        now = self._clock() if now is None else now
+        return sum(bandit.sweep(now) for bandit in list(self._bandits.values()))
+
+    # -- definitions ----------------------------------------------------------------------------
+
+    def _bandit(self, name: str, field: str = "bandit") -> Bandit:
+        if not self._ready:
+            raise errors.Unavailable("bandits are loading; retry shortly")
+        bandit = self._bandits.get(name)
+        if bandit is None:
+            if not name:
+                raise errors.invalid(field, name, "must name a bandit")
+            raise errors.NotFound(f"{field}: bandit {name!r} does not exist")
+        return bandit
+
+    def create_bandit(self, spec: BanditSpec) -> BanditInfo:
+        if not self._ready:
+            raise errors.Unavailable("bandits are loading; retry shortly")
+        spec.validate()
+        dim = self._dimension(spec.feature_set)
+        with self._names_lock:
+            if spec.name in self._bandits:
+                raise errors.AlreadyExists(f"bandit.name: bandit {spec.name!r} already exists")
+            now = self._clock()
+            bandit_id = self._store.create_bandit(
+                spec.name, spec.to_json(), dim, [a.to_json() for a in spec.arms], now
+            )
+            bandit = Bandit.create(
+                bandit_id,
+                spec,
+                dim,
+                now,
+                self._store,
+                self._index,
+                snapshot_every=self._snapshot_every,
+            )
+            self._bandits[spec.name] = bandit
+            self._by_id[bandit_id] = bandit
+        return bandit.info()
+
+    def get_bandit(self, name: str) -> BanditInfo:
+        return self._bandit(name, "name").info()
+
+    def list_bandits(
+        self, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[BanditInfo], str]:
+        """Bandits in name order, ``page_size`` at a time (0: 100); the token resumes the list."""
+        if not self._ready:
+            raise errors.Unavailable("bandits are loading; retry shortly")
+        if not 0 <= page_size <= MAX_PAGE_SIZE:
+            raise errors.invalid("page.page_size", page_size, f"must be in 0..{MAX_PAGE_SIZE}")
+        size = page_size or DEFAULT_PAGE_SIZE
+        after = _decode_token(page_token)
+        names = sorted(n for n in list(self._bandits) if n > after)
+        infos = []
+        for name in names[:size]:
+            try:
+                infos.append(self._bandits[name].info())
+            except (KeyError, errors.NotFound):
+                continue  # deleted meanwhile
+        token = _encode_token(names[size - 1]) if len(names) > size else ""
+        return infos, token
+
+    def delete_bandit(self, name: str) -> None:
+        with self._names_lock:
+            bandit = self._bandit(name, "name")
+            bandit.mark_deleted()
+            del self._bandits[name]
+            self._by_id.pop(bandit.id, None)
+            self._store.delete_bandit(bandit.id)
+
+    def add_arm(self, name: str, arm: Arm) -> BanditInfo:
+        bandit = self._bandit(name)
+        arm.validate()
+        return bandit.add_arm(arm, self._clock())
+
+    def remove_arm(self, name: str, arm_id: str) -> BanditInfo:
+        bandit = self._bandit(name)
+        if not arm_id:
+            raise errors.invalid("arm_id", arm_id, "must name an arm")
+        return bandit.remove_arm(arm_id, self._clock())
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def select_arm(
+        self,
+        bandit: str,
+        context: RequestContext | None = None,
+        vector: np.ndarray | None = None,
+        excluded: Iterable[str] = (),
+        decision_id: str = "",
+        entity_ids: Mapping[str, str] | None = None,
+    ) -> Decision:
+        """Pick an arm; a ``decision_id`` already used by this bandit returns that decision."""
+        b = self._bandit(bandit)
+        if decision_id:
+            check_id("decision_id", decision_id)
+        x = self._context_vector(b, context, vector, entity_ids)
+        try:
+            return b.select(x, excluded, decision_id or None, self._clock())
+        except errors.AlreadyExists:
+            if not decision_id:
+                raise
+        # The id is taken: by another bandit, or by one of this bandit's finished decisions
+        # (a retry after the reward came in), which is then returned as it was.
+        stored = self._store.find_decision(decision_id)
+        if stored is None or stored.bandit_id != b.id:
+            raise errors.AlreadyExists(
+                f"decision_id: {decision_id!r} is already used by another bandit's decision"
+            )
+        return b.decision_from_store(stored)
+
+    def _dimension(self, feature_set: str) -> int:
+        if not feature_set:
+            return DEFAULT_CONTEXT_DIM
+        features = self._features
+        if features is None or not hasattr(features, "vector"):
+            raise errors.FailedPrecondition(
+                f"bandit.feature_set: {feature_set!r} cannot be used: this server has no feature "
+                "store with feature vectors"
+            )
+        width = getattr(features, "vector_width", None)
+        if width is not None:
+            return int(width(feature_set))
+        return len(np.asarray(features.vector(feature_set, RequestContext(), {}).values))
+
+    def _context_vector(
+        self,
+        b: Bandit,
+        context: RequestContext | None,
+        vector: np.ndarray | None,
+        entity_ids: Mapping[str, str] | None,
+    ) -> np.ndarray:
+        if vector is not None and len(vector):
+            if context is not None:
+                raise errors.invalid(
+                    "context_vector",
+                    f"{len(vector)} values",
+                    "give either context or context_vector, not both",
+                )
+            x = np.ascontiguousarray(vector, dtype=np.float64)
+            if x.shape != (b.dim,):
+                raise errors.invalid(
+                    "context_vector", f"{x.size} values", f"bandit {b.name!r} needs {b.dim}"
+                )
+            if not np.isfinite(x).all():
+                raise errors.invalid("context_vector", "non-finite value", "must be finite")
+            return x.copy()
+        ctx = context or RequestContext()
+        if not b.spec.feature_set:
+            return default_context(ctx)
+        if self._features is None:
+            raise errors.FailedPrecondition(
+                f"bandit {b.name!r} reads feature set {b.spec.feature_set!r}, but this server "
+                "has no feature store"
+            )
+        values = self._features.vector(b.spec.feature_set, ctx, dict(entity_ids or {})).values
+        x = np.ascontiguousarray(values, dtype=np.float64)
+        if x.shape != (b.dim,):
+            raise errors.FailedPrecondition(
+                f"feature set {b.spec.feature_set!r} now gives {x.size} values; bandit "
+                f"{b.name!r} was created for {b.dim}"
+            )
+        return x
+
+    def record_reward(
+        self, decision_id: str, reward: float | None = None, outcome: Outcome | None = None
+    ) -> RewardReceipt:
+        """Reward a decision exactly once, from a raw reward in [0, 1] or an outcome."""
+        if not self._ready:
+            raise errors.Unavailable("bandits are loading; retry shortly")
+        check_id("decision_id", decision_id)
+        if (reward is None) == (outcome is None):
+            raise errors.invalid("value", None, "give exactly one of reward or outcome")
+        if outcome is not None:
+            outcome.validate()
+        elif reward is not None:
+            check_raw_reward(reward)
+        bandit_id = self._index.get(decision_id)
+        bandit = self._by_id.get(bandit_id) if bandit_id is not None else None
+        if bandit is not None:
+            if outcome is not None:
+                value = compute_reward(outcome, bandit.spec.reward)
+                detail = _outcome_detail(outcome)
+            else:
+                value, detail = float(reward), None  # type: ignore[arg-type]
+            arm_id = bandit.record_reward(decision_id, value, detail, self._clock())
+            if arm_id is not None:
+                self._arm_outcome(bandit, arm_id, outcome, value)
+                return RewardReceipt(decision_id, arm_id, value)
+        raise self._closed_decision_error(decision_id)
+
+    def _closed_decision_error(self, decision_id: str) -> errors.LLMOptError:
+        stored = self._store.find_decision(decision_id)
+        if stored is None:
+            return errors.NotFound(f"decision_id: {decision_id!r} is not a known decision")
+        if stored.status == st.REWARDED:
+            return errors.AlreadyExists(f"decision_id: {decision_id!r} already has a reward")
+        if stored.status == st.EXPIRED:
+            return errors.FailedPrecondition(
+                f"decision_id: {decision_id!r} expired unrewarded and takes no reward"
+            )
+        return errors.NotFound(f"decision_id: {decision_id!r} belongs to no live bandit")
+
+    def _arm_outcome(
+        self, bandit: Bandit, arm_id: str, outcome: Outcome | None, reward: float
+    ) -> None:
+        hook = getattr(self._features, "record_arm_outcome", None)
+        if hook is None or outcome is None:
+            return
+        try:
+            hook(
+                f"{bandit.name}/{arm_id}",
+                latency_ms=outcome.latency_ms,
+                cost=outcome.cost,
+                quality=outcome_quality(outcome),
+                error=outcome.error,
+            )
+        except Exception:
+            log.exception("record_arm_outcome failed for bandit %r arm %r", bandit.name, arm_id)
+
+    def stats(self, bandit: str) -> BanditStats:
+        return self._bandit(bandit).stats()
+
+
+def _outcome_detail(outcome: Outcome) -> dict[str, Any]:
+    f = outcome.feedback
+    return {
+        "quality_score": outcome.quality_score,
+        "cost": outcome.cost,
+        "latency_ms": outcome.latency_ms,
+        "tokens": outcome.tokens,
+        "rating": f.rating,
+        "task_completed": f.task_completed,
+        "retried": f.retried,
+        "edited": f.edited,
+        "dwell_seconds": f.dwell_seconds,
+        "saved": f.saved,
+        "error": outcome.error,
+    }
+
+
+def _encode_token(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode()
+
+
+def _decode_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return check_id("page.page_token", base64.b64decode(token, b"-_", validate=True).decode())
+    except (ValueError, UnicodeDecodeError, errors.InvalidArgument):
+        raise errors.invalid(
+            "page.page_token", token, "is not a token this server issued"
+        ) from None
+
+
+__all__ = ["BanditService"]

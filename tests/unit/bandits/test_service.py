@@ -1,0 +1,492 @@
+"""BanditService in-process: the decision/reward loop, exactly-once rewards, expiry, arms,
+recovery from the log and snapshots, and exact statistics under concurrency."""
+
+from __future__ import annotations
+
+import doctest
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server import errors
+from server.bandits import arms as arms_module
+from server.bandits import bandit as bandit_module
+from server.bandits import policies as P
+from server.bandits import service as service_module
+from server.bandits import types as types_module
+from server.bandits.arms import Arm, LLMConfig
+from server.bandits.rewards import Feedback, Outcome, RewardConfig, compute_reward
+from server.bandits.service import BanditService
+from server.bandits.types import BanditSpec
+from server.features.context import RequestContext, default_context
+
+
+class Clock:
+    """A settable clock so expiry is tested without sleeping."""
+
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def arms(n: int = 3) -> tuple[Arm, ...]:
+    return tuple(Arm(f"arm{i}", LLMConfig(model=f"model-{i}")) for i in range(n))
+
+
+def open_service(root: Path, clock: Clock | None = None, **kw) -> BanditService:
+    svc = BanditService(root, clock=clock or Clock(), sweep_interval=0, **kw)
+    svc.warm_up()
+    return svc
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def svc(tmp_path: Path, clock: Clock) -> Iterator[BanditService]:
+    service = open_service(tmp_path / "bandits", clock)
+    yield service
+    service.close()
+
+
+def learned_state(svc: BanditService, name: str) -> dict[str, np.ndarray]:
+    """The policy arrays rebuilt from rewards alone (not the generator, not select-time caches)."""
+    svc.stats(name)  # applies every acknowledged change (the next locked call does)
+    state = svc._bandits[name]._policy.get_state()
+    out = {k: v for k, v in state.items() if isinstance(v, np.ndarray) and k not in ("last_p",)}
+    if "logw" in out:
+        del out["g"]  # EXP3: g[0] is the eligible count at the latest selection
+    elif "g" in out:
+        out["g"] = out["g"][:1]  # g[0] counts updates; later entries count selections
+    return out
+
+
+def assert_same_learning(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("module", [arms_module, bandit_module, types_module, service_module])
+def test_doctests(module) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+# -- the loop -------------------------------------------------------------------------------------
+
+
+def test_decision_reward_loop_keeps_exact_statistics(svc: BanditService) -> None:
+    svc.create_bandit(BanditSpec("loop", P.UCB1(), arms(3), seed=1))
+    rewards: dict[str, list[float]] = {f"arm{i}": [] for i in range(3)}
+    pulls = dict.fromkeys(rewards, 0)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        d = svc.select_arm("loop", RequestContext(task_type="generation"))
+        pulls[d.arm.arm_id] += 1
+        assert 0 < d.propensity <= 1
+        assert {a for a, _ in d.scores} == set(rewards)
+        r = float(rng.random())
+        receipt = svc.record_reward(d.decision_id, reward=r)
+        assert receipt.arm_id == d.arm.arm_id and receipt.reward == r
+        rewards[d.arm.arm_id].append(r)
+    stats = svc.stats("loop")
+    assert stats.decisions == 60 and stats.rewards == 60 and stats.open_decisions == 0
+    for a in stats.arms:
+        values = np.array(rewards[a.arm_id])
+        assert a.pulls == pulls[a.arm_id] and a.rewards == len(values)
+        assert a.reward_sum == pytest.approx(values.sum())
+        assert a.mean == pytest.approx(values.mean())
+        assert a.variance == pytest.approx(values.var(ddof=1))
+        assert a.ci_low <= a.mean <= a.ci_high
+        assert a.last_selected is not None
+    all_rewards = np.concatenate([np.array(v) for v in rewards.values()])
+    assert stats.mean_reward == pytest.approx(all_rewards.mean())
+
+
+def test_outcome_becomes_reward_with_the_bandits_config(svc: BanditService) -> None:
+    cfg = RewardConfig.from_spec(preset="cost-focused", max_cost=0.1)
+    svc.create_bandit(BanditSpec("outcomes", P.EpsilonGreedy(), arms(2), reward=cfg))
+    d = svc.select_arm("outcomes")
+    outcome = Outcome(
+        quality_score=0.9,
+        cost=0.02,
+        latency_ms=800,
+        feedback=Feedback(task_completed=True, dwell_seconds=30),
+    )
+    receipt = svc.record_reward(d.decision_id, outcome=outcome)
+    assert receipt.reward == pytest.approx(compute_reward(outcome, cfg))
+    assert svc.stats("outcomes").mean_reward == pytest.approx(receipt.reward)
+
+
+def test_contextual_policy_learns_from_the_context_logged_at_decision(
+    tmp_path: Path, clock: Clock
+) -> None:
+    svc = open_service(tmp_path / "b", clock)
+    svc.create_bandit(BanditSpec("lin", P.LinUCB(alpha=0.5), arms(2), seed=5))
+    ctx = RequestContext(task_type="summarization", input_length=200, hour_of_day=3, day_of_week=2)
+    d = svc.select_arm("lin", ctx)
+    svc.record_reward(d.decision_id, reward=1.0)
+    # The same update applied by hand to a fresh policy gives the same learned state.
+    ref = P.make_policy(P.LinUCB(alpha=0.5), 2, 10, 5)
+    slot = int(d.arm.arm_id[-1])
+    ref.update(slot, 1.0, default_context(ctx))
+    svc.stats("lin")
+    assert np.allclose(ref.get_state()["b"], svc._bandits["lin"]._policy.get_state()["b"])
+    # A ready vector works too, and must have the bandit's dimension.
+    d2 = svc.select_arm("lin", vector=np.ones(10))
+    assert d2.arm.arm_id in {"arm0", "arm1"}
+    with pytest.raises(errors.InvalidArgument, match="context_vector"):
+        svc.select_arm("lin", vector=np.ones(3))
+    with pytest.raises(errors.InvalidArgument, match="context_vector"):
+        svc.select_arm("lin", vector=np.array([np.nan] * 10))
+    svc.close()
+
+
+# -- exactly once, unknown, expired ---------------------------------------------------------------
+
+
+def test_rewards_are_exactly_once(svc: BanditService) -> None:
+    svc.create_bandit(BanditSpec("once", P.ThompsonBeta(), arms(2)))
+    d = svc.select_arm("once")
+    svc.record_reward(d.decision_id, reward=1.0)
+    before = svc.stats("once")
+    with pytest.raises(errors.AlreadyExists, match="already has a reward"):
+        svc.record_reward(d.decision_id, reward=0.0)
+    assert svc.stats("once") == before
+    with pytest.raises(errors.NotFound, match="nope"):
+        svc.record_reward("nope", reward=1.0)
+
+
+def test_concurrent_duplicate_rewards_count_once(svc: BanditService) -> None:
+    svc.create_bandit(BanditSpec("race", P.UCB1(), arms(2)))
+    d = svc.select_arm("race")
+    outcomes: list[str] = []
+
+    def reward() -> None:
+        try:
+            svc.record_reward(d.decision_id, reward=0.5)
+            outcomes.append("ok")
+        except errors.AlreadyExists:
+            outcomes.append("dup")
+
+    threads = [threading.Thread(target=reward) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["dup"] * 7 + ["ok"]
+    assert svc.stats("race").rewards == 1
+
+
+def test_bad_rewards_are_refused(svc: BanditService) -> None:
+    svc.create_bandit(BanditSpec("bad", P.UCB1(), arms(2)))
+    d = svc.select_arm("bad")
+    with pytest.raises(errors.InvalidArgument, match="reward"):
+        svc.record_reward(d.decision_id, reward=1.5)
+    with pytest.raises(errors.InvalidArgument, match="exactly one"):
+        svc.record_reward(d.decision_id)
+    with pytest.raises(errors.InvalidArgument, match=r"outcome\.cost"):
+        svc.record_reward(d.decision_id, outcome=Outcome(cost=-1))
+    with pytest.raises(errors.InvalidArgument, match="decision_id"):
+        svc.record_reward("", reward=1.0)
+    assert svc.stats("bad").rewards == 0  # the decision is still open
+    svc.record_reward(d.decision_id, reward=1.0)
+
+
+def test_expiry_applies_the_default_reward(svc: BanditService, clock: Clock) -> None:
+    svc.create_bandit(BanditSpec("exp", P.UCB1(), arms(2), reward_wait=10.0, default_reward=0.25))
+    svc.create_bandit(BanditSpec("nodefault", P.UCB1(), arms(2), reward_wait=10.0))
+    d1 = svc.select_arm("exp")
+    d2 = svc.select_arm("nodefault")
+    clock.t += 5
+    kept = svc.select_arm("exp")
+    assert svc.sweep() == 0
+    clock.t += 6  # d1 and d2 are 11 s old, kept 6 s
+    with pytest.raises(errors.FailedPrecondition, match="expired"):
+        svc.record_reward(d1.decision_id, reward=1.0)  # overdue, before the sweep ran
+    assert svc.sweep() == 2
+    with pytest.raises(errors.FailedPrecondition, match="expired"):
+        svc.record_reward(d1.decision_id, reward=1.0)  # after the sweep: from the store
+    stats = svc.stats("exp")
+    assert stats.expired_decisions == 1 and stats.rewards == 1 and stats.open_decisions == 1
+    assert stats.mean_reward == pytest.approx(0.25)
+    nodefault = svc.stats("nodefault")
+    assert nodefault.expired_decisions == 1 and nodefault.rewards == 0
+    assert svc.record_reward(kept.decision_id, reward=1.0).reward == 1.0
+    assert d2.decision_id
+
+
+def test_sweeper_thread_expires_on_its_own(tmp_path: Path) -> None:
+    svc = BanditService(tmp_path / "b", sweep_interval=0.02)
+    svc.warm_up()
+    svc.create_bandit(BanditSpec("fast", P.UCB1(), arms(2), reward_wait=0.05, default_reward=0.0))
+    svc.select_arm("fast")
+    deadline = threading.Event()
+    for _ in range(200):
+        if svc.stats("fast").expired_decisions == 1:
+            break
+        deadline.wait(0.02)
+    assert svc.stats("fast").expired_decisions == 1
+    svc.close()
+
+
+# -- idempotent decisions -------------------------------------------------------------------------
+
+
+def test_caller_chosen_decision_id_is_idempotent(svc: BanditService) -> None:
+    svc.create_bandit(BanditSpec("idem", P.EpsilonGreedy(epsilon=1.0), arms(4), seed=2))
+    svc.create_bandit(BanditSpec("other", P.UCB1(), arms(2)))
+    first = svc.select_arm("idem", decision_id="req-42")
+    for _ in range(5):
+        assert svc.select_arm("idem", decision_id="req-42") == first
+    assert svc.stats("idem").decisions == 1
+    svc.record_reward("req-42", reward=1.0)
+    assert svc.select_arm("idem", decision_id="req-42").arm == first.arm  # from the store
+    with pytest.raises(errors.AlreadyExists, match="req-42"):
+        svc.select_arm("other", decision_id="req-42")
+    with pytest.raises(errors.InvalidArgument, match="decision_id"):
+        svc.select_arm("idem", decision_id="has space")
+
+
+# -- arms -----------------------------------------------------------------------------------------
+
+
+def test_add_and_remove_arms_at_run_time(svc: BanditService) -> None:
+    svc.create_bandit(BanditSpec("arms", P.UCB1(), arms(2)))
+    for _ in range(4):
+        d = svc.select_arm("arms")
+        svc.record_reward(d.decision_id, reward=0.5)
+    info = svc.add_arm("arms", Arm("new", LLMConfig(model="model-new")))
+    assert [a.arm_id for a, _ in info.arms] == ["arm0", "arm1", "new"]
+    assert svc.select_arm("arms").arm.arm_id == "new"  # cold arm explored first (UCB +inf)
+    open_on_arm0 = None
+    for _ in range(20):
+        d = svc.select_arm("arms", excluded=["new", "arm1"])
+        assert d.arm.arm_id == "arm0"
+        open_on_arm0 = d
+    info = svc.remove_arm("arms", "arm0")
+    assert dict((a.arm_id, r) for a, r in info.arms) == {"arm0": True, "arm1": False, "new": False}
+    for _ in range(30):
+        assert svc.select_arm("arms").arm.arm_id != "arm0"
+    assert open_on_arm0 is not None
+    assert svc.record_reward(open_on_arm0.decision_id, reward=1.0).arm_id == "arm0"
+    with pytest.raises(errors.AlreadyExists, match="never reused"):
+        svc.add_arm("arms", Arm("arm0", LLMConfig(model="m")))
+    with pytest.raises(errors.FailedPrecondition, match="already removed"):
+        svc.remove_arm("arms", "arm0")
+    with pytest.raises(errors.NotFound, match="ghost"):
+        svc.remove_arm("arms", "ghost")
+    with pytest.raises(errors.InvalidArgument, match="excluded_arms"):
+        svc.select_arm("arms", excluded=["ghost"])
+    with pytest.raises(errors.FailedPrecondition, match="no arm left"):
+        svc.select_arm("arms", excluded=["arm1", "new"])
+    with pytest.raises(errors.InvalidArgument, match=r"arm\.config\.temperature"):
+        svc.add_arm("arms", Arm("hot", LLMConfig(model="m", temperature=3.0)))
+
+
+# -- definitions ----------------------------------------------------------------------------------
+
+
+def test_create_get_list_delete(svc: BanditService) -> None:
+    for i in range(5):
+        svc.create_bandit(
+            BanditSpec(f"b{i}", P.Softmax(temperature=0.2), arms(2), description=f"number {i}")
+        )
+    with pytest.raises(errors.AlreadyExists, match="b1"):
+        svc.create_bandit(BanditSpec("b1", P.UCB1(), arms(1)))
+    info = svc.get_bandit("b3")
+    assert info.spec.policy == P.Softmax(temperature=0.2) and info.spec.description == "number 3"
+    assert info.dim == 10
+    page, token = svc.list_bandits(page_size=2)
+    names = [i.spec.name for i in page]
+    while token:
+        page, token = svc.list_bandits(page_size=2, page_token=token)
+        names += [i.spec.name for i in page]
+    assert names == [f"b{i}" for i in range(5)]
+    d = svc.select_arm("b2")
+    svc.delete_bandit("b2")
+    for call in (
+        lambda: svc.get_bandit("b2"),
+        lambda: svc.select_arm("b2"),
+        lambda: svc.record_reward(d.decision_id, reward=1.0),
+        lambda: svc.delete_bandit("b2"),
+    ):
+        with pytest.raises(errors.NotFound):
+            call()
+    svc.create_bandit(BanditSpec("b2", P.UCB1(), arms(1)))  # the name is free again
+    assert svc.stats("b2").decisions == 0
+    with pytest.raises(errors.InvalidArgument, match="page_size"):
+        svc.list_bandits(page_size=-1)
+    with pytest.raises(errors.InvalidArgument, match="page_token"):
+        svc.list_bandits(page_token="%%%")
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (BanditSpec("bad name", P.UCB1(), arms(1)), "bandit.name"),
+        (BanditSpec("dup", P.UCB1(), (*arms(2), arms(1)[0])), r"bandit.arms\[2\].arm_id"),
+        (BanditSpec("wait", P.UCB1(), arms(1), reward_wait=0.0), "bandit.reward_wait"),
+        (BanditSpec("dflt", P.UCB1(), arms(1), default_reward=2.0), "bandit.default_reward"),
+        (BanditSpec("seed", P.UCB1(), arms(1), seed=-1), "bandit.seed"),
+        (
+            BanditSpec("model", P.UCB1(), (Arm("a", LLMConfig(model="")),)),
+            r"bandit.arms\[0\].config.model",
+        ),
+    ],
+)
+def test_bad_definitions_are_refused(svc: BanditService, spec: BanditSpec, field: str) -> None:
+    with pytest.raises(errors.InvalidArgument, match=field):
+        svc.create_bandit(spec)
+
+
+def test_feature_set_without_feature_store_is_refused(svc: BanditService) -> None:
+    with pytest.raises(errors.FailedPrecondition, match="feature"):
+        svc.create_bandit(BanditSpec("fs", P.LinUCB(), arms(2), feature_set="users"))
+
+
+# -- durability and recovery ----------------------------------------------------------------------
+
+POLICIES = [
+    P.UCB1(),
+    P.EpsilonGreedy(),
+    P.DiscountedUCB(gamma=0.9),
+    P.SlidingWindowUCB(window=7),
+    P.ThompsonBeta(),
+    P.EXP3(),
+    P.LinUCB(),
+    P.HybridLinUCB(),
+    P.LinearThompson(),
+    P.DiagonalThompson(),
+]
+
+
+def drive(svc: BanditService, names: list[str], n: int, seed: int) -> list[str]:
+    """n rounds on each bandit, leaving every 5th decision open; returns the open ids."""
+    rng = np.random.default_rng(seed)
+    left_open = []
+    for i in range(n):
+        for name in names:
+            ctx = RequestContext(
+                task_type=str(rng.choice(["generation", "extraction"])),
+                input_length=int(rng.integers(1, 2000)),
+                hour_of_day=1,
+                day_of_week=1,
+            )
+            d = svc.select_arm(name, ctx)
+            if i % 5 == 4:
+                left_open.append(d.decision_id)
+            else:
+                svc.record_reward(d.decision_id, reward=float(rng.random()))
+    return left_open
+
+
+@pytest.mark.parametrize("snapshot_every", [7, 1_000_000])
+def test_recovery_rebuilds_statistics_from_the_log(
+    tmp_path: Path, clock: Clock, snapshot_every: int
+) -> None:
+    root = tmp_path / "b"
+    svc = open_service(root, clock, snapshot_every=snapshot_every)
+    names = [type(p).__name__ for p in POLICIES]
+    for name, policy in zip(names, POLICIES, strict=True):
+        svc.create_bandit(BanditSpec(name, policy, arms(3), seed=11))
+    left_open = drive(svc, names, 20, seed=3)
+    svc.add_arm("UCB1", Arm("late", LLMConfig(model="late")))
+    svc.remove_arm("UCB1", "arm1")
+    left_open += drive(svc, ["UCB1"], 10, seed=4)
+    before = {n: svc.stats(n) for n in names}
+    learned = {n: learned_state(svc, n) for n in names}
+    # No close(): as after kill -9, the last snapshot (if any) is older than the log.
+    again = open_service(root, clock, snapshot_every=snapshot_every)
+    for n in names:
+        assert again.stats(n) == before[n], n
+        assert_same_learning(learned[n], learned_state(again, n))
+    info = again.get_bandit("UCB1")
+    assert dict((a.arm_id, r) for a, r in info.arms)["arm1"] is True
+    for decision_id in left_open:  # unrewarded decisions can still be rewarded
+        again.record_reward(decision_id, reward=1.0)
+    assert sum(again.stats(n).open_decisions for n in names) == 0
+    again.close()
+    svc._stop.set()
+
+
+def test_close_writes_snapshots_that_bound_the_replay(tmp_path: Path, clock: Clock) -> None:
+    root = tmp_path / "b"
+    svc = open_service(root, clock, snapshot_every=1_000_000)
+    svc.create_bandit(BanditSpec("snap", P.LinUCB(), arms(3), seed=1))
+    drive(svc, ["snap"], 30, seed=1)
+    before, learned = svc.stats("snap"), learned_state(svc, "snap")
+    svc.close()
+    store_svc = open_service(root, clock)
+    bandit = store_svc._bandits["snap"]
+    assert store_svc._store.events_after(bandit.id, bandit._event_seq) == []
+    assert store_svc._store.load_snapshot(bandit.id) is not None
+    assert store_svc.stats("snap") == before
+    assert_same_learning(learned, learned_state(store_svc, "snap"))
+    store_svc.close()
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+
+
+def test_sixteen_threads_leave_statistics_exact(svc: BanditService) -> None:
+    svc.create_bandit(BanditSpec("busy", P.ThompsonBeta(), arms(4), seed=9))
+    acknowledged: list[list[tuple[str, float]]] = [[] for _ in range(16)]
+
+    def worker(k: int) -> None:
+        rng = np.random.default_rng(k)
+        for _ in range(40):
+            d = svc.select_arm("busy")
+            r = float(rng.random())
+            svc.record_reward(d.decision_id, reward=r)
+            acknowledged[k].append((d.arm.arm_id, r))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    flat = [x for part in acknowledged for x in part]
+    stats = svc.stats("busy")
+    assert stats.decisions == stats.rewards == len(flat) == 640
+    for a in stats.arms:
+        mine = [r for arm, r in flat if arm == a.arm_id]
+        assert a.rewards == a.pulls == len(mine)
+        assert a.reward_sum == pytest.approx(sum(mine))
+    state = svc._bandits["busy"]._policy.get_state()
+    assert state["alpha"].sum() + state["beta"].sum() == pytest.approx(640 + 2 * 4)
+
+
+def test_quiet_bandit_snapshot_moves_its_watermark_to_the_log_end(
+    tmp_path: Path, clock: Clock
+) -> None:
+    root = tmp_path / "b"
+    svc = open_service(root, clock, snapshot_every=1_000_000)
+    svc.create_bandit(BanditSpec("quiet", P.DiscountedUCB(gamma=0.8), arms(3), seed=1))
+    svc.create_bandit(BanditSpec("busy", P.UCB1(), arms(3), seed=2))
+    drive(svc, ["quiet", "busy"], 5, seed=1)
+    drive(svc, ["busy"], 20, seed=2)
+    quiet = svc._bandits["quiet"]
+    written = quiet.maybe_snapshot(0.0)  # idle: the watermarks move past busy's later rows
+    assert written is not None
+    written.result()
+    event_seq, _, _ = svc._store.load_snapshot(quiet.id)  # type: ignore[misc]
+    top = svc._store.db.read(lambda c: c.execute("SELECT max(seq) FROM events").fetchone()[0])
+    assert event_seq == top > quiet._event_seq
+    drive(svc, ["busy", "quiet"], 6, seed=3)  # after the snapshot, then a crash
+    before = {n: svc.stats(n) for n in ("quiet", "busy")}
+    learned = {n: learned_state(svc, n) for n in ("quiet", "busy")}
+    again = open_service(root, clock)
+    for n in ("quiet", "busy"):
+        assert again.stats(n) == before[n]
+        assert_same_learning(learned[n], learned_state(again, n))
+    again.close()
+    svc._stop.set()
