@@ -37,11 +37,11 @@ install: $(VENV)/.stamp-install
 dev: $(VENV)/.stamp-dev
 
 serve: install
-	$(BIN)/llmopt-server --host $(HOST) --port $(PORT) --data-dir $(DATA)
+	$(BIN)/llmopt-server --host $(HOST) --port $(PORT) --data-dir $(DATA) --demo
 
 lint: dev
-	$(BIN)/ruff check server registry native benchmarks tests setup.py
-	$(BIN)/ruff format --check server registry native benchmarks tests setup.py
+	$(BIN)/ruff check server registry native benchmarks tests examples setup.py
+	$(BIN)/ruff format --check server registry native benchmarks tests examples setup.py
 	$(BIN)/mypy
 
 test: lint test-only
@@ -50,8 +50,8 @@ test-only: dev
 	$(BIN)/pytest
 
 format: dev
-	$(BIN)/ruff check --fix server registry native benchmarks tests setup.py
-	$(BIN)/ruff format server registry native benchmarks tests setup.py
+	$(BIN)/ruff check --fix server registry native benchmarks tests examples setup.py
+	$(BIN)/ruff format server registry native benchmarks tests examples setup.py
 
 bench: dev
 	$(PY) -m benchmarks

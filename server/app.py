@@ -25,6 +25,7 @@ from server.api import registry as registry_api
 from server.api.binding import AppContext
 from server.api.interceptor import ServingInterceptor
 from server.config import Settings
+from server.demo import seed_demo
 from server.metrics import MetricsHttpServer, RpcMetrics
 from server.reflection import enable_reflection
 from server.storage import DataDir
@@ -111,6 +112,8 @@ class App:
             log.info("metrics on http://%s:%d/metrics", self.settings.host, self.metrics_http.port)
         for component in self.context.components:
             component.warm_up()
+        if self.settings.demo:
+            seed_demo(self.context)
         self._ready.set()
         for name in ["", *self.service_names]:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

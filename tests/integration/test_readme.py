@@ -32,7 +32,7 @@ def test_readme_has_grpcurl_examples():
 
 
 def test_every_readme_example_runs(server_factory):
-    proc = server_factory()
+    proc = server_factory("--demo")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     for command in readme_commands():
         out = subprocess.run(
@@ -45,6 +45,28 @@ def test_every_readme_example_runs(server_factory):
         )
         assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
         assert out.stdout.strip(), command
+
+
+def readme_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_every_readme_python_example_runs(server_factory, tmp_path):
+    blocks = readme_python_blocks()
+    assert blocks
+    proc = server_factory("--demo")
+    for block in blocks:
+        script = tmp_path / "example.py"
+        script.write_text(block.replace(README_ADDRESS, proc.address))
+        out = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=README.parent,
+        )
+        assert out.returncode == 0, f"{block}\n{out.stdout}\n{out.stderr}"
+        assert out.stdout.strip()
 
 
 def test_settings_table_matches_the_code():

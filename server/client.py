@@ -1,0 +1,899 @@
+"""The Python client of llmopt-server: ``from server.client import Client``.
+
+A typed wrapper over the generated gRPC stubs. Callers pass and get plain Python values, numpy
+arrays and the frozen dataclasses of ``server.client_types`` (re-exported here); no protobuf
+type is needed. Every call has a deadline. Calls that are safe to repeat are retried with
+exponential backoff and jitter when the server answers UNAVAILABLE (starting, draining, not up
+yet); the others never are, so a lost answer can not turn into a double write. Every failure is
+raised as ``ClientError`` carrying the gRPC status code and the server's message.
+
+Which calls are retried: reads (Get*, List*, stats, Predict, GetFeatureVector), calls whose
+repetition changes nothing (SetAlias to the same version, SetTrafficPolicy, CreateFeatureSet
+with the same definition), SelectArm (the client picks the ``decision_id`` when the caller did
+not, and the server answers a known id with the same decision) and RecordReward (the server
+takes at most one reward per decision; a retry whose first attempt had landed raises
+ALREADY_EXISTS). Never retried: creating bandits, models and arms, uploads, Promote, Rollback,
+WriteFeatures.
+
+>>> bandit = client.create_bandit(
+...     "doc-router",
+...     arms=[Arm("small", model="gpt-4o-mini", metadata={"price_per_1k": "0.0006"}),
+...           Arm("large", model="gpt-4o", metadata={"price_per_1k": "0.01"})],
+...     policy="thompson_beta", seed=7)
+>>> [arm.arm_id for arm in bandit.arms]
+['small', 'large']
+>>> decision = client.select_arm("doc-router", Context(task_type="classification",
+...                                                    input_length=120))
+>>> decision.arm.arm_id in ("small", "large")
+True
+>>> receipt = client.record_reward(decision.decision_id, quality=0.9, cost=0.001,
+...                                latency_ms=400)
+>>> receipt.arm_id == decision.arm.arm_id and 0.0 <= receipt.reward <= 1.0
+True
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server import client_types as ct
+from server.client_types import (
+    AliasChange,
+    Arm,
+    ArmStats,
+    Bandit,
+    BanditStats,
+    Context,
+    Decision,
+    Feature,
+    FeatureSet,
+    FeatureVector,
+    Feedback,
+    Model,
+    ModelVersion,
+    Prediction,
+    Reward,
+    RewardReceipt,
+    TensorSpec,
+    TrafficPolicy,
+)
+from server.gen.llmopt.v1 import (
+    bandits_pb2,
+    bandits_pb2_grpc,
+    common_pb2,
+    features_pb2,
+    features_pb2_grpc,
+    inference_pb2,
+    inference_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
+
+__all__ = [
+    "AliasChange",
+    "Arm",
+    "ArmStats",
+    "Bandit",
+    "BanditStats",
+    "Client",
+    "ClientError",
+    "Context",
+    "Decision",
+    "Feature",
+    "FeatureSet",
+    "FeatureVector",
+    "Feedback",
+    "Model",
+    "ModelVersion",
+    "Prediction",
+    "RetryPolicy",
+    "Reward",
+    "RewardReceipt",
+    "TensorSpec",
+    "TrafficPolicy",
+]
+
+T = TypeVar("T")
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+UPLOAD_CHUNK = 1 << 20
+MIB = 1 << 20
+ACTOR_METADATA = "x-llmopt-actor"
+
+
+class ClientError(Exception):
+    """A call failed: ``code`` is the gRPC status code, ``message`` the server's explanation.
+
+    >>> try:
+    ...     client.get_bandit("doc-no-such-bandit")
+    ... except ClientError as exc:
+    ...     print(exc.code.name, "bandit" in exc.message)
+    NOT_FOUND True
+    """
+
+    def __init__(self, method: str, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{method}: {code.name}: {message}")
+        self.method = method
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of idempotent calls on UNAVAILABLE: ``attempts`` in all (1: no retry), sleeping
+    a random share (full jitter) of ``initial_backoff * multiplier**n``, capped at
+    ``max_backoff`` seconds."""
+
+    attempts: int = 5
+    initial_backoff: float = 0.1
+    max_backoff: float = 2.0
+    multiplier: float = 2.0
+
+    def delays(self, rng: random.Random) -> Iterator[float]:
+        """The sleeps between attempts (``attempts - 1`` of them).
+
+        >>> list(RetryPolicy(attempts=4, initial_backoff=1.0, multiplier=3.0,
+        ...                  max_backoff=5.0).delays(_FakeRandom()))
+        [1.0, 3.0, 5.0]
+        """
+        ceiling = self.initial_backoff
+        for _ in range(self.attempts - 1):
+            yield rng.uniform(0.0, 1.0) * min(ceiling, self.max_backoff)
+            ceiling *= self.multiplier
+
+
+class _FakeRandom(random.Random):
+    """Always the top of the jitter range (for the example above)."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+class Client:
+    """A connection to llmopt-server; use it as a context manager to close the channel.
+
+    ``timeout`` is the default deadline of every call in seconds (uploads get ``upload_timeout``);
+    ``actor`` is recorded with registry alias changes.
+
+    >>> with Client(address) as c:
+    ...     c.wait_ready(timeout=10)
+    ...     c.list_bandits() is not None
+    True
+    """
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout: float = 10.0,
+        upload_timeout: float = 300.0,
+        retry: RetryPolicy | None = None,
+        actor: str = "",
+        credentials: grpc.ChannelCredentials | None = None,
+        max_message_mb: int = 64,
+        seed: int | None = None,
+    ) -> None:
+        options = [
+            ("grpc.max_send_message_length", max_message_mb * MIB),
+            ("grpc.max_receive_message_length", max_message_mb * MIB),
+        ]
+        self.address = address
+        self._channel = (
+            grpc.secure_channel(address, credentials, options=options)
+            if credentials is not None
+            else grpc.insecure_channel(address, options=options)
+        )
+        self._timeout = timeout
+        self._upload_timeout = upload_timeout
+        self._retry = retry or RetryPolicy()
+        self._rng = random.Random(seed)
+        self._metadata = ((ACTOR_METADATA, actor),) if actor else None
+        self._bandits = bandits_pb2_grpc.BanditsStub(self._channel)
+        self._registry = registry_pb2_grpc.RegistryStub(self._channel)
+        self._inference = inference_pb2_grpc.InferenceStub(self._channel)
+        self._features = features_pb2_grpc.FeaturesStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        # (model, version, alias) -> (input name, dtype name) of the version it reaches.
+        self._inputs: dict[tuple[str, int, str], tuple[str, str]] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float = 30.0, service: str = "") -> None:
+        """Block until the server reports SERVING (for ``service``, "" = the whole server)."""
+        deadline = time.monotonic() + timeout
+        status = None
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                status = self._health.Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=max(0.1, min(2, left))
+                ).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError as exc:
+                status = exc.code()
+            if time.monotonic() + 0.05 >= deadline:
+                raise ClientError(
+                    "Health/Check",
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"server at {self.address} not SERVING within {timeout}s (last: {status})",
+                )
+            time.sleep(0.05)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: Callable[..., T],
+        request: Any,
+        *,
+        name: str,
+        retry: bool,
+        timeout: float | None = None,
+    ) -> T:
+        delays = self._retry.delays(self._rng) if retry else iter(())
+        while True:
+            try:
+                return method(request, timeout=timeout or self._timeout, metadata=self._metadata)
+            except grpc.RpcError as exc:
+                code = exc.code()  # type: ignore[attr-defined]
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    delay = next(delays, None)
+                    if delay is not None:
+                        time.sleep(delay)
+                        continue
+                raise ClientError(name, code, exc.details() or "") from None  # type: ignore[attr-defined]
+
+    # -- bandits --------------------------------------------------------------------------------
+
+    def create_bandit(
+        self,
+        name: str,
+        arms: Sequence[Arm] = (),
+        *,
+        policy: str = "ucb1",
+        policy_params: Mapping[str, float] | None = None,
+        reward: str | Reward = "",
+        feature_set: str = "",
+        seed: int = 0,
+        description: str = "",
+        reward_wait_seconds: float | None = None,
+        default_reward: float | None = None,
+    ) -> Bandit:
+        """Create a bandit over ``arms``. ``policy`` is a Policy oneof name (ucb1,
+        thompson_beta, lin_ucb, epsilon_greedy, ...) with optional ``policy_params``; ``reward``
+        a preset name (balanced, quality-focused, cost-focused, latency-focused) or a Reward.
+        Not retried (a lost answer would turn into ALREADY_EXISTS).
+        """
+        msg = bandits_pb2.Bandit(
+            name=name,
+            policy=ct.to_policy(policy, policy_params),
+            arms=[ct.to_arm(a) for a in arms],
+            feature_set=feature_set,
+            seed=seed,
+            description=description,
+        )
+        if isinstance(reward, str):
+            msg.reward.preset = reward
+        else:
+            msg.reward.CopyFrom(bandits_pb2.RewardConfig(**vars(reward)))
+        if reward_wait_seconds is not None:
+            msg.reward_wait.FromNanoseconds(int(reward_wait_seconds * 1e9))
+        if default_reward is not None:
+            msg.default_reward = default_reward
+        request = bandits_pb2.CreateBanditRequest(bandit=msg)
+        answer = self._call(self._bandits.CreateBandit, request, name="CreateBandit", retry=False)
+        return ct.from_bandit(answer)
+
+    def get_bandit(self, name: str) -> Bandit:
+        request = bandits_pb2.GetBanditRequest(name=name)
+        return ct.from_bandit(
+            self._call(self._bandits.GetBandit, request, name="GetBandit", retry=True)
+        )
+
+    def list_bandits(self) -> list[Bandit]:
+        """Every bandit (all pages)."""
+        out: list[Bandit] = []
+        token = ""
+        while True:
+            request = bandits_pb2.ListBanditsRequest(
+                page=common_pb2.PageRequest(page_size=1000, page_token=token)
+            )
+            page = self._call(self._bandits.ListBandits, request, name="ListBandits", retry=True)
+            out.extend(ct.from_bandit(b) for b in page.bandits)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    def delete_bandit(self, name: str) -> None:
+        request = bandits_pb2.DeleteBanditRequest(name=name)
+        self._call(self._bandits.DeleteBandit, request, name="DeleteBandit", retry=False)
+
+    def add_arm(self, bandit: str, arm: Arm) -> Bandit:
+        request = bandits_pb2.AddArmRequest(bandit=bandit, arm=ct.to_arm(arm))
+        return ct.from_bandit(self._call(self._bandits.AddArm, request, name="AddArm", retry=False))
+
+    def remove_arm(self, bandit: str, arm_id: str) -> Bandit:
+        request = bandits_pb2.RemoveArmRequest(bandit=bandit, arm_id=arm_id)
+        return ct.from_bandit(
+            self._call(self._bandits.RemoveArm, request, name="RemoveArm", retry=False)
+        )
+
+    def select_arm(
+        self,
+        bandit: str,
+        context: Context | None = None,
+        *,
+        vector: Sequence[float] | np.ndarray | None = None,
+        excluded: Iterable[str] = (),
+        decision_id: str = "",
+        entity_ids: Mapping[str, str] | None = None,
+    ) -> Decision:
+        """Ask which arm serves a request, from its ``context`` or a ready ``vector``.
+
+        Without a ``decision_id`` the client makes one (a UUID), so that a retry after a lost
+        answer gets the same decision instead of a second one.
+        """
+        request = bandits_pb2.SelectArmRequest(
+            bandit=bandit,
+            excluded_arms=list(excluded),
+            decision_id=decision_id or uuid.uuid4().hex,
+            entity_ids=dict(entity_ids or {}),
+        )
+        if context is not None:
+            request.context.CopyFrom(ct.to_context(context))
+        if vector is not None:
+            request.context_vector.extend(float(v) for v in np.asarray(vector).reshape(-1))
+        answer = self._call(self._bandits.SelectArm, request, name="SelectArm", retry=True)
+        return ct.from_decision(answer)
+
+    def record_reward(
+        self,
+        decision_id: str,
+        reward: float | None = None,
+        *,
+        quality: float | None = None,
+        cost: float = 0.0,
+        latency_ms: float = 0.0,
+        tokens: int = 0,
+        feedback: Feedback | None = None,
+    ) -> RewardReceipt:
+        """Reward a decision: a raw ``reward`` in [0, 1], or the outcome (quality, cost in
+        dollars, latency, tokens, user feedback) that the bandit's reward config turns into one.
+        """
+        request = bandits_pb2.RecordRewardRequest(decision_id=decision_id)
+        if reward is not None:
+            if quality is not None or cost or latency_ms or tokens or feedback is not None:
+                raise ValueError("give a raw reward or an outcome (quality, cost, ...), not both")
+            request.reward = reward
+        else:
+            request.outcome.CopyFrom(ct.to_outcome(quality, cost, latency_ms, tokens, feedback))
+        answer = self._call(self._bandits.RecordReward, request, name="RecordReward", retry=True)
+        return RewardReceipt(answer.decision_id, answer.arm_id, answer.reward)
+
+    def bandit_stats(self, bandit: str) -> BanditStats:
+        """Per-arm pulls, rewards and means, and the bandit's totals.
+
+        >>> stats = client.bandit_stats("doc-router")
+        >>> stats.decisions >= 1 and sorted(stats.arms)
+        ['large', 'small']
+        """
+        request = bandits_pb2.GetStatsRequest(bandit=bandit)
+        answer = self._call(self._bandits.GetStats, request, name="GetStats", retry=True)
+        return ct.from_bandit_stats(answer)
+
+    # -- registry -------------------------------------------------------------------------------
+
+    def create_model(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        task: str = "",
+        tags: Mapping[str, str] | None = None,
+    ) -> Model:
+        """Register a model name; ``task`` is regression, classification, ranking, policy or
+        other."""
+        try:
+            task_value = ct.TASKS[task]
+        except KeyError:
+            raise ValueError(f"task: {task!r} is not one of {', '.join(ct.TASKS)}") from None
+        request = registry_pb2.CreateModelRequest(
+            name=name, description=description, task=task_value, tags=dict(tags or {})
+        )
+        answer = self._call(self._registry.CreateModel, request, name="CreateModel", retry=False)
+        return ct.from_model(answer)
+
+    def get_model(self, name: str) -> Model:
+        request = registry_pb2.GetModelRequest(name=name)
+        return ct.from_model(
+            self._call(self._registry.GetModel, request, name="GetModel", retry=True)
+        )
+
+    def list_models(self, tag_filter: Mapping[str, str] | None = None) -> list[Model]:
+        out: list[Model] = []
+        token = ""
+        while True:
+            request = registry_pb2.ListModelsRequest(
+                page=common_pb2.PageRequest(page_size=1000, page_token=token),
+                tag_filter=dict(tag_filter or {}),
+            )
+            page = self._call(self._registry.ListModels, request, name="ListModels", retry=True)
+            out.extend(ct.from_model(m) for m in page.models)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    def delete_model(self, name: str, *, force: bool = False) -> int:
+        """Delete a model (``force``: with its versions); returns the versions deleted."""
+        request = registry_pb2.DeleteModelRequest(name=name, force=force)
+        answer = self._call(self._registry.DeleteModel, request, name="DeleteModel", retry=False)
+        return int(answer.versions_deleted)
+
+    def upload_onnx(
+        self,
+        model: str,
+        onnx: bytes | str | Path,
+        *,
+        semver: str = "",
+        parent_version: int = 0,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        description: str = "",
+        alias: str = "",
+        chunk_size: int = UPLOAD_CHUNK,
+    ) -> ModelVersion:
+        """Upload an ONNX artifact (bytes or a file path) as the model's next version, streamed in
+        chunks, optionally pointing ``alias`` at it in the same transaction. Not retried."""
+        data = onnx if isinstance(onnx, bytes) else Path(onnx).read_bytes()
+        meta = registry_pb2.UploadVersionMetadata(
+            model=model,
+            semver=semver,
+            parent_version=parent_version,
+            metrics=dict(metrics or {}),
+            tags=dict(tags or {}),
+            description=description,
+            alias=alias,
+            size_bytes=len(data),
+        )
+
+        def parts() -> Iterator[registry_pb2.UploadVersionRequest]:
+            yield registry_pb2.UploadVersionRequest(metadata=meta)
+            for start in range(0, len(data), chunk_size):
+                yield registry_pb2.UploadVersionRequest(chunk=data[start : start + chunk_size])
+
+        answer = self._call(
+            self._registry.UploadVersion,
+            parts(),
+            name="UploadVersion",
+            retry=False,
+            timeout=self._upload_timeout,
+        )
+        self._forget_inputs(model)
+        return ct.from_version(answer)
+
+    def register_sklearn_model(
+        self,
+        model: str,
+        estimator: Any,
+        *,
+        n_features: int | None = None,
+        sample: np.ndarray | None = None,
+        create: bool = True,
+        task: str = "",
+        description: str = "",
+        alias: str = "",
+        semver: str = "",
+        parent_version: int = 0,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> ModelVersion:
+        """Export a fitted scikit-learn estimator to ONNX (``registry.export``: skl2onnx, checked
+        against scikit-learn on ``sample``) and upload it; ``create`` registers the model name
+        first when it does not exist. The graph takes one float32 input named ``input``.
+
+        >>> from sklearn.linear_model import LinearRegression
+        >>> X = np.array([[0, 0], [1, 0], [0, 1], [1, 1], [2, 1]], dtype=np.float32)
+        >>> fitted = LinearRegression().fit(X, X @ [1.0, 2.0])
+        >>> v1 = client.register_sklearn_model("doc-linear", fitted, alias="champion")
+        >>> v1.version, v1.inputs[0].name, v1.aliases
+        (1, 'input', ('champion',))
+        >>> client.predict("doc-linear", [[1.0, 1.0], [2.0, 0.0]]).round(3).tolist()
+        [[3.0], [2.0]]
+        """
+        from registry.export import export_sklearn
+
+        exported = export_sklearn(estimator, n_features, sample=sample)
+        if create:
+            try:
+                self.create_model(model, description=description, task=task)
+            except ClientError as exc:
+                if exc.code != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
+        all_tags = {"framework": "sklearn", "estimator": type(estimator).__name__}
+        all_tags.update(tags or {})
+        return self.upload_onnx(
+            model,
+            exported.onnx_bytes,
+            semver=semver,
+            parent_version=parent_version,
+            metrics=metrics,
+            tags=all_tags,
+            description=description,
+            alias=alias,
+        )
+
+    def get_version(self, model: str, version: int = 0, *, alias: str = "") -> ModelVersion:
+        """A version by number or by alias (``latest``: the newest)."""
+        request = registry_pb2.GetVersionRequest(model=model, version=version, alias=alias)
+        return ct.from_version(
+            self._call(self._registry.GetVersion, request, name="GetVersion", retry=True)
+        )
+
+    def list_versions(self, model: str) -> list[ModelVersion]:
+        out: list[ModelVersion] = []
+        token = ""
+        while True:
+            request = registry_pb2.ListVersionsRequest(
+                model=model, page=common_pb2.PageRequest(page_size=1000, page_token=token)
+            )
+            page = self._call(self._registry.ListVersions, request, name="ListVersions", retry=True)
+            out.extend(ct.from_version(v) for v in page.versions)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    def download_version(self, model: str, version: int = 0, *, alias: str = "") -> bytes:
+        """The ONNX bytes of a version (by number or alias)."""
+        request = registry_pb2.DownloadVersionRequest(model=model, version=version, alias=alias)
+        delays = self._retry.delays(self._rng)
+        while True:
+            try:
+                stream = self._registry.DownloadVersion(
+                    request, timeout=self._upload_timeout, metadata=self._metadata
+                )
+                return b"".join(part.chunk for part in stream if part.WhichOneof("part") == "chunk")
+            except grpc.RpcError as exc:
+                code = exc.code()  # type: ignore[attr-defined]
+                delay = next(delays, None) if code == grpc.StatusCode.UNAVAILABLE else None
+                if delay is None:
+                    raise ClientError("DownloadVersion", code, exc.details() or "") from None  # type: ignore[attr-defined]
+                time.sleep(delay)
+
+    def set_alias(self, model: str, alias: str, version: int, *, reason: str = "") -> AliasChange:
+        """Point ``alias`` (e.g. champion, challenger) at ``version``."""
+        request = registry_pb2.SetAliasRequest(
+            model=model, alias=alias, version=version, reason=reason
+        )
+        answer = self._call(self._registry.SetAlias, request, name="SetAlias", retry=True)
+        self._forget_inputs(model)
+        return ct.from_alias_change(answer)
+
+    def delete_alias(self, model: str, alias: str, *, reason: str = "") -> AliasChange:
+        request = registry_pb2.DeleteAliasRequest(model=model, alias=alias, reason=reason)
+        answer = self._call(self._registry.DeleteAlias, request, name="DeleteAlias", retry=False)
+        self._forget_inputs(model)
+        return ct.from_alias_change(answer)
+
+    def promote(self, model: str, *, reason: str = "") -> AliasChange:
+        """The challenger becomes champion (its alias is removed); returns the champion's move.
+
+        Not retried: a repeated Promote would promote whatever is challenger by then.
+        """
+        request = registry_pb2.PromoteRequest(model=model, reason=reason)
+        answer = self._call(self._registry.Promote, request, name="Promote", retry=False)
+        self._forget_inputs(model)
+        return ct.from_alias_change(answer.champion)
+
+    def rollback(self, model: str, *, reason: str = "") -> AliasChange:
+        """The champion returns to the version it pointed at before its last change."""
+        request = registry_pb2.RollbackRequest(model=model, reason=reason)
+        answer = self._call(self._registry.Rollback, request, name="Rollback", retry=False)
+        self._forget_inputs(model)
+        return ct.from_alias_change(answer)
+
+    def alias_history(self, model: str, alias: str = "") -> list[AliasChange]:
+        """Alias changes of a model (of one alias when given), newest first."""
+        out: list[AliasChange] = []
+        token = ""
+        while True:
+            request = registry_pb2.GetAliasHistoryRequest(
+                model=model,
+                alias=alias,
+                page=common_pb2.PageRequest(page_size=1000, page_token=token),
+            )
+            page = self._call(
+                self._registry.GetAliasHistory, request, name="GetAliasHistory", retry=True
+            )
+            out.extend(ct.from_alias_change(c) for c in page.changes)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def _input_of(self, model: str, version: int, alias: str) -> tuple[str, str]:
+        """Name and dtype of the single input of the version a call would reach."""
+        key = (model, version, alias)
+        found = self._inputs.get(key)
+        if found is None:
+            if version or alias:
+                mv = self.get_version(model, version, alias=alias)
+            else:
+                try:
+                    mv = self.get_version(model, alias="champion")
+                except ClientError as exc:
+                    if exc.code != grpc.StatusCode.NOT_FOUND:
+                        raise
+                    mv = self.get_version(model, alias="latest")
+            if len(mv.inputs) != 1:
+                names = ", ".join(s.name for s in mv.inputs)
+                raise ValueError(
+                    f"model {model!r} takes {len(mv.inputs)} inputs ({names}): pass a dict "
+                    "name -> array"
+                )
+            found = (mv.inputs[0].name, mv.inputs[0].dtype)
+            self._inputs[key] = found
+        return found
+
+    def _forget_inputs(self, model: str) -> None:
+        for key in [k for k in self._inputs if k[0] == model]:
+            del self._inputs[key]
+
+    def infer(
+        self,
+        model: str,
+        inputs: Any,
+        *,
+        version: int = 0,
+        alias: str = "",
+        outputs: Sequence[str] = (),
+        routing_key: str = "",
+    ) -> Prediction:
+        """Run a model and get every output with the version and variant that answered.
+
+        ``inputs`` is a dict name -> array, or one array for a single-input model (its name
+        and dtype are read from the registry once, and the array is cast to that dtype).
+        Without ``version`` or ``alias`` the model's traffic policy picks champion or
+        challenger (sticky per ``routing_key``).
+        """
+        if isinstance(inputs, Mapping):
+            named = {name: np.asarray(a) for name, a in inputs.items()}
+        else:
+            name, dtype = self._input_of(model, version, alias)
+            array = np.asarray(inputs)
+            named = {name: array if dtype == "string" else array.astype(dtype, copy=False)}
+        request = inference_pb2.PredictRequest(
+            model=model,
+            version=version,
+            alias=alias,
+            inputs=[ct.to_tensor(a, name) for name, a in named.items()],
+            output_names=list(outputs),
+            routing_key=routing_key,
+        )
+        answer = self._call(self._inference.Predict, request, name="Predict", retry=True)
+        return ct.from_prediction(answer)
+
+    def predict(
+        self,
+        model: str,
+        inputs: Any,
+        *,
+        output: str = "",
+        version: int = 0,
+        alias: str = "",
+        routing_key: str = "",
+    ) -> np.ndarray:
+        """One output of a model as a numpy array: ``output`` by name, else the first one."""
+        prediction = self.infer(
+            model,
+            inputs,
+            version=version,
+            alias=alias,
+            outputs=[output] if output else (),
+            routing_key=routing_key,
+        )
+        if output:
+            return prediction.outputs[output]
+        return next(iter(prediction.outputs.values()))
+
+    def set_traffic_policy(
+        self, model: str, mode: str, challenger_percent: float = 0.0
+    ) -> TrafficPolicy:
+        """Share routed requests: ``mode`` off, split (``challenger_percent`` go to the
+        challenger) or shadow (every request copied to the challenger).
+
+        >>> client.set_traffic_policy("doc-linear", "split", 10)
+        TrafficPolicy(model='doc-linear', mode='split', challenger_percent=10.0)
+        """
+        try:
+            mode_value = ct.MODES[mode.lower()]
+        except KeyError:
+            raise ValueError(f"mode: {mode!r} is not one of off, split, shadow") from None
+        request = inference_pb2.SetTrafficPolicyRequest(
+            policy=inference_pb2.TrafficPolicy(
+                model=model, mode=mode_value, challenger_percent=challenger_percent
+            )
+        )
+        answer = self._call(
+            self._inference.SetTrafficPolicy, request, name="SetTrafficPolicy", retry=True
+        )
+        return ct.from_traffic_policy(answer)
+
+    def get_traffic_policy(self, model: str) -> TrafficPolicy:
+        request = inference_pb2.GetTrafficPolicyRequest(model=model)
+        answer = self._call(
+            self._inference.GetTrafficPolicy, request, name="GetTrafficPolicy", retry=True
+        )
+        return ct.from_traffic_policy(answer)
+
+    def model_stats(self, model: str) -> dict[str, Any]:
+        """Serving statistics of a model as plain dicts (requests, errors, latency by variant)."""
+        from google.protobuf import json_format
+
+        request = inference_pb2.GetModelStatsRequest(model=model)
+        answer = self._call(
+            self._inference.GetModelStats, request, name="GetModelStats", retry=True
+        )
+        return json_format.MessageToDict(answer, preserving_proto_field_name=True)
+
+    # -- features -------------------------------------------------------------------------------
+
+    def create_feature_set(
+        self,
+        name: str,
+        features: Sequence[Feature],
+        *,
+        entity_key: str = "",
+        ttl_seconds: float | None = None,
+        description: str = "",
+        aggregates: Sequence[str] = (),
+        fit: bool = False,
+    ) -> FeatureSet:
+        """Create a feature set (a new version when the definition differs from the latest;
+        the same definition returns the latest unchanged, so this call is retried).
+
+        >>> fs = client.create_feature_set("doc-users", [
+        ...     Feature("requests_per_day", "float", "log1p"),
+        ...     Feature("plan", "category", "one_hot", {"vocabulary": ["free", "pro"]}),
+        ... ], entity_key="user_id")
+        >>> fs.version, [f.name for f in fs.features]
+        (1, ['requests_per_day', 'plan'])
+        """
+        msg = features_pb2.FeatureSet(
+            name=name,
+            entity_key=entity_key,
+            features=[ct.to_feature(f) for f in features],
+            description=description,
+            aggregates=list(aggregates),
+        )
+        if ttl_seconds is not None:
+            msg.ttl.FromNanoseconds(int(ttl_seconds * 1e9))
+        request = features_pb2.CreateFeatureSetRequest(feature_set=msg, fit=fit)
+        answer = self._call(
+            self._features.CreateFeatureSet, request, name="CreateFeatureSet", retry=True
+        )
+        return ct.from_feature_set(answer)
+
+    def get_feature_set(self, name: str, version: int = 0) -> FeatureSet:
+        request = features_pb2.GetFeatureSetRequest(name=name, version=version)
+        answer = self._call(self._features.GetFeatureSet, request, name="GetFeatureSet", retry=True)
+        return ct.from_feature_set(answer)
+
+    def list_feature_sets(self) -> list[FeatureSet]:
+        out: list[FeatureSet] = []
+        token = ""
+        while True:
+            request = features_pb2.ListFeatureSetsRequest(
+                page=common_pb2.PageRequest(page_size=1000, page_token=token)
+            )
+            page = self._call(
+                self._features.ListFeatureSets, request, name="ListFeatureSets", retry=True
+            )
+            out.extend(ct.from_feature_set(s) for s in page.feature_sets)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    def write_features(
+        self,
+        feature_set: str,
+        rows: Mapping[str, Mapping[str, Any]] | Iterable[tuple[str, Mapping[str, Any], float]],
+    ) -> int:
+        """Write feature values: ``{entity_id: {name: value}}`` (event time: the server's now)
+        or ``(entity_id, values, event_time_seconds)`` tuples. Returns the rows written.
+        Not retried (a repeated write would count twice in windowed aggregates).
+
+        >>> client.write_features("doc-users", {"u1": {"requests_per_day": 40.0, "plan": "pro"}})
+        1
+        """
+        msgs = []
+        items = ((e, v, None) for e, v in rows.items()) if isinstance(rows, Mapping) else iter(rows)
+        for entity_id, values, event_time in items:
+            row = features_pb2.FeatureRow(entity_id=entity_id)
+            for key, value in values.items():
+                row.values[key].CopyFrom(ct.to_value(value))
+            if event_time is not None:
+                row.event_time.FromNanoseconds(int(event_time * 1e9))
+            msgs.append(row)
+        request = features_pb2.WriteFeaturesRequest(feature_set=feature_set, rows=msgs)
+        answer = self._call(
+            self._features.WriteFeatures, request, name="WriteFeatures", retry=False
+        )
+        return int(answer.rows_written)
+
+    def get_features(
+        self,
+        feature_set: str,
+        entity_ids: Sequence[str],
+        names: Sequence[str] = (),
+        *,
+        as_of: float | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Stored values per entity: ``{entity_id: {name: value or None when missing}}``.
+
+        >>> client.get_features("doc-users", ["u1"], ["plan"])
+        {'u1': {'plan': 'pro'}}
+        """
+        request = features_pb2.GetFeaturesRequest(
+            feature_set=feature_set, entity_ids=list(entity_ids), feature_names=list(names)
+        )
+        if as_of is not None:
+            ts = Timestamp()
+            ts.FromNanoseconds(int(as_of * 1e9))
+            request.as_of.CopyFrom(ts)
+        answer = self._call(self._features.GetFeatures, request, name="GetFeatures", retry=True)
+        return {
+            e.entity_id: {
+                name: None if v.missing else ct.from_value(v.value) for name, v in e.values.items()
+            }
+            for e in answer.entities
+        }
+
+    def get_feature_vector(
+        self,
+        feature_set: str = "",
+        context: Context | None = None,
+        entity_ids: Sequence[str] = (),
+    ) -> FeatureVector:
+        """The dense vector of a request (``feature_set`` "": the built-in 10-dim context).
+
+        >>> v = client.get_feature_vector(context=Context(task_type="summarization",
+        ...     priority=10, hour_of_day=0, day_of_week=0))
+        >>> v.values.round(2).tolist()
+        [0.0, 0.5, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+        """
+        request = features_pb2.GetFeatureVectorRequest(
+            feature_set=feature_set, entity_ids=list(entity_ids)
+        )
+        if context is not None:
+            request.context.CopyFrom(ct.to_context(context))
+        answer = self._call(
+            self._features.GetFeatureVector, request, name="GetFeatureVector", retry=True
+        )
+        return ct.from_feature_vector(answer)

@@ -1,0 +1,658 @@
+"""Plain values the Python client (``server.client``) takes and returns, and their proto mapping.
+
+Callers of ``server.client.Client`` never touch protobuf: they pass and get these frozen
+dataclasses, strings, dicts and numpy arrays. The ``to_x`` / ``from_x`` functions below are the
+only place that knows both sides.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from google.protobuf import json_format
+
+from server.gen.llmopt.v1 import (
+    bandits_pb2,
+    common_pb2,
+    features_pb2,
+    inference_pb2,
+    registry_pb2,
+)
+
+# -- tensors --------------------------------------------------------------------------------------
+
+NUMPY_BY_DTYPE: dict[int, np.dtype] = {
+    common_pb2.FLOAT32: np.dtype("<f4"),
+    common_pb2.FLOAT64: np.dtype("<f8"),
+    common_pb2.FLOAT16: np.dtype("<f2"),
+    common_pb2.INT8: np.dtype("i1"),
+    common_pb2.INT16: np.dtype("<i2"),
+    common_pb2.INT32: np.dtype("<i4"),
+    common_pb2.INT64: np.dtype("<i8"),
+    common_pb2.UINT8: np.dtype("u1"),
+    common_pb2.UINT16: np.dtype("<u2"),
+    common_pb2.UINT32: np.dtype("<u4"),
+    common_pb2.UINT64: np.dtype("<u8"),
+    common_pb2.BOOL: np.dtype("?"),
+}
+DTYPE_BY_NUMPY: dict[np.dtype, int] = {v.newbyteorder("="): k for k, v in NUMPY_BY_DTYPE.items()}
+# Registry signatures name dtypes by numpy name ("float32"); STRING is "string".
+DTYPE_NAMES: dict[int, str] = {k: v.name for k, v in NUMPY_BY_DTYPE.items()}
+DTYPE_NAMES[common_pb2.STRING] = "string"
+_LENGTH = struct.Struct("<I")
+
+
+def to_tensor(array: Any, name: str = "") -> common_pb2.Tensor:
+    """A Tensor message from an array-like: numeric, bool, or strings (STRING)."""
+    a = np.asarray(array)
+    if a.dtype.kind in "USO":
+        parts = []
+        for item in a.reshape(-1).tolist():
+            data = item if isinstance(item, bytes) else str(item).encode()
+            parts.append(_LENGTH.pack(len(data)) + data)
+        return common_pb2.Tensor(
+            name=name, dtype=common_pb2.STRING, shape=a.shape, raw_data=b"".join(parts)
+        )
+    dtype = DTYPE_BY_NUMPY.get(a.dtype.newbyteorder("="))
+    if dtype is None:
+        raise TypeError(f"array of dtype {a.dtype} has no tensor data type")
+    contiguous = np.ascontiguousarray(a, dtype=NUMPY_BY_DTYPE[dtype])
+    return common_pb2.Tensor(
+        name=name,
+        dtype=dtype,  # type: ignore[arg-type]
+        shape=contiguous.shape,
+        raw_data=contiguous.tobytes(),
+    )
+
+
+def from_tensor(msg: common_pb2.Tensor) -> np.ndarray:
+    """A numpy array (a copy, writable) from a Tensor message; STRING gives an object array."""
+    shape = tuple(msg.shape)
+    if msg.dtype == common_pb2.STRING:
+        items: list[str] = []
+        raw, pos = msg.raw_data, 0
+        while pos < len(raw):
+            (n,) = _LENGTH.unpack_from(raw, pos)
+            items.append(raw[pos + 4 : pos + 4 + n].decode(errors="replace"))
+            pos += 4 + n
+        return np.array(items, dtype=object).reshape(shape)
+    dtype = NUMPY_BY_DTYPE[msg.dtype]
+    return np.frombuffer(msg.raw_data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _time(ts: Any) -> float:
+    """Seconds since the epoch of a Timestamp (0.0 when unset)."""
+    return ts.seconds + ts.nanos / 1e9
+
+
+# -- bandits --------------------------------------------------------------------------------------
+
+OUTPUT_LENGTHS = {
+    "": common_pb2.OUTPUT_LENGTH_CATEGORY_UNSPECIFIED,
+    "short": common_pb2.SHORT,
+    "medium": common_pb2.MEDIUM,
+    "long": common_pb2.LONG,
+}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One LLM configuration a bandit can route to, with free string metadata (prices, owner)."""
+
+    arm_id: str
+    model: str = ""
+    temperature: float = 0.0
+    top_p: float = 0.0
+    max_tokens: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    system_prompt: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def to_arm(arm: Arm) -> common_pb2.Arm:
+    msg = common_pb2.Arm(
+        arm_id=arm.arm_id,
+        config=common_pb2.LLMConfig(
+            model=arm.model,
+            temperature=arm.temperature,
+            top_p=arm.top_p,
+            max_tokens=arm.max_tokens,
+            presence_penalty=arm.presence_penalty,
+            frequency_penalty=arm.frequency_penalty,
+            system_prompt=arm.system_prompt,
+        ),
+        metadata={k: str(v) for k, v in arm.metadata.items()},
+    )
+    if arm.extra:
+        msg.config.extra.update(arm.extra)
+    return msg
+
+
+def from_arm(msg: common_pb2.Arm) -> Arm:
+    c = msg.config
+    return Arm(
+        arm_id=msg.arm_id,
+        model=c.model,
+        temperature=c.temperature,
+        top_p=c.top_p,
+        max_tokens=c.max_tokens,
+        presence_penalty=c.presence_penalty,
+        frequency_penalty=c.frequency_penalty,
+        system_prompt=c.system_prompt,
+        extra=json_format.MessageToDict(c.extra) if c.HasField("extra") else {},
+        metadata=dict(msg.metadata),
+    )
+
+
+@dataclass(frozen=True)
+class Context:
+    """What is known about a request before routing; ``output_length`` is short/medium/long."""
+
+    task_type: str = ""
+    input_length: int = 0
+    output_length: str = ""
+    priority: int = 5
+    user_id: str = ""
+    region: str = ""
+    hour_of_day: int | None = None
+    day_of_week: int | None = None
+    language: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    features: dict[str, float] = field(default_factory=dict)
+
+
+def to_context(ctx: Context) -> common_pb2.RequestContext:
+    try:
+        category = OUTPUT_LENGTHS[ctx.output_length.lower()]
+    except KeyError:
+        raise ValueError(
+            f"context.output_length: {ctx.output_length!r} is not one of short, medium, long"
+        ) from None
+    msg = common_pb2.RequestContext(
+        user_id=ctx.user_id,
+        task_type=ctx.task_type,
+        input_length=ctx.input_length,
+        output_length_category=category,  # type: ignore[arg-type]
+        priority=ctx.priority,
+        region=ctx.region,
+        language=ctx.language,
+        metadata=ctx.metadata,
+        features=ctx.features,
+    )
+    if ctx.hour_of_day is not None:
+        msg.hour_of_day = ctx.hour_of_day
+    if ctx.day_of_week is not None:
+        msg.day_of_week = ctx.day_of_week
+    return msg
+
+
+@dataclass(frozen=True)
+class Reward:
+    """How outcomes become rewards: a preset name, or weights and maxima (0: the defaults)."""
+
+    preset: str = ""
+    quality_weight: float = 0.0
+    cost_weight: float = 0.0
+    latency_weight: float = 0.0
+    max_cost: float = 0.0
+    max_latency_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Bandit:
+    """A bandit as the server describes it."""
+
+    name: str
+    policy: str
+    policy_params: dict[str, float]
+    arms: tuple[Arm, ...]
+    reward: Reward
+    feature_set: str
+    seed: int
+    description: str
+    context_dim: int
+    reward_wait_seconds: float
+    default_reward: float | None
+    removed_arms: tuple[Arm, ...]
+    create_time: float
+
+
+def to_policy(name: str, params: Mapping[str, float] | None) -> bandits_pb2.Policy:
+    msg = bandits_pb2.Policy()
+    if name not in msg.DESCRIPTOR.fields_by_name:
+        known = ", ".join(msg.DESCRIPTOR.fields_by_name)
+        raise ValueError(f"policy: {name!r} is not one of {known}")
+    sub = getattr(msg, name)
+    sub.SetInParent()
+    for key, value in (params or {}).items():
+        setattr(sub, key.rstrip("_"), value)  # lambda_ -> lambda
+    return msg
+
+
+def from_bandit(msg: bandits_pb2.Bandit) -> Bandit:
+    kind = msg.policy.WhichOneof("kind") or ""
+    params: dict[str, float] = {}
+    if kind:
+        for fd, value in getattr(msg.policy, kind).ListFields():
+            params[fd.name] = value
+    r = msg.reward
+    return Bandit(
+        name=msg.name,
+        policy=kind,
+        policy_params=params,
+        arms=tuple(from_arm(a) for a in msg.arms),
+        reward=Reward(
+            r.preset,
+            r.quality_weight,
+            r.cost_weight,
+            r.latency_weight,
+            r.max_cost,
+            r.max_latency_ms,
+        ),
+        feature_set=msg.feature_set,
+        seed=msg.seed,
+        description=msg.description,
+        context_dim=msg.context_dim,
+        reward_wait_seconds=msg.reward_wait.ToTimedelta().total_seconds(),
+        default_reward=msg.default_reward if msg.HasField("default_reward") else None,
+        removed_arms=tuple(from_arm(a) for a in msg.removed_arms),
+        create_time=_time(msg.create_time),
+    )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to "which arm?": reward it later with its ``decision_id``."""
+
+    decision_id: str
+    bandit: str
+    arm: Arm
+    propensity: float
+    scores: dict[str, float]
+    time: float
+
+
+def from_decision(msg: bandits_pb2.Decision) -> Decision:
+    return Decision(
+        decision_id=msg.decision_id,
+        bandit=msg.bandit,
+        arm=from_arm(msg.arm),
+        propensity=msg.propensity,
+        scores={s.arm_id: s.score for s in msg.scores},
+        time=_time(msg.time),
+    )
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What the user did with the answer (DESIGN.md, "Reward"); rating 1..5, 0 = none."""
+
+    rating: int = 0
+    task_completed: bool = False
+    retried: bool = False
+    edited: bool = False
+    dwell_seconds: float | None = None
+    saved: bool = False
+
+
+def to_outcome(
+    quality: float | None, cost: float, latency_ms: float, tokens: int, feedback: Feedback | None
+) -> bandits_pb2.Outcome:
+    msg = bandits_pb2.Outcome(cost=cost, latency_ms=latency_ms, tokens=tokens)
+    if quality is not None:
+        msg.quality_score = quality
+    if feedback is not None:
+        fb = msg.feedback
+        fb.rating = feedback.rating
+        fb.task_completed = feedback.task_completed
+        fb.retried = feedback.retried
+        fb.edited = feedback.edited
+        fb.saved = feedback.saved
+        if feedback.dwell_seconds is not None:
+            fb.dwell_seconds = feedback.dwell_seconds
+    return msg
+
+
+@dataclass(frozen=True)
+class RewardReceipt:
+    decision_id: str
+    arm_id: str
+    reward: float
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    arm_id: str
+    pulls: int
+    rewards: int
+    reward_sum: float
+    mean: float
+    variance: float
+    ci_low: float
+    ci_high: float
+    last_selected: float
+    removed: bool
+
+
+@dataclass(frozen=True)
+class BanditStats:
+    bandit: str
+    arms: dict[str, ArmStats]
+    decisions: int
+    rewards: int
+    open_decisions: int
+    expired_decisions: int
+    mean_reward: float
+
+
+def from_bandit_stats(msg: bandits_pb2.BanditStats) -> BanditStats:
+    arms = {
+        a.arm_id: ArmStats(
+            a.arm_id,
+            a.pulls,
+            a.rewards,
+            a.reward_sum,
+            a.mean,
+            a.variance,
+            a.ci_low,
+            a.ci_high,
+            _time(a.last_selected),
+            a.removed,
+        )
+        for a in msg.arms
+    }
+    return BanditStats(
+        msg.bandit,
+        arms,
+        msg.decisions,
+        msg.rewards,
+        msg.open_decisions,
+        msg.expired_decisions,
+        msg.mean_reward,
+    )
+
+
+# -- registry -------------------------------------------------------------------------------------
+
+TASKS = {
+    "": registry_pb2.MODEL_TASK_UNSPECIFIED,
+    "regression": registry_pb2.REGRESSION,
+    "classification": registry_pb2.CLASSIFICATION,
+    "ranking": registry_pb2.RANKING,
+    "policy": registry_pb2.POLICY,
+    "other": registry_pb2.OTHER,
+}
+TASK_NAMES = {v: k for k, v in TASKS.items()}
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    description: str
+    task: str
+    tags: dict[str, str]
+    aliases: dict[str, int]
+    latest_version: int
+    create_time: float
+    update_time: float
+
+
+def from_model(msg: registry_pb2.Model) -> Model:
+    return Model(
+        msg.name,
+        msg.description,
+        TASK_NAMES.get(msg.task, ""),
+        dict(msg.tags),
+        dict(msg.aliases),
+        msg.latest_version,
+        _time(msg.create_time),
+        _time(msg.update_time),
+    )
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An input or output of a model version: dtype name ("float32", "string"), -1 = dynamic."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: int
+    sha256: str
+    size_bytes: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    semver: str
+    parent_version: int | None
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    description: str
+    aliases: tuple[str, ...]
+    create_time: float
+
+
+def _spec(msg: registry_pb2.TensorSpec) -> TensorSpec:
+    return TensorSpec(msg.name, DTYPE_NAMES.get(msg.dtype, "unknown"), tuple(msg.shape))
+
+
+def from_version(msg: registry_pb2.ModelVersion) -> ModelVersion:
+    return ModelVersion(
+        model=msg.model,
+        version=msg.version,
+        sha256=msg.sha256,
+        size_bytes=msg.size_bytes,
+        inputs=tuple(_spec(s) for s in msg.inputs),
+        outputs=tuple(_spec(s) for s in msg.outputs),
+        semver=msg.semver,
+        parent_version=msg.parent_version or None,
+        metrics=dict(msg.metrics),
+        tags=dict(msg.tags),
+        description=msg.description,
+        aliases=tuple(msg.aliases),
+        create_time=_time(msg.create_time),
+    )
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """One alias move; versions are None where the alias was unset before or after."""
+
+    model: str
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    kind: str
+    reason: str
+    actor: str
+    time: float
+
+
+def from_alias_change(msg: registry_pb2.AliasChange) -> AliasChange:
+    return AliasChange(
+        msg.model,
+        msg.alias,
+        msg.from_version or None,
+        msg.to_version or None,
+        msg.kind,
+        msg.reason,
+        msg.actor,
+        _time(msg.time),
+    )
+
+
+# -- inference ------------------------------------------------------------------------------------
+
+MODES = {
+    "off": inference_pb2.OFF,
+    "split": inference_pb2.SPLIT,
+    "shadow": inference_pb2.SHADOW,
+}
+MODE_NAMES = {v: k for k, v in MODES.items()}
+MODE_NAMES[inference_pb2.TRAFFIC_MODE_UNSPECIFIED] = "off"
+VARIANT_NAMES = {
+    inference_pb2.VARIANT_UNSPECIFIED: "",
+    inference_pb2.CHAMPION: "champion",
+    inference_pb2.CHALLENGER: "challenger",
+    inference_pb2.PINNED: "pinned",
+    inference_pb2.SHADOW_COPY: "shadow",
+}
+
+
+@dataclass(frozen=True)
+class TrafficPolicy:
+    """How routed requests are shared: mode off/split/shadow, challenger share in percent."""
+
+    model: str
+    mode: str
+    challenger_percent: float
+
+
+def from_traffic_policy(msg: inference_pb2.TrafficPolicy) -> TrafficPolicy:
+    return TrafficPolicy(msg.model, MODE_NAMES.get(msg.mode, "off"), msg.challenger_percent)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Every output of one Predict call, and which version and variant answered."""
+
+    model: str
+    version: int
+    variant: str
+    outputs: dict[str, np.ndarray]
+    request_id: str
+
+
+def from_prediction(msg: inference_pb2.PredictResponse) -> Prediction:
+    return Prediction(
+        msg.model,
+        msg.version,
+        VARIANT_NAMES.get(msg.variant, ""),
+        {t.name: from_tensor(t) for t in msg.outputs},
+        msg.request_id,
+    )
+
+
+# -- features -------------------------------------------------------------------------------------
+
+FEATURE_TYPES = {
+    "float": features_pb2.FEATURE_TYPE_FLOAT,
+    "int": features_pb2.FEATURE_TYPE_INT,
+    "bool": features_pb2.FEATURE_TYPE_BOOL,
+    "string": features_pb2.FEATURE_TYPE_STRING,
+    "category": features_pb2.FEATURE_TYPE_CATEGORY,
+}
+FEATURE_TYPE_NAMES = {v: k for k, v in FEATURE_TYPES.items()}
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A feature of a set: ``transform`` names a Transform kind (identity, log1p, standardize,
+    minmax, clip, one_hot, hash, cyclical) with its ``params`` (e.g. ``{"period": 24}``)."""
+
+    name: str
+    type: str = "float"
+    transform: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    default: float | int | bool | str | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    name: str
+    version: int
+    entity_key: str
+    features: tuple[Feature, ...]
+    ttl_seconds: float | None
+    description: str
+    aggregates: tuple[str, ...]
+
+
+def to_value(value: Any) -> features_pb2.FeatureValue:
+    if isinstance(value, bool | np.bool_):
+        return features_pb2.FeatureValue(flag=bool(value))
+    if isinstance(value, str):
+        return features_pb2.FeatureValue(text=value)
+    return features_pb2.FeatureValue(number=float(value))
+
+
+def from_value(msg: features_pb2.FeatureValue) -> float | bool | str | None:
+    kind = msg.WhichOneof("kind")
+    return None if kind is None else getattr(msg, kind)
+
+
+def to_feature(f: Feature) -> features_pb2.Feature:
+    try:
+        type_ = FEATURE_TYPES[f.type]
+    except KeyError:
+        raise ValueError(f"feature {f.name!r}: type {f.type!r} is not one of "
+                         f"{', '.join(FEATURE_TYPES)}") from None  # fmt: skip
+    msg = features_pb2.Feature(name=f.name, type=type_, source=f.source)  # type: ignore[arg-type]
+    if f.transform:
+        transform = msg.transform
+        if f.transform not in transform.DESCRIPTOR.fields_by_name:
+            raise ValueError(f"feature {f.name!r}: transform {f.transform!r} is unknown")
+        sub = getattr(transform, f.transform)
+        sub.SetInParent()
+        for key, value in f.params.items():
+            if isinstance(value, list | tuple):
+                getattr(sub, key).extend(value)
+            else:
+                setattr(sub, key, value)
+    if f.default is not None:
+        msg.default_value.CopyFrom(to_value(f.default))
+    return msg
+
+
+def from_feature(msg: features_pb2.Feature) -> Feature:
+    kind = msg.transform.WhichOneof("kind") or ""
+    params: dict[str, Any] = {}
+    if kind:
+        for fd, value in getattr(msg.transform, kind).ListFields():
+            params[fd.name] = value if isinstance(value, str | int | float) else list(value)
+    default = from_value(msg.default_value) if msg.HasField("default_value") else None
+    return Feature(
+        msg.name, FEATURE_TYPE_NAMES.get(msg.type, ""), kind, params, default, msg.source
+    )
+
+
+def from_feature_set(msg: features_pb2.FeatureSet) -> FeatureSet:
+    return FeatureSet(
+        name=msg.name,
+        version=msg.version,
+        entity_key=msg.entity_key,
+        features=tuple(from_feature(f) for f in msg.features),
+        ttl_seconds=msg.ttl.ToTimedelta().total_seconds() if msg.HasField("ttl") else None,
+        description=msg.description,
+        aggregates=tuple(msg.aggregates),
+    )
+
+
+@dataclass(frozen=True)
+class FeatureVector:
+    """A dense float32 row and the names of its slots."""
+
+    feature_set: str
+    version: int
+    slot_names: tuple[str, ...]
+    values: np.ndarray
+
+
+def from_feature_vector(msg: features_pb2.FeatureVector) -> FeatureVector:
+    values = (
+        from_tensor(msg.vector)
+        if msg.HasField("vector")
+        else np.asarray(msg.values, dtype=np.float32)
+    )
+    return FeatureVector(msg.feature_set, msg.version, tuple(msg.slot_names), values)

@@ -1,0 +1,283 @@
+"""Demo data for ``llmopt-server --demo``: something a newcomer can call with grpcurl at once.
+
+``seed_demo(ctx)`` runs once, when the server starts on an empty data dir, before the server
+reports SERVING, through the domain objects on the AppContext (no network round trip):
+
+- bandit ``llm-router`` (LinUCB on the ``request-context`` feature set) over five LLM
+  configurations (``DEMO_ARMS``: model, temperature, max_tokens; list prices per 1k input and
+  output tokens in the arm's metadata), rewarded with ``DEMO_REWARD_WEIGHTS`` (quality 0.85,
+  cost 0.12, latency 0.03) and ``DEMO_MAX_COST`` as the cost scale;
+- model ``quality-predictor``: two gradient-boosted regressors trained on synthetic request
+  features (``QUALITY_FEATURES``) that predict an answer's quality, exported through skl2onnx
+  (``registry.export``): version 1 is ``champion``, version 2 (more trees) ``challenger``, with a
+  SPLIT traffic policy sending ``DEMO_CHALLENGER_PERCENT`` % of routed requests to the challenger;
+- feature set ``request-context``: the request facts (task, lengths, priority, hour) as
+  transformed features, keyed by ``user_id``, with one stored per-user feature.
+
+A part whose service is not available (its domain object is missing from the context) is
+skipped and logged. The parts seeded are recorded in ``<data dir>/demo/demo.db``; a later start
+seeds nothing twice, and a data dir that already holds anything (a bandit, a model or a feature
+set) is left untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from server.client_types import Arm, Feature
+from server.storage import Database
+
+log = logging.getLogger("llmopt.demo")
+
+DEMO_BANDIT = "llm-router"
+DEMO_MODEL = "quality-predictor"
+DEMO_FEATURE_SET = "request-context"
+DEMO_CHALLENGER_PERCENT = 20.0
+# The router's reward: quality first (the goal is "the same quality for less"), then cost, then
+# latency; a request costing DEMO_MAX_COST dollars (or taking DEMO_MAX_LATENCY_MS) scores 0 on
+# that term. examples/llm_router.py shows where other weights land.
+DEMO_REWARD_WEIGHTS = (0.85, 0.12, 0.03)
+DEMO_MAX_COST = 0.02
+DEMO_MAX_LATENCY_MS = 20_000.0
+DEMO_SEED = 42
+DEMO_LINUCB_ALPHA = 0.2
+
+
+def _arm(
+    arm_id: str, temperature: float, max_tokens: int, pin: float, pout: float, provider: str
+) -> Arm:
+    return Arm(
+        arm_id=arm_id,
+        model=arm_id,
+        temperature=temperature,
+        top_p=1.0,
+        max_tokens=max_tokens,
+        metadata={
+            "provider": provider,
+            "price_per_1k_input_tokens": f"{pin:.5f}",
+            "price_per_1k_output_tokens": f"{pout:.5f}",
+            "price_per_1k_tokens": f"{(pin + pout) / 2:.5f}",  # blended at 1:1
+        },
+    )
+
+
+# List prices (USD per 1k tokens, input / output) as published by the providers in 2024.
+DEMO_ARMS: tuple[Arm, ...] = (
+    _arm("gpt-4o-mini", 0.3, 1024, 0.00015, 0.0006, "openai"),
+    _arm("claude-3-haiku", 0.3, 1024, 0.00025, 0.00125, "anthropic"),
+    _arm("llama-3.1-70b", 0.4, 1024, 0.00088, 0.00088, "together"),
+    _arm("gpt-4o", 0.2, 2048, 0.0025, 0.010, "openai"),
+    _arm("claude-3.5-sonnet", 0.2, 2048, 0.003, 0.015, "anthropic"),
+)
+
+# The request-context feature set: request facts turned into a routing vector, plus one stored
+# per-user feature. (The default 10-dim context vector codes the task as one number; this set
+# one-hot encodes it, which a linear policy can use per task.)
+DEMO_FEATURE_SET_KEY = "user_id"
+DEMO_FEATURE_SET_DESCRIPTION = "Request facts and per-user history for routing (demo)"
+DEMO_FEATURES: tuple[Feature, ...] = (
+    Feature("input_tokens", "int", "log1p", source="context.input_length"),
+    Feature("task", "category", "one_hot",
+            {"vocabulary": ["classification", "extraction", "summarization", "generation"]},
+            source="context.task_type"),
+    Feature("output_length", "category", "one_hot", {"vocabulary": ["SHORT", "MEDIUM", "LONG"]},
+            source="context.output_length"),
+    Feature("priority", "int", "minmax", {"lo": 1, "hi": 10}, source="context.priority"),
+    Feature("hour", "int", "cyclical", {"period": 24}, source="context.hour_of_day"),
+    Feature("avg_quality_7d", "float", default=0.8),
+)  # fmt: skip
+
+# Inputs of the quality predictor, in column order.
+QUALITY_FEATURES = (
+    "input_tokens_log",  # ln(1 + input tokens) / 10
+    "output_length",  # 0 short, 0.5 medium, 1 long
+    "task_difficulty",  # 0.1 classification .. 0.55 generation
+    "model_capability",  # the arm's capability, 0..1
+)
+
+_MIGRATIONS = ["CREATE TABLE seeded (part TEXT PRIMARY KEY, at REAL NOT NULL)"]
+
+
+@dataclass(frozen=True)
+class _Part:
+    name: str
+    service: str  # attribute of the AppContext
+    seed: Callable[[Any], None]
+
+
+def seed_demo(ctx: Any) -> list[str]:
+    """Seed the demo into an empty data dir (see the module docstring); returns the parts seeded.
+
+    ``ctx`` is the server's ``AppContext``; call after every component is warm and before the
+    server reports SERVING.
+    """
+    import time
+
+    db = Database(
+        ctx.data_dir.path("demo.db"), migrations=_MIGRATIONS, synchronous=ctx.settings.sqlite_sync
+    )
+    try:
+        done = set(db.read(lambda c: [r[0] for r in c.execute("SELECT part FROM seeded")]))
+        if not done and _holds_data(ctx):
+            log.info("demo: the data dir already holds data; nothing seeded")
+            return []
+        seeded = []
+        for part in _PARTS:
+            if part.name in done:
+                continue
+            service = getattr(ctx, part.service, None)
+            if service is None:
+                log.info("demo: %s skipped (no %s service)", part.name, part.service)
+                continue
+            try:
+                part.seed(ctx)
+            except Exception as exc:  # a part that cannot be seeded must not stop the server
+                log.warning("demo: %s not seeded: %s", part.name, exc)
+                continue
+            db.write(_mark(part.name, time.time()))
+            seeded.append(part.name)
+            log.info("demo: seeded %s", part.name)
+        return seeded
+    finally:
+        db.close()
+
+
+def _mark(part: str, at: float) -> Callable[[sqlite3.Connection], None]:
+    def insert(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO seeded VALUES (?, ?)", (part, at))
+
+    return insert
+
+
+def _holds_data(ctx: Any) -> bool:
+    """Whether anything a user made is already stored (built-in feature sets aside)."""
+    if ctx.bandits is not None and ctx.bandits.list_bandits(1, "")[0]:
+        return True
+    if ctx.registry is not None and ctx.registry.list_models():
+        return True
+    if ctx.features is not None:
+        from server.features import ARM_OUTCOMES_SET, CONTEXT_SET
+
+        sets, _ = ctx.features.list_sets(100, "")
+        if any(s.name not in (ARM_OUTCOMES_SET, CONTEXT_SET) for s in sets):
+            return True
+    return False
+
+
+# -- the parts ------------------------------------------------------------------------------------
+
+
+def _seed_bandit(ctx: Any) -> None:
+    from server.api import convert_bandits as cb
+    from server.client_types import to_arm
+    from server.gen.llmopt.v1 import bandits_pb2
+
+    # LinUCB on the request-context feature set when it exists (seeded just before), else on
+    # the default 10-dim context vector: examples/llm_router.py compares the two.
+    has_set = ctx.features is not None and DEMO_FEATURE_SET in {
+        s.name for s in ctx.features.list_sets(1000, "")[0]
+    }
+    msg = bandits_pb2.Bandit(
+        name=DEMO_BANDIT,
+        policy=bandits_pb2.Policy(lin_ucb=bandits_pb2.LinUCB(alpha=DEMO_LINUCB_ALPHA)),
+        feature_set=DEMO_FEATURE_SET if has_set else "",
+        arms=[to_arm(a) for a in DEMO_ARMS],
+        reward=bandits_pb2.RewardConfig(
+            quality_weight=DEMO_REWARD_WEIGHTS[0],
+            cost_weight=DEMO_REWARD_WEIGHTS[1],
+            latency_weight=DEMO_REWARD_WEIGHTS[2],
+            max_cost=DEMO_MAX_COST,
+            max_latency_ms=DEMO_MAX_LATENCY_MS,
+        ),
+        seed=DEMO_SEED,
+        description="Routes each LLM request to one of five model configurations (demo).",
+    )
+    ctx.bandits.create_bandit(cb.from_bandit(msg))
+
+
+def quality_training_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic (features, quality) rows: quality drops once the task's difficulty exceeds the
+    model's capability, with noise. Columns: ``QUALITY_FEATURES``."""
+    rng = np.random.default_rng(seed)
+    input_log = np.minimum(np.log1p(rng.lognormal(6.0, 1.0, n)) / 10, 1.0)
+    output = rng.choice([0.0, 0.5, 1.0], n)
+    task = rng.choice([0.10, 0.25, 0.40, 0.55], n)
+    capability = rng.uniform(0.3, 0.9, n)
+    difficulty = task + 0.1 * output + 0.1 * input_log
+    quality = 0.93 + 0.03 * capability - 1.5 * np.maximum(0.0, difficulty - capability)
+    quality = np.clip(quality + rng.normal(0, 0.04, n), 0.0, 1.0)
+    x = np.column_stack([input_log, output, task, capability]).astype(np.float32)
+    return x, quality.astype(np.float32)
+
+
+def _seed_model(ctx: Any) -> None:
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    from registry import ModelTask, VersionMetadata
+    from registry.export import export_sklearn
+    from server.inference import TrafficMode, TrafficPolicy
+
+    x, y = quality_training_data(4000, DEMO_SEED)
+    x_test, y_test = quality_training_data(1000, DEMO_SEED + 1)
+    ctx.registry.create_model(
+        DEMO_MODEL,
+        "Predicts the quality (0..1) of an LLM answer from request features and the model's "
+        "capability; inputs: " + ", ".join(QUALITY_FEATURES),
+        ModelTask.REGRESSION,
+        {"demo": "true", "features": ",".join(QUALITY_FEATURES)},
+    )
+    for alias, trees in (("champion", 30), ("challenger", 120)):
+        est = GradientBoostingRegressor(n_estimators=trees, max_depth=3, random_state=DEMO_SEED)
+        est.fit(x, y)
+        mae = float(np.mean(np.abs(est.predict(x_test) - y_test)))
+        exported = export_sklearn(est, sample=x_test[:256])
+        ctx.registry.upload_version(
+            DEMO_MODEL,
+            iter([exported.onnx_bytes]),
+            VersionMetadata(
+                semver=f"1.{0 if alias == 'champion' else 1}.0",
+                parent_version=1 if alias == "challenger" else None,
+                metrics={"mae": round(mae, 4), "n_estimators": float(trees)},
+                tags={"framework": "sklearn", "estimator": "GradientBoostingRegressor"},
+                description=f"gradient boosting, {trees} trees",
+                alias=alias,
+            ),
+        )
+    if ctx.inference is not None:
+        ctx.inference.set_policy(
+            TrafficPolicy(DEMO_MODEL, TrafficMode.SPLIT, DEMO_CHALLENGER_PERCENT)
+        )
+
+
+def _seed_features(ctx: Any) -> None:
+    from server.api import convert_features as cf
+    from server.client_types import to_feature
+    from server.gen.llmopt.v1 import features_pb2
+
+    msg = features_pb2.FeatureSet(
+        name=DEMO_FEATURE_SET,
+        entity_key=DEMO_FEATURE_SET_KEY,
+        description=DEMO_FEATURE_SET_DESCRIPTION,
+        features=[to_feature(f) for f in DEMO_FEATURES],
+    )
+    ctx.features.create_set(cf.from_feature_set(msg))
+    ctx.features.write(
+        DEMO_FEATURE_SET,
+        [
+            ("demo-user", {"avg_quality_7d": 0.91}, None),
+            ("new-user", {"avg_quality_7d": 0.5}, None),
+        ],
+    )
+
+
+_PARTS = (
+    _Part("features", "features", _seed_features),
+    _Part("bandit", "bandits", _seed_bandit),
+    _Part("model", "registry", _seed_model),
+)
