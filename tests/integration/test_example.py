@@ -75,7 +75,16 @@ def test_main_starts_its_own_server_prints_the_table_and_saves_the_plot(
 ):
     png = tmp_path / "router.png"
     code = llm_router.main(
-        ["--server", "auto", "--requests", "300", "--policies", "thompson,linucb", "--plot", str(png)]
+        [
+            "--server",
+            "auto",
+            "--requests",
+            "300",
+            "--policies",
+            "thompson,linucb",
+            "--plot",
+            str(png),
+        ]
     )
     out = capsys.readouterr().out
     assert code == 0
