@@ -1,20 +1,24 @@
-"""SQLite with one writer thread that groups many callers' writes into one commit.
+"""SQLite with group commit: many callers' writes share one transaction and one commit.
 
 Why by hand: SQLite allows one writer at a time, and a commit (with its WAL write, and an fsync
-in ``full`` mode) is the expensive part of a small write. Callers on many gRPC threads hand their
-write to the writer thread and wait; the writer runs everything queued in one transaction, each
-caller's work inside its own SAVEPOINT so one failure does not undo the others, commits once, and
-only then wakes the callers. A caller returns only after its write is durable, at the cost of one
-commit per batch rather than one per call.
+in ``full`` mode) is the expensive part of a small write. Callers on many gRPC threads queue
+their write and wait for it. The first waiter that finds nobody committing becomes the *leader*:
+on its own thread it runs everything queued, in order, in one transaction, each caller's work
+inside its own SAVEPOINT so one failure does not undo the others, commits once, and wakes the
+others. A caller returns only after its write is durable, at the cost of one commit per batch
+rather than one per call, and an uncontended caller commits its own write without handing it to
+another thread (a thread hand-off under the GIL costs more than a small SQLite write). A
+background thread commits writes that nobody waits for (``add_done_callback`` wakes it at once;
+otherwise it looks every ``_IDLE_POLL_SECONDS``).
 
 Reads use one connection per thread (WAL lets them run beside the writer).
 """
 
 from __future__ import annotations
 
-import queue
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -24,7 +28,30 @@ from server import errors
 
 T = TypeVar("T")
 
-_STOP = object()
+_IDLE_POLL_SECONDS = 0.05
+
+
+class _WriteFuture(Future[T]):
+    """A Future whose waiters commit the queue themselves when nobody else is doing it."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__()
+        self._db = db
+
+    def result(self, timeout: float | None = None) -> T:
+        if not self.done():
+            self._db._lead()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self.done():
+            self._db._lead()
+        return super().exception(timeout)
+
+    def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
+        super().add_done_callback(fn)
+        if not self.done():
+            self._db._kick.set()  # nobody may wait for this one: let the background thread commit
 
 
 class Database:
@@ -53,7 +80,9 @@ class Database:
         self.path = Path(path)
         self._synchronous = synchronous.upper()
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: deque[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = deque()
+        self._leader = threading.Lock()
+        self._kick = threading.Event()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -95,43 +124,64 @@ class Database:
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction; return its result once the transaction is committed.
 
-        ``fn`` runs on the writer thread inside a savepoint: if it raises, its changes are rolled
-        back, the exception is re-raised here, and other callers' writes in the batch still commit.
+        ``fn`` runs inside a savepoint, on whichever thread commits the batch: if it raises, its
+        changes are rolled back, the exception is re-raised here, and other callers' writes in the
+        batch still commit. ``fn`` must only touch the connection (no locks of its own).
         """
         return self.write_async(fn).result()
 
     def write_async(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Queue ``fn``; writes run in the order they were queued. Waiting on the future (or
+        adding a done callback) gets it committed."""
         if self._closed:
             raise errors.Unavailable(f"database {self.path.name} is closed")
-        future: Future[T] = Future()
-        self._queue.put((fn, future))
+        future: _WriteFuture[T] = _WriteFuture(self)
+        self._pending.append((fn, future))
         return future
 
+    def _lead(self) -> None:
+        """Commit everything queued, on this thread, unless another thread is committing now.
+
+        A thread that finds the leader lock taken leaves: the leader empties the queue before it
+        lets go, and looks again after letting go, so an item queued at any moment is committed
+        by someone.
+        """
+        pending = self._pending
+        while pending:
+            if not self._leader.acquire(blocking=False):
+                return
+            try:
+                while pending:
+                    batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = []
+                    while pending and len(batch) < self._max_batch:
+                        batch.append(pending.popleft())
+                    self._run_batch(self._writer_conn, batch)
+            finally:
+                self._leader.release()
+
     def _write_loop(self) -> None:
-        conn = self._writer_conn
-        while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            stop_after = False
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop_after = True
-                    break
-                batch.append(item)
-            self._run_batch(conn, batch)
-            if stop_after:
-                return
+        while not self._closed:
+            self._kick.wait(_IDLE_POLL_SECONDS)
+            self._kick.clear()
+            self._lead()
 
     @staticmethod
     def _run_batch(
         conn: sqlite3.Connection, batch: list[tuple[Callable[..., Any], Future]]
     ) -> None:
+        if len(batch) == 1:  # alone in its transaction: no savepoint needed
+            fn, future = batch[0]
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            return
         outcomes: list[tuple[Future, bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -185,8 +235,12 @@ class Database:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._kick.set()
         self._writer.join()
+        with self._leader:  # nobody is committing any more
+            while self._pending:
+                batch = [self._pending.popleft() for _ in range(min(len(self._pending), 1024))]
+                self._run_batch(self._writer_conn, batch)
         try:
             self._writer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:

@@ -2,6 +2,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -123,3 +124,44 @@ def test_data_dir_is_exclusive(tmp_path):
     finally:
         first.close()
     DataDir(tmp_path / "d").close()
+
+
+def test_writes_nobody_waits_for_are_committed_in_the_background(db):
+    done = threading.Event()
+    db.write_async(insert("callback")).add_done_callback(lambda f: done.set())
+    assert done.wait(10)
+    db.write_async(insert("forgotten"))  # neither awaited nor called back: the idle poll commits it
+    deadline = time.monotonic() + 10
+    while count(db) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_writes_commit_in_the_order_they_were_queued(db):
+    futures = [db.write_async(insert(f"v{i:04d}")) for i in range(500)]
+    ids = [f.result() for f in futures]
+    assert ids == sorted(ids)
+
+
+def test_close_commits_what_is_still_queued(tmp_path):
+    d = Database(tmp_path / "q.db", migrations=SCHEMA)
+    for i in range(50):
+        d.write_async(insert(f"q{i}"))
+    d.close()
+    d = Database(tmp_path / "q.db", migrations=SCHEMA)
+    try:
+        assert count(d) == 50
+    finally:
+        d.close()
+
+
+def test_a_failing_write_alone_changes_nothing(db):
+    def half_then_fail(c):
+        c.execute("INSERT INTO t (v) VALUES ('half')")
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        db.write(half_then_fail)
+    assert count(db) == 0
+    db.write(insert("after"))
+    assert count(db) == 1
