@@ -544,7 +544,9 @@ cdef class EXP3Kernel(Kernel):
     cdef void _update(self, Py_ssize_t arm, double reward, const double* x,
                       double propensity) noexcept nogil:
         cdef double p = propensity
-        cdef double m = self.g[0] if self.g[0] > 0.0 else <double>self.k
+        # K = slots that exist when the reward is learned (not those eligible at the latest
+        # selection), so that replaying the logged rewards in order rebuilds the same weights.
+        cdef double m = <double>self.k
         if not (p > 0.0 and p <= 1.0):
             p = self.last_p[arm]
         if not (p > 0.0):

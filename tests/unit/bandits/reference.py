@@ -380,7 +380,7 @@ class EXP3Ref(Reference):
         return arm, p[arm], np.array(p)
 
     def update(self, arm: int, r: float, x: Any = None, propensity: float | None = None) -> None:
-        m = self.m if self.m > 0 else float(self.k)
+        m = float(self.k)
         p = propensity if propensity is not None and 0.0 < propensity <= 1.0 else self.last_p[arm]
         if not p > 0.0:
             p = 1.0 / m
