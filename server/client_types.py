@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format
 
+from server.api.convert import DTYPE_BY_NUMPY, NUMPY_BY_DTYPE
 from server.gen.llmopt.v1 import (
     bandits_pb2,
     common_pb2,
@@ -25,21 +26,7 @@ from server.gen.llmopt.v1 import (
 
 # -- tensors --------------------------------------------------------------------------------------
 
-NUMPY_BY_DTYPE: dict[int, np.dtype] = {
-    common_pb2.FLOAT32: np.dtype("<f4"),
-    common_pb2.FLOAT64: np.dtype("<f8"),
-    common_pb2.FLOAT16: np.dtype("<f2"),
-    common_pb2.INT8: np.dtype("i1"),
-    common_pb2.INT16: np.dtype("<i2"),
-    common_pb2.INT32: np.dtype("<i4"),
-    common_pb2.INT64: np.dtype("<i8"),
-    common_pb2.UINT8: np.dtype("u1"),
-    common_pb2.UINT16: np.dtype("<u2"),
-    common_pb2.UINT32: np.dtype("<u4"),
-    common_pb2.UINT64: np.dtype("<u8"),
-    common_pb2.BOOL: np.dtype("?"),
-}
-DTYPE_BY_NUMPY: dict[np.dtype, int] = {v.newbyteorder("="): k for k, v in NUMPY_BY_DTYPE.items()}
+# The same dtype table as the server's converters (one definition of the wire format).
 # Registry signatures name dtypes by numpy name ("float32"); STRING is "string".
 DTYPE_NAMES: dict[int, str] = {k: v.name for k, v in NUMPY_BY_DTYPE.items()}
 DTYPE_NAMES[common_pb2.STRING] = "string"
