@@ -140,8 +140,10 @@ class App:
         # from calls cut off mid-way.
         self._interceptor.wait_idle(grace)
         time.sleep(min(DRAIN_SETTLE_SECONDS, max(0.0, deadline - time.monotonic())))
-        self.server.stop(max(0.0, deadline - time.monotonic())).wait()
-        self._executor.shutdown(wait=True)
+        stopped = self.server.stop(max(0.0, deadline - time.monotonic())).wait(grace + 5.0)
+        if not stopped:  # a call grpc never finished: exit anyway rather than hang on SIGTERM
+            log.error("grpc did not finish stopping within %.1f s; closing anyway", grace + 5.0)
+        self._executor.shutdown(wait=stopped)
         self._close_components()
         if self.metrics_http is not None:
             self.metrics_http.close()

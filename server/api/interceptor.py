@@ -66,32 +66,30 @@ class ServingInterceptor(grpc.ServerInterceptor):
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         gated = not method.startswith(ALWAYS_OPEN_PREFIXES)
         counted = method not in ENDLESS_METHODS
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method, gated, counted),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, method, gated, counted),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        streaming_in = bool(handler.stream_unary or handler.stream_stream)
+        options = {
+            "request_deserializer": _tolerant(handler.request_deserializer, method),
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary or handler.stream_unary:
+            behavior = handler.unary_unary or handler.stream_unary
+            wrapped = self._unary(behavior, method, gated, counted, streaming_in)
+            if handler.unary_unary:
+                return grpc.unary_unary_rpc_method_handler(wrapped, **options)
+            return grpc.stream_unary_rpc_method_handler(wrapped, **options)
+        behavior = handler.unary_stream or handler.stream_stream
+        wrapped = self._stream(behavior, method, gated, counted, streaming_in)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method, gated, counted),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._stream(handler.stream_stream, method, gated, counted),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            return grpc.unary_stream_rpc_method_handler(wrapped, **options)
+        return grpc.stream_stream_rpc_method_handler(wrapped, **options)
 
     def _unary(
-        self, behavior: Callable[..., Any], method: str, gated: bool, counted: bool
+        self,
+        behavior: Callable[..., Any],
+        method: str,
+        gated: bool,
+        counted: bool,
+        streaming_in: bool,
     ) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
@@ -100,7 +98,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
             try:
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
-                return behavior(request, context)
+                return behavior(_parsed(request, streaming_in), context)
             except Exception as exc:
                 _abort_for(exc, method, context)
             finally:
@@ -111,7 +109,12 @@ class ServingInterceptor(grpc.ServerInterceptor):
         return call
 
     def _stream(
-        self, behavior: Callable[..., Any], method: str, gated: bool, counted: bool
+        self,
+        behavior: Callable[..., Any],
+        method: str,
+        gated: bool,
+        counted: bool,
+        streaming_in: bool,
     ) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start = time.perf_counter()
@@ -120,7 +123,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
             try:
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
-                yield from behavior(request, context)
+                yield from behavior(_parsed(request, streaming_in), context)
             except Exception as exc:
                 _abort_for(exc, method, context)
             finally:
@@ -134,6 +137,48 @@ class ServingInterceptor(grpc.ServerInterceptor):
         if self._metrics is not None:
             code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
             self._metrics.observe(method, code.name, time.perf_counter() - start)
+
+
+class _Malformed:
+    """What the tolerant deserializer returns for bytes that are not a valid request."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Any:
+    """Never let grpc fail to deserialize a request: grpc then answers INTERNAL, and a streaming
+    call that fails so can leave the server unable to finish ``stop()`` (seen with grpcio 1.85).
+    The servicer wrapper turns the marker into INVALID_ARGUMENT instead."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return _Malformed(
+                f"request: {len(data)} bytes are not a valid message for {method}: {exc}"
+            )
+
+    return parse
+
+
+def _parsed(request: Any, streaming_in: bool) -> Any:
+    if streaming_in:
+        return _parsed_stream(request)
+    if type(request) is _Malformed:
+        raise errors.InvalidArgument(request.error)
+    return request
+
+
+def _parsed_stream(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        if type(request) is _Malformed:
+            raise errors.InvalidArgument(request.error)
+        yield request
 
 
 def _abort_for(exc: Exception, method: str, context: grpc.ServicerContext) -> None:
