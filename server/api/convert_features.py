@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from server import errors
-from server.api.convert import to_tensor
+from server.api.convert import from_tensor, to_tensor
 from server.features.codec import KIND_BY_TRANSFORM
 from server.features.service import EntityFeatures, FeatureVector, StoredValue
 from server.features.spec import (
@@ -161,6 +161,44 @@ def from_rows(rows: Any, field: str = "rows") -> list[tuple[str, dict, int | Non
     if bad:
         raise errors.InvalidArgument("; ".join(bad))
     return out
+
+
+def from_request_rows(request: Any) -> list[tuple[str, dict, int | None]]:
+    """Every row of a WriteFeaturesRequest: the per-row messages, then the columnar batch."""
+    rows = from_rows(request.rows)
+    if request.HasField("columns"):
+        rows += from_columns(request.columns)
+    return rows
+
+
+def from_columns(cols: Any, field: str = "columns") -> list[tuple[str, dict, int | None]]:
+    """Rows from a NumericColumns batch: one numpy view of the matrix instead of a protobuf map
+    per row (the per-row maps cost more than the durable write itself). NaN cells are missing."""
+    n, names = len(cols.entity_ids), list(cols.names)
+    if len(set(names)) != len(names):
+        raise errors.invalid(f"{field}.names", names, "names must be unique")
+    values = from_tensor(cols.values, f"{field}.values")
+    if values.dtype.kind != "f":
+        raise errors.invalid(
+            f"{field}.values.dtype", str(values.dtype), "must be FLOAT64 or FLOAT32"
+        )
+    if values.shape != (n, len(names)):
+        raise errors.invalid(
+            f"{field}.values.shape", list(values.shape),
+            f"must be [{n}, {len(names)}] (len(entity_ids) x len(names))",
+        )  # fmt: skip
+    times = list(cols.event_time_us)
+    if times and len(times) != n:
+        raise errors.invalid(
+            f"{field}.event_time_us", f"{len(times)} entries", f"must be empty or have {n}"
+        )
+    matrix = values.astype(np.float64, copy=False).tolist()
+    if np.isnan(values).any():
+        dicts = [{k: v for k, v in zip(names, row, strict=True) if v == v} for row in matrix]
+    else:
+        dicts = [dict(zip(names, row, strict=True)) for row in matrix]
+    event_us: list[int | None] = list(times) if times else [None] * n
+    return list(zip(cols.entity_ids, dicts, event_us, strict=True))
 
 
 def _merge_row_values(row: Any, values: dict, where: str, bad: list[str]) -> dict:

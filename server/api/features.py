@@ -37,13 +37,13 @@ class FeaturesServicer(features_pb2_grpc.FeaturesServicer):
         )
 
     def WriteFeatures(self, request, context):  # type: ignore[no-untyped-def]
-        written = self._features.write(request.feature_set, cf.from_rows(request.rows))
+        written = self._features.write(request.feature_set, cf.from_request_rows(request))
         return features_pb2.WriteFeaturesResponse(rows_written=written)
 
     def WriteFeaturesStream(self, request_iterator, context):  # type: ignore[no-untyped-def]
         written = 0
         for request in request_iterator:
-            written += self._features.write(request.feature_set, cf.from_rows(request.rows))
+            written += self._features.write(request.feature_set, cf.from_request_rows(request))
         return features_pb2.WriteFeaturesResponse(rows_written=written)
 
     def GetFeatures(self, request, context):  # type: ignore[no-untyped-def]

@@ -361,3 +361,72 @@ def test_acknowledged_writes_survive_kill_9(server_factory, tmp_path):
             assert entity.values["age"].value.number == i
             assert entity.values["age"].event_time.seconds == T0 + i
             assert entity.values["tier"].value.text == "pro"
+
+
+def columns(ids, names, matrix, times=()) -> F.NumericColumns:
+    array = np.asarray(matrix, dtype="<f8")
+    return F.NumericColumns(
+        entity_ids=ids,
+        names=names,
+        values=common_pb2.Tensor(
+            dtype=common_pb2.FLOAT64, shape=array.shape, raw_data=array.tobytes()
+        ),
+        event_time_us=list(times),
+    )
+
+
+def test_columnar_writes_with_missing_cells_and_event_times(stub):
+    stub.CreateFeatureSet(F.CreateFeatureSetRequest(feature_set=users_set("it_cols")))
+    batch = columns(
+        ["c1", "c2", "c3"],
+        ["age", "spend"],
+        [[41, 10.5], [52, math.nan], [63, 30.0]],
+        [(T0 + 10) * 10**6, (T0 + 20) * 10**6, (T0 + 30) * 10**6],
+    )
+    request = F.WriteFeaturesRequest(
+        feature_set="it_cols",
+        rows=[F.FeatureRow(entity_id="r1", numbers={"age": 20}, event_time=ts(T0))],
+        columns=batch,
+    )
+    assert stub.WriteFeatures(request).rows_written == 4
+    got = stub.GetFeatures(
+        F.GetFeaturesRequest(
+            feature_set="it_cols",
+            entity_ids=["r1", "c1", "c2", "c3"],
+            feature_names=["age", "spend"],
+        )
+    )
+    values = {e.entity_id: e.values for e in got.entities}
+    assert values["r1"]["age"].value.number == 20
+    assert values["c1"]["spend"].value.number == 10.5
+    assert values["c2"]["age"].value.number == 52 and values["c2"]["spend"].missing  # NaN cell
+    assert values["c3"]["age"].event_time.seconds == T0 + 30
+
+
+@pytest.mark.parametrize(
+    ("batch", "fragment"),
+    [
+        (columns(["a", "b"], ["age"], [[1.0]]), "columns.values.shape"),
+        (columns(["a"], ["age", "age"], [[1.0, 2.0]]), "columns.names"),
+        (columns(["a"], ["age"], [[1.0]], [1, 2]), "columns.event_time_us"),
+        (
+            F.NumericColumns(
+                entity_ids=["a"],
+                names=["age"],
+                values=common_pb2.Tensor(dtype=common_pb2.INT64, shape=[1, 1], raw_data=bytes(8)),
+            ),
+            "columns.values.dtype",
+        ),
+        (columns(["a"], ["nope"], [[1.0]]), "nope"),
+    ],
+)
+def test_bad_columnar_writes_are_refused_and_store_nothing(stub, batch, fragment):
+    stub.CreateFeatureSet(F.CreateFeatureSetRequest(feature_set=users_set("it_cols_bad")))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.WriteFeatures(F.WriteFeaturesRequest(feature_set="it_cols_bad", columns=batch))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fragment in err.value.details()
+    got = stub.GetFeatures(
+        F.GetFeaturesRequest(feature_set="it_cols_bad", entity_ids=["a"], feature_names=["age"])
+    )
+    assert got.entities[0].values["age"].missing
