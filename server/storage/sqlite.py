@@ -151,13 +151,18 @@ class Database:
             if not self._leader.acquire(blocking=False):
                 return
             try:
-                while pending:
-                    batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = []
-                    while pending and len(batch) < self._max_batch:
-                        batch.append(pending.popleft())
-                    self._run_batch(self._writer_conn, batch)
+                self._commit_queued()
             finally:
                 self._leader.release()
+
+    def _commit_queued(self) -> None:
+        """Run the queue in batches of at most ``max_batch`` (the caller holds the leader lock)."""
+        pending = self._pending
+        while pending:
+            batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = []
+            while pending and len(batch) < self._max_batch:
+                batch.append(pending.popleft())
+            self._run_batch(self._writer_conn, batch)
 
     def _write_loop(self) -> None:
         while not self._closed:
@@ -238,9 +243,7 @@ class Database:
         self._kick.set()
         self._writer.join()
         with self._leader:  # nobody is committing any more
-            while self._pending:
-                batch = [self._pending.popleft() for _ in range(min(len(self._pending), 1024))]
-                self._run_batch(self._writer_conn, batch)
+            self._commit_queued()
         try:
             self._writer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
