@@ -9,7 +9,6 @@ by method and code and timed.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,25 +32,27 @@ class ServingInterceptor(grpc.ServerInterceptor):
     def __init__(self, metrics: RpcMetrics | None, is_ready: Callable[[], bool]) -> None:
         self._metrics = metrics
         self._is_ready = is_ready
-        self._in_flight = 0
-        self._idle = threading.Condition()
+        # The contexts of the RPCs in progress. set.add and set.discard of an object hashed by
+        # identity are atomic under the GIL, so counting takes no lock: a lock shared by every
+        # handler thread is where threads queue and hand the GIL over, which costs more than the
+        # count. Only drain waits, and it polls.
+        self._active: set[object] = set()
         # Handlers are fixed once the server starts: wrap each method once, not on every call.
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    def wait_idle(self, timeout: float) -> bool:
+    @property
+    def in_flight(self) -> int:
+        """RPCs in progress now (endless streams aside)."""
+        return len(self._active)
+
+    def wait_idle(self, timeout: float, poll: float = 0.005) -> bool:
         """Wait until no RPC is in progress (endless streams aside); False on timeout."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
-
-    def _enter(self) -> None:
-        with self._idle:
-            self._in_flight += 1
-
-    def _leave(self) -> None:
-        with self._idle:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.notify_all()
+        deadline = time.monotonic() + timeout
+        while self.in_flight > 0:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+        return True
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         method: str = handler_call_details.method
@@ -94,7 +95,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             if counted:
-                self._enter()
+                self._active.add(context)
             try:
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
@@ -103,7 +104,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
                 _abort_for(exc, method, context)
             finally:
                 if counted:
-                    self._leave()
+                    self._active.discard(context)
                 self._record(method, context, start)
 
         return call
@@ -119,7 +120,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start = time.perf_counter()
             if counted:
-                self._enter()
+                self._active.add(context)
             try:
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
@@ -128,7 +129,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
                 _abort_for(exc, method, context)
             finally:
                 if counted:
-                    self._leave()
+                    self._active.discard(context)
                 self._record(method, context, start)
 
         return call

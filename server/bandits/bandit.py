@@ -20,10 +20,10 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from threading import Lock
@@ -44,11 +44,18 @@ from server.bandits.types import (
     BanditStats,
     Decision,
 )
+from server.storage import WriteFuture
 
 log = logging.getLogger("llmopt.bandits")
 
 # States of an open decision whose reward or expiry is being written.
 _REWARDING, _EXPIRING = 1, 2
+
+
+# Decision ids must be unique, not secret (they carry no authority a caller does not already
+# have), so their random half comes from a generator seeded once from the OS: os.urandom per id is
+# a system call that lets go of the GIL, and under load that hand-off costs more than the id.
+_ids = random.Random(os.urandom(32))
 
 
 def new_decision_id() -> str:
@@ -60,7 +67,7 @@ def new_decision_id() -> str:
     >>> len(a), a < b or a[:16] == b[:16]
     (32, True)
     """
-    return f"{time.time_ns():016x}{os.urandom(8).hex()}"
+    return f"{time.time_ns():016x}{_ids.getrandbits(64):016x}"
 
 
 class OpenDecision(NamedTuple):
@@ -82,7 +89,7 @@ class OpenDecision(NamedTuple):
 
 @dataclass(slots=True)
 class _Pending:
-    future: Future[Any]
+    future: WriteFuture[Any]
     apply: Callable[[Any], None]
     fail: Callable[[BaseException], None]
 
@@ -121,7 +128,7 @@ class Bandit:
         self._counters = [ArmCounters() for _ in self._arms]
         self._open: dict[str, OpenDecision] = {}
         self._state: dict[str, int] = {}  # decision id -> _REWARDING / _EXPIRING
-        self._inflight: dict[str, Future[Any]] = {}  # decisions whose log write is pending
+        self._inflight: dict[str, WriteFuture[Any]] = {}  # decisions whose log write is pending
         self._expiry: deque[tuple[float, str]] = deque()
         self._pending: deque[_Pending] = deque()
         self._decisions = 0
@@ -246,7 +253,7 @@ class Bandit:
             self._save_snapshot()
 
     @staticmethod
-    def _await(future: Future[Any]) -> Any:
+    def _await(future: WriteFuture[Any]) -> Any:
         """Wait until a write is durable. Its in-memory effect is applied by the next holder of
         the lock (every locked entry point drains first), which saves each call a second lock
         round trip: under contention that hand-off, not the work, is what costs."""
@@ -274,25 +281,24 @@ class Bandit:
     ) -> Decision:
         """Choose an arm for context ``x``; log the decision durably before returning it. An
         open decision with the same ``decision_id`` is returned as it was."""
-        future: Future[Any] | None
+        future: WriteFuture[Any] | None
+        did = decision_id or new_decision_id()  # outside the lock
         with self._lock:
             self._check_live()
-            od = self._open.get(decision_id) if decision_id else None
+            od = self._open.get(did)
             if od is None:
-                decision, future = self._new_decision(
-                    x, excluded, decision_id or new_decision_id(), now
-                )
+                od, future = self._new_decision(x, excluded, did, now)
             else:
-                assert decision_id is not None
-                decision = self._decision(decision_id, od.slot, od.propensity, od.scores, od.time)
-                future = self._inflight.get(decision_id)
+                future = self._inflight.get(did)
+        # The answer is built outside the lock: every other caller of this bandit queues on it.
+        decision = self._decision(did, od.slot, od.propensity, od.scores, od.time)
         if future is not None:
             self._await(future)
         return decision
 
     def _new_decision(
         self, x: np.ndarray, excluded: Iterable[str], decision_id: str, now: float
-    ) -> tuple[Decision, Future[int]]:
+    ) -> tuple[OpenDecision, WriteFuture[int]]:
         if self._index.setdefault(decision_id, self.id) != self.id:
             raise errors.AlreadyExists(
                 f"decision_id: {decision_id!r} is already used by another bandit's decision"
@@ -305,7 +311,7 @@ class Bandit:
 
     def _choose(
         self, x: np.ndarray, excluded: Iterable[str], decision_id: str, now: float
-    ) -> tuple[Decision, Future[int]]:
+    ) -> tuple[OpenDecision, WriteFuture[int]]:
         allowed = self._active.copy()
         for arm_id in excluded:
             slot = self._slot_of.get(arm_id)
@@ -337,7 +343,7 @@ class Bandit:
                 partial(self._fail_decision, decision_id),
             )
         )
-        return self._decision(decision_id, sel.arm, propensity, sel.scores, now), future
+        return od, future
 
     def _apply_decision(self, decision_id: str, od: OpenDecision, rowid: int) -> None:
         self._inflight.pop(decision_id, None)
@@ -587,7 +593,7 @@ class Bandit:
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def _save_snapshot(self) -> Future[None]:
+    def _save_snapshot(self) -> WriteFuture[None]:
         """Queue a snapshot of everything applied so far (call under the lock).
 
         With nothing in flight, every row of this bandit already in the log is applied, so the
@@ -613,7 +619,7 @@ class Bandit:
             future = self._save_snapshot()
         future.result()
 
-    def maybe_snapshot(self, interval: float) -> Future[None] | None:
+    def maybe_snapshot(self, interval: float) -> WriteFuture[None] | None:
         """Snapshot when ``interval`` seconds passed since the last one and something changed
         (or ten intervals passed: the watermarks then catch up with the log's end); returns the
         queued write, if any."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from server import errors
-from server.storage import Database
+from server.storage import Database, WriteFuture
 
 OPEN, REWARDED, EXPIRED = 0, 1, 2
 
@@ -198,7 +197,7 @@ class BanditStore:
 
     def add_arm_async(
         self, bandit_id: int, slot: int, arm: dict[str, Any], now: float
-    ) -> Future[int]:
+    ) -> WriteFuture[int]:
         def write(conn: sqlite3.Connection) -> int:
             conn.execute(
                 "INSERT INTO arms (bandit_id, slot, arm_id, arm) VALUES (?, ?, ?, ?)",
@@ -208,7 +207,9 @@ class BanditStore:
 
         return self.db.write_async(write)
 
-    def remove_arm_async(self, bandit_id: int, slot: int, arm_id: str, now: float) -> Future[int]:
+    def remove_arm_async(
+        self, bandit_id: int, slot: int, arm_id: str, now: float
+    ) -> WriteFuture[int]:
         def write(conn: sqlite3.Connection) -> int:
             conn.execute(
                 "UPDATE arms SET removed = 1 WHERE bandit_id = ? AND slot = ?", (bandit_id, slot)
@@ -219,7 +220,7 @@ class BanditStore:
 
     # -- decisions and rewards ------------------------------------------------------------------
 
-    def log_decision_async(self, d: StoredDecision) -> Future[int]:
+    def log_decision_async(self, d: StoredDecision) -> WriteFuture[int]:
         """Insert a decision; the future holds its rowid, or AlreadyExists for a taken id."""
 
         def write(conn: sqlite3.Connection) -> int:
@@ -256,7 +257,7 @@ class BanditStore:
         context: np.ndarray,
         detail: dict[str, Any] | None,
         now: float,
-    ) -> Future[int]:
+    ) -> WriteFuture[int]:
         """Mark the decision rewarded and log the reward event; the future holds its seq."""
 
         def write(conn: sqlite3.Connection) -> int:
@@ -289,7 +290,7 @@ class BanditStore:
         expired: Sequence[tuple[str, int, float, np.ndarray]],
         default_reward: float | None,
         now: float,
-    ) -> Future[list[int]]:
+    ) -> WriteFuture[list[int]]:
         """Mark decisions expired, each with an EXPIRY event (with the default reward, if any)."""
 
         def write(conn: sqlite3.Connection) -> list[int]:
@@ -396,7 +397,7 @@ class BanditStore:
         now: float,
         *,
         to_log_end: bool = False,
-    ) -> Future[None]:
+    ) -> WriteFuture[None]:
         """Replace the bandit's snapshot. ``to_log_end``: the bandit has no write in flight, so
         its watermarks may move to the end of the log as it stands when this write runs."""
 

@@ -23,7 +23,6 @@ import pickle
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,7 +33,7 @@ from server.features.aggregates import AggregateTable
 from server.features.codec import set_from_json, set_to_json
 from server.features.plan import CompiledPlan, compile_plan
 from server.features.spec import FeatureSet, RawValue
-from server.storage import Database
+from server.storage import Database, WriteFuture
 
 log = logging.getLogger("llmopt.features")
 
@@ -148,7 +147,7 @@ class SetState:
                 aggregates.add(row.entity_id, row.values, row.event_us)  # type: ignore[arg-type]
 
 
-def _log_failure(future: Future) -> None:
+def _log_failure(future: WriteFuture[Any]) -> None:
     if future.exception() is not None:
         log.error("background feature write failed", exc_info=future.exception())
 

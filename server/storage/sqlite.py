@@ -3,55 +3,107 @@
 Why by hand: SQLite allows one writer at a time, and a commit (with its WAL write, and an fsync
 in ``full`` mode) is the expensive part of a small write. Callers on many gRPC threads queue
 their write and wait for it. The first waiter that finds nobody committing becomes the *leader*:
-on its own thread it runs everything queued, in order, in one transaction, each caller's work
-inside its own SAVEPOINT so one failure does not undo the others, commits once, and wakes the
-others. A caller returns only after its write is durable, at the cost of one commit per batch
-rather than one per call, and an uncontended caller commits its own write without handing it to
-another thread (a thread hand-off under the GIL costs more than a small SQLite write). A
-background thread commits writes that nobody waits for (``add_done_callback`` wakes it at once;
-otherwise it looks every ``_IDLE_POLL_SECONDS``).
+on its own thread it runs everything queued, in order, in one transaction, commits once, and
+wakes the others (if one write fails, the batch is run again with a SAVEPOINT per write, so one
+failure does not undo the others). A caller returns only after its write is durable, at the
+cost of one commit per batch rather than one per call, and an uncontended caller commits its
+own write without handing it to another thread (a thread hand-off under the GIL costs more than
+a small SQLite write). A background thread commits writes that nobody waits for
+(``add_done_callback`` wakes it at once; otherwise it looks every ``_IDLE_POLL_SECONDS``).
 
 Reads use one connection per thread (WAL lets them run beside the writer).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from server import errors
 
 T = TypeVar("T")
+log = logging.getLogger("llmopt.storage")
 
 _IDLE_POLL_SECONDS = 0.05
 
 
-class _WriteFuture(Future[T]):
-    """A Future whose waiters commit the queue themselves when nobody else is doing it."""
+class WriteFuture(Generic[T]):
+    """The outcome of a queued write. Waiting on it commits the queue when nobody else is.
+
+    Not ``concurrent.futures.Future``: that one builds a Condition (an RLock and a Python-level
+    waiter list) per future and takes it on every call, and a write on the request path waits on
+    one per request. Here a plain lock, held until the write is finished, is the whole signal:
+    a waiter acquires it (blocking without the GIL) and hands it straight on.
+    """
+
+    __slots__ = ("_callbacks", "_db", "_done", "_exception", "_finished", "_result")
 
     def __init__(self, db: Database) -> None:
-        super().__init__()
         self._db = db
+        self._finished = threading.Lock()
+        self._finished.acquire()
+        self._done = False
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._callbacks: list[Callable[[WriteFuture[T]], object]] | None = []
+
+    def done(self) -> bool:
+        return self._done
 
     def result(self, timeout: float | None = None) -> T:
-        if not self.done():
-            self._db._lead()
-        return super().result(timeout)
+        """The write's result once it is durable; its exception re-raised if it failed."""
+        exc = self.exception(timeout)
+        if exc is not None:
+            raise exc
+        return self._result  # type: ignore[no-any-return]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if not self.done():
+        """None once the write is durable, or why it failed."""
+        if not self._done:
             self._db._lead()
-        return super().exception(timeout)
+            if not self._finished.acquire(timeout=-1 if timeout is None else timeout):
+                raise TimeoutError(f"write not finished within {timeout} s")
+            self._finished.release()  # let any other waiter through
+        return self._exception
 
-    def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
-        super().add_done_callback(fn)
-        if not self.done():
-            self._db._kick.set()  # nobody may wait for this one: let the background thread commit
+    def add_done_callback(self, fn: Callable[[WriteFuture[T]], object]) -> None:
+        """Call ``fn(self)`` once finished (at once if it is); nobody may wait for this write,
+        so it also wakes the background committer."""
+        with _CALLBACKS:
+            if self._callbacks is not None:
+                self._callbacks.append(fn)
+                self._db._kick.set()
+                return
+        fn(self)
+
+    def set_result(self, result: T) -> None:
+        self._result = result
+        self._finish()
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._exception = exc
+        self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        self._finished.release()
+        with _CALLBACKS:
+            callbacks, self._callbacks = self._callbacks, None
+        for fn in callbacks or ():
+            try:
+                fn(self)
+            except Exception:
+                log.exception("write callback failed")
+
+
+# Guards the callback lists of every WriteFuture: taken only by the committer on finishing and
+# by callers adding a callback (background writes), never on the waiting path.
+_CALLBACKS = threading.Lock()
 
 
 class Database:
@@ -80,7 +132,7 @@ class Database:
         self.path = Path(path)
         self._synchronous = synchronous.upper()
         self._max_batch = max_batch
-        self._pending: deque[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = deque()
+        self._pending: deque[tuple[Callable[[sqlite3.Connection], Any], WriteFuture[Any]]] = deque()
         self._leader = threading.Lock()
         self._kick = threading.Event()
         self._local = threading.local()
@@ -130,12 +182,12 @@ class Database:
         """
         return self.write_async(fn).result()
 
-    def write_async(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+    def write_async(self, fn: Callable[[sqlite3.Connection], T]) -> WriteFuture[T]:
         """Queue ``fn``; writes run in the order they were queued. Waiting on the future (or
         adding a done callback) gets it committed."""
         if self._closed:
             raise errors.Unavailable(f"database {self.path.name} is closed")
-        future: _WriteFuture[T] = _WriteFuture(self)
+        future: WriteFuture[T] = WriteFuture(self)
         self._pending.append((fn, future))
         return future
 
@@ -159,7 +211,7 @@ class Database:
         """Run the queue in batches of at most ``max_batch`` (the caller holds the leader lock)."""
         pending = self._pending
         while pending:
-            batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = []
+            batch: list[tuple[Callable[[sqlite3.Connection], Any], WriteFuture[Any]]] = []
             while pending and len(batch) < self._max_batch:
                 batch.append(pending.popleft())
             self._run_batch(self._writer_conn, batch)
@@ -172,47 +224,58 @@ class Database:
 
     @staticmethod
     def _run_batch(
-        conn: sqlite3.Connection, batch: list[tuple[Callable[..., Any], Future]]
+        conn: sqlite3.Connection, batch: list[tuple[Callable[..., Any], WriteFuture[Any]]]
     ) -> None:
-        if len(batch) == 1:  # alone in its transaction: no savepoint needed
-            fn, future = batch[0]
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-            return
-        outcomes: list[tuple[Future, bool, Any]] = []
+        """One transaction for the batch. Writes are run bare first: a savepoint per write costs
+        two more statements, and each statement lets go of the GIL, which under load means a
+        thread hand-off. Only if one write fails is the transaction rolled back and the batch
+        run again with a savepoint per write, so the failure undoes that write alone."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, future in batch:
-                conn.execute("SAVEPOINT item")
-                try:
-                    result = fn(conn)
-                except BaseException as exc:
-                    conn.execute("ROLLBACK TO item")
-                    conn.execute("RELEASE item")
-                    outcomes.append((future, False, exc))
-                else:
-                    conn.execute("RELEASE item")
-                    outcomes.append((future, True, result))
-            conn.execute("COMMIT")
+            try:
+                results = [fn(conn) for fn, _ in batch]
+            except BaseException as exc:
+                conn.execute("ROLLBACK")
+                if len(batch) == 1:
+                    batch[0][1].set_exception(exc)
+                    return
+                outcomes = Database._run_isolated(conn, batch)
+            else:
+                conn.execute("COMMIT")
+                outcomes = [(True, r) for r in results]
         except BaseException as exc:  # the commit itself failed: nothing in the batch is durable
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for _, future in batch:
                 future.set_exception(exc)
             return
-        for future, ok, value in outcomes:
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+
+    @staticmethod
+    def _run_isolated(
+        conn: sqlite3.Connection, batch: list[tuple[Callable[..., Any], WriteFuture[Any]]]
+    ) -> list[tuple[bool, Any]]:
+        """The batch again, each write in its own savepoint; committed (the caller rolls back
+        if the commit fails)."""
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for fn, _ in batch:
+            conn.execute("SAVEPOINT item")
+            try:
+                result = fn(conn)
+            except BaseException as exc:
+                conn.execute("ROLLBACK TO item")
+                conn.execute("RELEASE item")
+                outcomes.append((False, exc))
+            else:
+                conn.execute("RELEASE item")
+                outcomes.append((True, result))
+        conn.execute("COMMIT")
+        return outcomes
 
     # -- reads ----------------------------------------------------------------------------------
 

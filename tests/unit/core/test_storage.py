@@ -165,3 +165,44 @@ def test_a_failing_write_alone_changes_nothing(db):
     assert count(db) == 0
     db.write(insert("after"))
     assert count(db) == 1
+
+
+def test_write_future_wakes_every_waiter_and_reports_failure_to_each(db):
+    gate = threading.Event()
+
+    def slow(c):
+        gate.wait(10)
+        return c.execute("INSERT INTO t (v) VALUES ('slow')").lastrowid
+
+    ok = db.write_async(slow)
+    bad = db.write_async(lambda c: c.execute("INSERT INTO t (v) VALUES ('slow')"))  # duplicate
+    seen = []
+
+    def wait(f):
+        seen.append(f.exception() or f.result())
+
+    waiters = [threading.Thread(target=wait, args=(f,)) for f in (ok, ok, ok, bad, bad)]
+    for t in waiters:
+        t.start()
+    time.sleep(0.05)
+    assert not ok.done() and not seen  # all blocked behind the leader's write
+    gate.set()
+    for t in waiters:
+        t.join(10)
+    assert seen.count(1) == 3
+    assert sum("UNIQUE" in str(s) for s in seen) == 2
+    late = []
+    ok.add_done_callback(late.append)  # already finished: called at once
+    assert late == [ok] and ok.done() and ok.exception() is None
+
+
+def test_write_future_wait_can_time_out(db):
+    gate = threading.Event()
+    leader = db.write_async(lambda c: gate.wait(10))
+    threading.Thread(target=leader.result).start()  # becomes the leader and blocks in the write
+    time.sleep(0.05)
+    follower = db.write_async(insert("later"))
+    with pytest.raises(TimeoutError):
+        follower.result(timeout=0.05)
+    gate.set()
+    assert follower.result(timeout=10) and leader.result(timeout=10) is True
