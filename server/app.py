@@ -55,8 +55,15 @@ class App:
         try:
             self.metrics_registry = CollectorRegistry()
             self.metrics = RpcMetrics(self.metrics_registry)
-            self._interceptor = ServingInterceptor(self.metrics, self._ready.is_set)
+            # Two pools: unary calls run on a few threads (see ``--workers``); streams, which hold
+            # a thread while open, get their own so that open streams cannot starve unary calls.
             self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="rpc")
+            self._stream_executor = ThreadPoolExecutor(
+                settings.stream_workers, thread_name_prefix="rpc-stream"
+            )
+            self._interceptor = ServingInterceptor(
+                self.metrics, self._ready.is_set, stream_pool=self._stream_executor
+            )
             self.server = grpc.server(
                 self._executor,
                 interceptors=[self._interceptor],
@@ -144,6 +151,7 @@ class App:
         if not stopped:  # a call grpc never finished: exit anyway rather than hang on SIGTERM
             log.error("grpc did not finish stopping within %.1f s; closing anyway", grace + 5.0)
         self._executor.shutdown(wait=stopped)
+        self._stream_executor.shutdown(wait=stopped)
         self._close_components()
         if self.metrics_http is not None:
             self.metrics_http.close()

@@ -21,7 +21,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 50051
     data_dir: Path = Path("data")
-    workers: int = 16
+    workers: int = 4
+    stream_workers: int = 32
     max_concurrent_rpcs: int = 256
     max_message_mb: int = 64
     metrics_port: int = 0
@@ -121,7 +122,16 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "host": (_host, "address to listen on (0.0.0.0 in containers)"),
     "port": (_int_in(0, 65535), "gRPC port; 0 picks a free one and logs it"),
     "data_dir": (_path, "directory holding every SQLite database and model artifact"),
-    "workers": (_int_in(1, 1024), "threads in the gRPC handler pool"),
+    "workers": (
+        _int_in(1, 1024),
+        "threads running unary RPCs; few is fastest, since Python runs one thread at a time and "
+        "each extra thread adds hand-offs (raise it only for handlers that wait, not compute)",
+    ),
+    "stream_workers": (
+        _int_in(1, 4096),
+        "threads running streaming RPCs (health Watch, reflection, PredictStream, streamed "
+        "writes); each open stream holds one for as long as it is open",
+    ),
     "max_concurrent_rpcs": (
         _int_in(1, 100_000),
         "RPCs in progress at once; beyond it new RPCs get RESOURCE_EXHAUSTED instead of queueing",

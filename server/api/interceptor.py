@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -29,9 +30,15 @@ ENDLESS_METHODS = ("/grpc.health.v1.Health/Watch",)
 
 
 class ServingInterceptor(grpc.ServerInterceptor):
-    def __init__(self, metrics: RpcMetrics | None, is_ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        metrics: RpcMetrics | None,
+        is_ready: Callable[[], bool],
+        stream_pool: ThreadPoolExecutor | None = None,
+    ) -> None:
         self._metrics = metrics
         self._is_ready = is_ready
+        self._stream_pool = stream_pool
         # The contexts of the RPCs in progress. set.add and set.discard of an object hashed by
         # identity are atomic under the GIL, so counting takes no lock: a lock shared by every
         # handler thread is where threads queue and hand the GIL over, which costs more than the
@@ -72,14 +79,18 @@ class ServingInterceptor(grpc.ServerInterceptor):
             "request_deserializer": _tolerant(handler.request_deserializer, method),
             "response_serializer": handler.response_serializer,
         }
-        if handler.unary_unary or handler.stream_unary:
-            behavior = handler.unary_unary or handler.stream_unary
-            wrapped = self._unary(behavior, method, gated, counted, streaming_in)
-            if handler.unary_unary:
-                return grpc.unary_unary_rpc_method_handler(wrapped, **options)
+        if handler.unary_unary:
+            wrapped = self._unary(handler.unary_unary, method, gated, counted, streaming_in)
+            return grpc.unary_unary_rpc_method_handler(wrapped, **options)
+        # Any streaming RPC runs on the stream pool (grpc honours a behaviour's
+        # ``experimental_thread_pool``; grpcio-health-checking's Watch relies on it too).
+        if handler.stream_unary:
+            wrapped = self._unary(handler.stream_unary, method, gated, counted, streaming_in)
+            wrapped.experimental_thread_pool = self._stream_pool  # type: ignore[attr-defined]
             return grpc.stream_unary_rpc_method_handler(wrapped, **options)
         behavior = handler.unary_stream or handler.stream_stream
         wrapped = self._stream(behavior, method, gated, counted, streaming_in)
+        wrapped.experimental_thread_pool = self._stream_pool  # type: ignore[attr-defined]
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(wrapped, **options)
         return grpc.stream_stream_rpc_method_handler(wrapped, **options)

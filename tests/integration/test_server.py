@@ -305,3 +305,38 @@ def test_registry_unimplemented_call_through_stub_keeps_channel_usable(channel):
         assert err.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND)
     health = health_pb2_grpc.HealthStub(channel)
     assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == SERVING
+
+
+def test_open_streams_cannot_starve_unary_calls(server_factory):
+    """Streams run on their own pool: with one unary thread, three open health Watch streams and
+    a held reflection stream still leave unary calls answering (one shared pool would hang)."""
+    from grpc_reflection.v1alpha import reflection_pb2 as r_pb2
+
+    proc = server_factory("--workers", "1", "--stream-workers", "8")
+    ch = proc.channel()
+    health = health_pb2_grpc.HealthStub(ch)
+    watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=60) for _ in range(3)]
+    for w in watches:  # each Watch is open and holds a thread
+        assert next(w).status == health_pb2.HealthCheckResponse.SERVING
+    release = threading.Event()
+
+    def held_requests():
+        yield r_pb2.ServerReflectionRequest(list_services="")
+        release.wait(30)
+
+    reflection = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+        held_requests(), timeout=60
+    )
+    assert next(reflection).list_services_response.service
+    for _ in range(20):  # unary calls, one thread for them, still answered at once
+        vector = features_pb2_grpc.FeaturesStub(ch).GetFeatureVector(
+            feature_vector_request(), timeout=5
+        )
+        assert len(vector.values) == 10
+        status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    release.set()
+    assert list(reflection) == []
+    for w in watches:
+        w.cancel()
+    ch.close()
