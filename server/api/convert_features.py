@@ -207,7 +207,9 @@ def _merge_row_values(row: Any, values: dict, where: str, bad: list[str]) -> dic
             if name in values:
                 bad.append(f"{where}: {name!r} is given twice")
             values[name] = v
-    for name, v in row.values.items():
+    given = row.values
+    for name in given:  # not .items(): a protobuf map's items() is a slow Python-level view
+        v = given[name]
         kind = v.WhichOneof("kind")
         if kind is None:
             bad.append(f"{where}.values[{name!r}]: no value set (number, text or flag)")
