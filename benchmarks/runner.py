@@ -149,6 +149,14 @@ def load_json(path: Path) -> list[Result]:
     return [Result.from_json(r) for r in data["results"]]
 
 
+def _direction(r: Result) -> str:
+    """Which way is better: the row's own ``better`` when it has a target; an info row (no
+    target) keeps the default "lower" unless its unit is a rate or a ratio (req/s, rows/s, x)."""
+    if r.target is None and (r.unit.endswith("/s") or r.unit == "x"):
+        return "higher"
+    return r.better
+
+
 def format_compare(old: Sequence[Result], new: Sequence[Result], threshold: float = 0.05) -> str:
     """Change of each row's measured value against an earlier run; ``threshold`` (relative)
     separates noise (``~``) from ``better`` / ``worse``."""
@@ -175,7 +183,7 @@ def format_compare(old: Sequence[Result], new: Sequence[Result], threshold: floa
         if abs(change) < threshold:
             word = "~"
         else:
-            improved = change < 0 if r.better == "lower" else change > 0
+            improved = change < 0 if _direction(r) == "lower" else change > 0
             word = "better" if improved else "WORSE"
         rows.append(
             (r.name, r.metric, _measured_text(o), _measured_text(r), f"{change:+.1%}", word)

@@ -138,17 +138,20 @@ def test_compare_reads_direction_and_noise() -> None:
         Result("rate", "x", 1000.0, "/s", better="higher"),
         Result("flat", "x", 50.0, "us"),
         Result("gone", "x", 1.0, "us"),
+        Result("info_rate", "throughput", 100.0, "req/s"),  # no target, default better
     ]
     new = [
         Result("lat", "p99", 150.0, "us"),  # latency up: worse
         Result("rate", "x", 1200.0, "/s", better="higher"),  # throughput up: better
         Result("flat", "x", 51.0, "us"),  # +2 %: noise
         Result("fresh", "x", 1.0, "us"),
+        Result("info_rate", "throughput", 150.0, "req/s"),  # a rate without target: up is better
     ]
     lines = {line.split()[0]: line for line in runner.format_compare(old, new).splitlines()}
     assert "+50.0%" in lines["lat"] and lines["lat"].endswith("WORSE")
     assert "+20.0%" in lines["rate"] and lines["rate"].endswith("better")
     assert lines["flat"].endswith("~")
+    assert lines["info_rate"].endswith("better")
     assert "new" in lines["fresh"]
     assert "gone" in lines["not"]
 
