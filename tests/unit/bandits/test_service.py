@@ -224,6 +224,26 @@ def test_expiry_applies_the_default_reward(svc: BanditService, clock: Clock) -> 
     assert d2.decision_id
 
 
+def test_rewarded_decisions_leave_the_expiry_queue(
+    svc: BanditService, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rewarded decisions must not stay queued for expiry until their reward_wait is over (a
+    day of ids at full rate): the sweep compacts the queue, and expiry still works after it."""
+    monkeypatch.setattr(bandit_module, "_EXPIRY_SLACK", 10)
+    svc.create_bandit(BanditSpec("q", P.UCB1(), arms(2), reward_wait=100.0))
+    kept = [svc.select_arm("q") for _ in range(5)]
+    for _ in range(200):
+        svc.record_reward(svc.select_arm("q").decision_id, reward=1.0)
+    queue = svc._bandit("q")._expiry
+    assert len(queue) == 205  # every decision queued, rewarded ones too
+    assert svc.sweep() == 0
+    queue = svc._bandit("q")._expiry
+    assert sorted(d for _, d in queue) == sorted(k.decision_id for k in kept)
+    clock.t += 101
+    assert svc.sweep() == 5  # the open ones still expire
+    assert svc.stats("q").expired_decisions == 5
+
+
 def test_sweeper_thread_expires_on_its_own(tmp_path: Path) -> None:
     svc = BanditService(tmp_path / "b", sweep_interval=0.02)
     svc.warm_up()
