@@ -172,6 +172,11 @@ cdef class Kernel:
     def n_arms(self):
         return self.k
 
+    def add_selections(self, Py_ssize_t n):
+        """Count ``n`` selections made after the state was saved (their decisions are in the log;
+        a restart after kill -9 calls this). Only selection-driven state moves; none by default."""
+        pass
+
     def add_arm(self):
         cold = self._cold(1)
         arrays = dict(self.arrays)

@@ -72,6 +72,12 @@ cdef class EpsilonGreedyKernel(MeanKernel):
         self.min_epsilon = min_epsilon
         super().__init__(n_arms, dim, bit_generator)
 
+    def add_selections(self, Py_ssize_t n):
+        """The decay's t counts selections: one per logged decision."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        self.g[1] += n
+
     cdef double current_epsilon(self) noexcept nogil:
         cdef double t = self.g[1], e
         if self.decay == 0:

@@ -214,6 +214,9 @@ class Bandit:
             c.pulls += n
             c.last_selected = last if c.last_selected is None else max(c.last_selected, last)
             bandit._decisions += n
+        # Decisions after the snapshot were selections too (epsilon-greedy's decay counts them);
+        # exact unless a decision was in flight when the snapshot was taken (then one too many).
+        policy.add_selections(sum(n for _, n, _ in counts))
         bandit._decision_rowid = max(decision_rowid, top)
         if policy.n_arms != len(arms):
             raise RuntimeError(

@@ -414,6 +414,9 @@ class NativePolicy(Policy):
     def add_arm(self) -> int:
         return int(self._kernel.add_arm())
 
+    def add_selections(self, n: int) -> None:
+        self._kernel.add_selections(n)
+
     def select(self, x: np.ndarray | None, allowed: np.ndarray) -> Selection:
         try:
             arm, propensity, scores = self._kernel.select(x, allowed)

@@ -53,6 +53,11 @@ class Policy(ABC):
         (without it, the probability the arm had at its latest selection); others ignore it."""
 
     @abstractmethod
+    def add_selections(self, n: int) -> None:
+        """Count ``n`` selections made after the restored state was saved (decisions found in
+        the log at start-up): only state that moves on select, such as epsilon-greedy's decay."""
+
+    @abstractmethod
     def get_state(self) -> dict[str, Any]:
         """Everything needed to resume exactly (arrays, counters, generator state): snapshots."""
 

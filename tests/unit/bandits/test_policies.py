@@ -451,3 +451,28 @@ def test_set_state_refuses_a_foreign_state() -> None:
 def test_docstring_examples() -> None:
     result = doctest.testmod(P, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 10 and result.failed == 0
+
+
+@pytest.mark.parametrize("decay", [P.EpsilonDecay.LINEAR, P.EpsilonDecay.EXPONENTIAL])
+def test_epsilon_decay_counts_selections_restored_after_a_crash(decay: P.EpsilonDecay) -> None:
+    """A restart adds the selections logged after the snapshot (add_selections): epsilon is then
+    where it would have been, which the chosen arm's exact propensity shows."""
+    config = P.EpsilonGreedy(epsilon=0.5, decay=decay, decay_rate=0.01, min_epsilon=0.0)
+    allowed = np.ones(2, dtype=np.uint8)
+    ran, restored, cold = (P.make_policy(config, 2, 1, seed=5) for _ in range(3))
+    for p in (ran, restored, cold):
+        p.update(0, 1.0, None)  # arm 0 is the greedy one
+        p.update(1, 0.0, None)
+    for _ in range(40):
+        ran.select(None, allowed)
+    restored.add_selections(40)
+
+    def epsilon(p: Any) -> float:  # two arms: greedy 1 - eps/2, the other eps/2
+        sel = p.select(None, allowed)
+        return 2 * (1 - sel.propensity) if sel.arm == 0 else 2 * sel.propensity
+
+    eps = [epsilon(p) for p in (ran, restored, cold)]
+    assert eps[0] == pytest.approx(eps[1], abs=1e-12)
+    assert eps[0] < 0.5 * 0.75 and eps[2] == pytest.approx(0.5)  # without it, eps starts over
+    with pytest.raises(ValueError):
+        restored.add_selections(-1)

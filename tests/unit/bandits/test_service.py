@@ -57,14 +57,14 @@ def svc(tmp_path: Path, clock: Clock) -> Iterator[BanditService]:
 
 
 def learned_state(svc: BanditService, name: str) -> dict[str, np.ndarray]:
-    """The policy arrays rebuilt from rewards alone (not the generator, not select-time caches)."""
+    """The policy arrays rebuilt from the log (not the generator, not select-time caches)."""
     svc.stats(name)  # applies every acknowledged change (the next locked call does)
     state = svc._bandits[name]._policy.get_state()
     out = {k: v for k, v in state.items() if isinstance(v, np.ndarray) and k not in ("last_p",)}
     if "logw" in out:
         del out["g"]  # EXP3: g[0] is the eligible count at the latest selection
     elif "g" in out:
-        out["g"] = out["g"][:1]  # g[0] counts updates; later entries count selections
+        out["g"] = out["g"][:2]  # g[0] counts updates, g[1] selections (epsilon-greedy's decay)
     return out
 
 
