@@ -36,6 +36,7 @@ class Settings:
     onnx_inter_op_threads: int = 1
     onnx_providers: str = "cpu"
     shadow_queue_size: int = 1024
+    feature_cache_entities: int = 100_000
     demo: bool = False
 
     @property
@@ -175,6 +176,11 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         _int_in(1, 1_000_000),
         "SHADOW traffic copies waiting for the challenger; "
         "when it is full, copies are dropped and counted",
+    ),
+    "feature_cache_entities": (
+        _int_in(1, 100_000_000),
+        "entities per feature set whose latest values stay in memory; beyond it the earliest "
+        "added are dropped and read back from SQLite when next needed",
     ),
     "demo": (
         _bool,

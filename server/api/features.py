@@ -62,7 +62,11 @@ class FeaturesServicer(features_pb2_grpc.FeaturesServicer):
 
 
 def bind(ctx: AppContext) -> ServiceBinding:
-    features = FeatureService(ctx.data_dir.path("features"), synchronous=ctx.settings.sqlite_sync)
+    features = FeatureService(
+        ctx.data_dir.path("features"),
+        synchronous=ctx.settings.sqlite_sync,
+        max_entities=ctx.settings.feature_cache_entities,
+    )
     ctx.features = features
     ctx.components.append(features)
     return ServiceBinding(

@@ -29,7 +29,14 @@ from server.features.spec import (
     check_value,
     coerce,
 )
-from server.features.store import MAX_US, FeatureRow, FeatureStore, Latest, SetState
+from server.features.store import (
+    DEFAULT_MAX_ENTITIES,
+    MAX_US,
+    FeatureRow,
+    FeatureStore,
+    Latest,
+    SetState,
+)
 
 log = logging.getLogger("llmopt.features")
 
@@ -112,10 +119,11 @@ class FeatureService:
     """
 
     def __init__(self, root: Path, *, synchronous: str = "normal",
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.time,
+                 max_entities: int = DEFAULT_MAX_ENTITIES) -> None:  # fmt: skip
         self._clock = clock
         self._create_lock = threading.Lock()  # one set definition change at a time
-        self._store = FeatureStore(Path(root), synchronous=synchronous)
+        self._store = FeatureStore(Path(root), synchronous=synchronous, max_entities=max_entities)
         self._context_plan = default_context_plan()
         if self._store.state(ARM_OUTCOMES_SET) is None:
             self._store.save_version(replace(ARM_OUTCOMES, version=1, create_time=clock()))

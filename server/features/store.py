@@ -65,6 +65,7 @@ _HISTORY = (
     "AND event_us <= ? ORDER BY event_us DESC, seq DESC"
 )
 MAX_US = 2**62
+DEFAULT_MAX_ENTITIES = 100_000  # per set, in the latest-value cache (--feature-cache-entities)
 
 
 class _BuiltinsOnly(pickle.Unpickler):
@@ -103,14 +104,17 @@ class EntityState:
 class SetState:
     """Everything about one feature set name: its versions, plans, latest values, aggregates.
 
-    One lock per set guards the versions and the latest-value table.
+    One lock per set guards the versions and the latest-value table. That table is a cache of
+    at most ``max_entities`` entities: beyond it the earliest added are dropped (a sixteenth at
+    a time), and an entity read again is completed from SQLite like one never seen.
     """
 
-    def __init__(self, versions: list[FeatureSet]) -> None:
+    def __init__(self, versions: list[FeatureSet], max_entities: int = DEFAULT_MAX_ENTITIES):
         self.lock = threading.Lock()
         self.versions = versions
         self.plans: dict[int, CompiledPlan] = {fs.version: compile_plan(fs) for fs in versions}
         self.entities: dict[str, EntityState] = {}
+        self.max_entities = max_entities
         self.aggregates = AggregateTable(self.latest.aggregates)
 
     @property
@@ -141,10 +145,20 @@ class SetState:
                 if state is None:
                     state = entities[row.entity_id] = EntityState()
                 merge_latest(state.values, row.values, row.event_us, seq)
+            self.bound_entities()
             aggregates = self.aggregates
         if aggregates.streams:
             for row in rows:
                 aggregates.add(row.entity_id, row.values, row.event_us)  # type: ignore[arg-type]
+
+    def bound_entities(self) -> None:
+        """Drop the earliest added entities once there are more than ``max_entities`` (lock
+        held); each later read of one of them goes back to SQLite once."""
+        excess = len(self.entities) - self.max_entities
+        if excess > 0:
+            drop = excess + self.max_entities // 16
+            for entity_id in list(itertools.islice(self.entities, drop)):
+                del self.entities[entity_id]
 
 
 def _log_failure(future: WriteFuture[Any]) -> None:
@@ -155,8 +169,11 @@ def _log_failure(future: WriteFuture[Any]) -> None:
 class FeatureStore:
     """SQLite under ``<root>/features.db`` plus the in-memory state of every set."""
 
-    def __init__(self, root: Path, synchronous: str = "normal") -> None:
+    def __init__(
+        self, root: Path, synchronous: str = "normal", max_entities: int = DEFAULT_MAX_ENTITIES
+    ) -> None:
         root.mkdir(parents=True, exist_ok=True)
+        self.max_entities = max_entities
         self.db = Database(root / "features.db", migrations=MIGRATIONS, synchronous=synchronous)
         self._lock = threading.Lock()  # guards the name -> SetState table only
         self.sets: dict[str, SetState] = {}
@@ -169,7 +186,7 @@ class FeatureStore:
         ):
             by_name.setdefault(name, []).append(set_from_json(definition, version, created))
         for name, versions in by_name.items():
-            self.sets[name] = SetState(versions)
+            self.sets[name] = SetState(versions, max_entities)
         last = self.db.read(lambda c: c.execute("SELECT MAX(seq) FROM feature_rows").fetchone()[0])
         self._seq = itertools.count((last or 0) + 1)
 
@@ -193,7 +210,7 @@ class FeatureStore:
         with self._lock:
             state = self.sets.get(fs.name)
             if state is None:
-                self.sets[fs.name] = SetState([fs])
+                self.sets[fs.name] = SetState([fs], self.max_entities)
                 return
         state.add_version(fs)
 
@@ -240,6 +257,7 @@ class FeatureStore:
                 if cur is None or (triple[1], triple[2]) > (cur[1], cur[2]):
                     entry.values[name] = triple
             entry.complete = True
+            state.bound_entities()
             return entry.values
 
     def as_of(self, state: SetState, entity_id: str, at_us: int, wanted: set[str]) -> Latest:

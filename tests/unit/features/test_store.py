@@ -294,3 +294,24 @@ def test_stored_payloads_never_load_classes():
     }
     with pytest.raises(pickle.UnpicklingError):
         decode(pickle.dumps({"a": dt.datetime(2026, 1, 1)}))
+
+
+def test_latest_values_cache_is_bounded_and_reads_back_what_it_dropped(tmp_path, clock):
+    svc = FeatureService(tmp_path / "bounded", clock=clock, max_entities=16)
+    clock.now += 1000  # every write below is in the past
+    try:
+        svc.create_set(users())
+        for k in range(100):
+            svc.write("users", [(f"u{k}", {"age": k, "spend": 1.0 * k}, T0_US + k * SEC)])
+        state = svc._state("users")
+        assert len(state.entities) <= 16
+        assert "u0" not in state.entities  # the earliest written were dropped
+        assert value(svc, "u0", "age").value == 0  # and are read back from SQLite
+        svc.write("users", [("u1", {"age": 99}, T0_US + 500 * SEC)])  # u1: dropped, then written
+        assert value(svc, "u1", "age").value == 99  # the newer write wins
+        assert value(svc, "u1", "spend").value == 1.0  # the rest comes back from SQLite
+        for k in range(100):
+            assert value(svc, f"u{k}", "spend").value == (1.0 * k), k
+        assert len(state.entities) <= 16
+    finally:
+        svc.close()
