@@ -1,9 +1,11 @@
 """One bandit: its policy, arms, open decisions and statistics, behind its own lock.
 
 Ordering. Every change (a decision, a reward, an expiry, an arm added or removed) is handed to the
-store's group-commit writer *under the bandit lock* and queued in ``_pending`` with the function
-that applies it in memory. The writer runs writes in submission order, so futures complete in that
-order; whoever holds the lock applies the completed head of the queue (``_drain``). Hence:
+store *under the bandit lock*. Decisions and rewards are journaled: durable when the store
+returns. The rest are group-committed: queued in ``_pending`` with the function that applies them
+in memory, and the writer runs writes in submission order, so futures complete in that order. A
+journaled change applies at once unless a committed one is still ahead of it in ``_pending``;
+whoever holds the lock applies the completed head of the queue (``_drain``). Hence:
 
 * a change is applied in memory only once it is durable; a reward is acknowledged once durable,
   and every locked entry point drains first, so whatever was acknowledged is applied before the
@@ -77,7 +79,7 @@ class OpenDecision(NamedTuple):
     Deliberately one flat object of atoms and (untracked) arrays: with millions of open
     decisions (24 h of traffic) the collector's passes stay cheap, where a decision object with
     its future, nested tuples and dicts made them cost a third of SelectArm's handler time.
-    Mutable state lives in the bandit's small ``_state`` / ``_inflight`` maps.
+    Mutable state lives in the bandit's small ``_state`` map.
     """
 
     slot: int
@@ -86,6 +88,10 @@ class OpenDecision(NamedTuple):
     scores: np.ndarray
     time: float
     expires: float
+
+
+def _ignore(exc: BaseException) -> None:
+    """A journaled change cannot fail once queued: it is already durable."""
 
 
 @dataclass(slots=True)
@@ -129,7 +135,6 @@ class Bandit:
         self._counters = [ArmCounters() for _ in self._arms]
         self._open: dict[str, OpenDecision] = {}
         self._state: dict[str, int] = {}  # decision id -> _REWARDING / _EXPIRING
-        self._inflight: dict[str, WriteFuture[Any]] = {}  # decisions whose log write is pending
         self._expiry: deque[tuple[float, str]] = deque()
         self._pending: deque[_Pending] = deque()
         self._decisions = 0
@@ -256,13 +261,6 @@ class Bandit:
         if self._changes >= self._snapshot_every:
             self._save_snapshot()
 
-    @staticmethod
-    def _await(future: WriteFuture[Any]) -> Any:
-        """Wait until a write is durable. Its in-memory effect is applied by the next holder of
-        the lock (every locked entry point drains first), which saves each call a second lock
-        round trip: under contention that hand-off, not the work, is what costs."""
-        return future.result()
-
     def _check_live(self) -> None:
         """Refuse calls on a deleted bandit; otherwise apply what became durable (under lock)."""
         if self._deleted:
@@ -285,24 +283,29 @@ class Bandit:
     ) -> Decision:
         """Choose an arm for context ``x``; log the decision durably before returning it. An
         open decision with the same ``decision_id`` is returned as it was."""
-        future: WriteFuture[Any] | None
         did = decision_id or new_decision_id()  # outside the lock
         with self._lock:
             self._check_live()
             od = self._open.get(did)
             if od is None:
-                od, future = self._new_decision(x, excluded, did, now)
-            else:
-                future = self._inflight.get(did)
+                od = self._new_decision(x, excluded, did, now)
         # The answer is built outside the lock: every other caller of this bandit queues on it.
-        decision = self._decision(did, od.slot, od.propensity, od.scores, od.time)
-        if future is not None:
-            self._await(future)
-        return decision
+        return self._decision(did, od.slot, od.propensity, od.scores, od.time)
+
+    def holds(self, decision_id: str) -> bool:
+        """Whether ``decision_id`` is one of this bandit's open decisions (no lock: a hint)."""
+        return decision_id in self._open
+
+    def _applied(self, result: Any, apply: Callable[[Any], None]) -> None:
+        """A journaled change is durable: apply it now, or after the writes ahead of it."""
+        if self._pending:
+            self._pending.append(_Pending(WriteFuture.completed(result), apply, _ignore))
+        else:
+            apply(result)
 
     def _new_decision(
         self, x: np.ndarray, excluded: Iterable[str], decision_id: str, now: float
-    ) -> tuple[OpenDecision, WriteFuture[int]]:
+    ) -> OpenDecision:
         if self._index.setdefault(decision_id, self.id) != self.id:
             raise errors.AlreadyExists(
                 f"decision_id: {decision_id!r} is already used by another bandit's decision"
@@ -315,7 +318,7 @@ class Bandit:
 
     def _choose(
         self, x: np.ndarray, excluded: Iterable[str], decision_id: str, now: float
-    ) -> tuple[OpenDecision, WriteFuture[int]]:
+    ) -> OpenDecision:
         allowed = self._active.copy()
         for arm_id in excluded:
             slot = self._slot_of.get(arm_id)
@@ -331,34 +334,22 @@ class Bandit:
         sel = self._policy.select(x if self._contextual else None, allowed)
         propensity = float(sel.propensity)
         expires = now + self.spec.reward_wait
-        future = self._store.log_decision_async(
+        seq = self._store.log_decision(
             st.StoredDecision(
                 decision_id, self.id, sel.arm, propensity, sel.scores, x, now, expires, st.OPEN
             )
         )
         od = OpenDecision(sel.arm, x, propensity, sel.scores, now, expires)
         self._open[decision_id] = od
-        self._inflight[decision_id] = future
         self._expiry.append((expires, decision_id))
-        self._pending.append(
-            _Pending(
-                future,
-                partial(self._apply_decision, decision_id, od),
-                partial(self._fail_decision, decision_id),
-            )
-        )
-        return od, future
+        self._applied(seq, partial(self._apply_decision, od))
+        return od
 
-    def _apply_decision(self, decision_id: str, od: OpenDecision, rowid: int) -> None:
-        self._inflight.pop(decision_id, None)
+    def _apply_decision(self, od: OpenDecision, seq: int) -> None:
         self._counters[od.slot].add_pull(od.time)
         self._decisions += 1
-        self._decision_rowid = rowid
+        self._decision_rowid = seq
         self._changes += 1
-
-    def _fail_decision(self, decision_id: str, exc: BaseException) -> None:
-        self._inflight.pop(decision_id, None)
-        self._forget(decision_id)
 
     def _forget(self, decision_id: str) -> None:
         self._open.pop(decision_id, None)
@@ -396,20 +387,12 @@ class Bandit:
                     f"decision_id: {decision_id!r} expired (reward_wait "
                     f"{self.spec.reward_wait:g}s passed) and takes no reward"
                 )
-            future = self._store.record_reward_async(
+            seq = self._store.record_reward(
                 self.id, decision_id, od.slot, reward, od.propensity, od.x, detail, now
             )
             self._state[decision_id] = _REWARDING
-            self._pending.append(
-                _Pending(
-                    future,
-                    partial(self._apply_reward, decision_id, od, reward),
-                    partial(self._reopen, [(decision_id, od)]),
-                )
-            )
-            arm_id = self._arms[od.slot].arm_id
-        self._await(future)
-        return arm_id
+            self._applied(seq, partial(self._apply_reward, decision_id, od, reward))
+            return self._arms[od.slot].arm_id
 
     def _apply_reward(self, decision_id: str, od: OpenDecision, reward: float, seq: int) -> None:
         self._learn(od.slot, reward, od.x, od.propensity)
@@ -451,7 +434,7 @@ class Bandit:
                 _Pending(future, partial(self._apply_expiry, batch), partial(self._reopen, batch))
             )
         try:
-            self._await(future)
+            future.result()
         except Exception:
             log.exception("bandit %r: expiring %d decisions failed", self.name, len(batch))
             return 0

@@ -239,14 +239,23 @@ class BanditService:
         if decision_id:
             check_id("decision_id", decision_id)
         x = self._context_vector(b, context, vector, entity_ids)
+        if decision_id and not b.holds(decision_id):
+            # A client's id must be new, or one of this bandit's finished decisions (a retry
+            # after the reward came in), which is then returned as it was. Decisions are
+            # journaled, so the database's unique index would say so too late: ask it first.
+            stored = self._store.find_decision(decision_id)
+            if stored is not None:
+                return self._stored_decision(b, decision_id, stored)
         try:
             return b.select(x, excluded, decision_id or None, self._clock())
         except errors.AlreadyExists:
             if not decision_id:
                 raise
-        # The id is taken: by another bandit, or by one of this bandit's finished decisions
-        # (a retry after the reward came in), which is then returned as it was.
-        stored = self._store.find_decision(decision_id)
+        return self._stored_decision(b, decision_id, self._store.find_decision(decision_id))
+
+    @staticmethod
+    def _stored_decision(b: Bandit, decision_id: str, stored: st.StoredDecision | None) -> Decision:
+        """The decision a retry with ``decision_id`` gets: this bandit's, as it was."""
         if stored is None or stored.bandit_id != b.id:
             raise errors.AlreadyExists(
                 f"decision_id: {decision_id!r} is already used by another bandit's decision"

@@ -12,28 +12,89 @@ a bandit's rows are deleted, because snapshot watermarks compare against them.
   when the bandit has one) and arm additions/removals, in the order they were applied.
 - ``snapshots``: the latest policy state and counters per bandit, with the watermarks it covers.
 
-Every write goes through ``Database.write_async`` (group commit); the writer thread runs them in
-submission order, which is the order the service applies them in memory.
+Decisions and rewards, the writes on the request path, are durable once appended to the journal
+(``bandits-<n>.journal``, ``server.storage.journal``): a copy into a mapped file instead of a
+SQLite transaction each. They are applied to SQLite in the background, many per statement, and the
+journal is replayed at start-up (idempotently: rows carry the sequence numbers given when they
+were journaled). Every other write goes through ``Database.write_async`` (group commit). Both
+kinds are queued to the one database writer under one lock, in the order their sequence numbers
+were given, so SQLite always holds a prefix of that order (plus journal records beyond it after a
+crash): a snapshot's watermarks and the ``events`` order mean the same before and after a crash.
+Reads that must see the journal's latest writes (``find_decision``) flush it first.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import pickle
 import sqlite3
+import struct
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from server import errors
 from server.storage import Database, WriteFuture
+from server.storage.journal import Journal
+
+log = logging.getLogger("llmopt.bandits")
+T = TypeVar("T")
+_PICKLE = pickle.HIGHEST_PROTOCOL
 
 OPEN, REWARDED, EXPIRED = 0, 1, 2
 
 # events.kind
 REWARD, EXPIRY, ARM_ADDED, ARM_REMOVED = 1, 2, 3, 4
+
+# Journal records: kind (u8) and sequence number (u64), then the pickled row without its seq.
+_RECORD = struct.Struct("<BQ")
+_DECISION_RECORD, _REWARD_RECORD = 1, 2
+
+# Events written by group-committed writes (arm changes, expiries), with their sequence number.
+_INSERT_EVENT = (
+    "INSERT INTO events (seq, bandit_id, kind, slot, decision_id, reward, propensity, context,"
+    " detail, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_CLOSE_DECISION = "UPDATE decisions SET status = ? WHERE decision_id = ? AND status = ?"
+_APPLY_CHUNK = 256  # journaled rows per statement
+
+
+@lru_cache(maxsize=64)
+def _apply_sql(table: str, n: int) -> str:
+    """Insert ``n`` journaled rows in one statement (one GIL release for them all, where
+    ``executemany`` lets go at every row). Idempotent (replay may find the rows there), and
+    skipping rows of a bandit deleted since (ids are never reused: they must not come back)."""
+    if table == "decisions":
+        columns = "seq, decision_id, bandit_id, slot, propensity, scores, context, time, expires"
+        bandit_column = "column3"
+    else:
+        columns = (
+            "seq, bandit_id, kind, slot, decision_id, reward, propensity, context, detail, time"
+        )
+        bandit_column = "column2"
+    width = columns.count(",") + 1
+    row = "(" + ", ".join("?" * width) + ")"
+    return (
+        f"INSERT OR IGNORE INTO {table} ({columns}) SELECT * FROM (VALUES "
+        + ", ".join([row] * n)
+        + f") WHERE {bandit_column} IN (SELECT id FROM bandits)"
+    )
+
+
+@lru_cache(maxsize=64)
+def _close_sql(n: int) -> str:
+    return (
+        "UPDATE decisions SET status = ? WHERE status = ? AND decision_id IN ("
+        + ", ".join("?" * n)
+        + ")"
+    )
+
 
 MIGRATIONS = [
     """
@@ -130,15 +191,118 @@ def _array(blob: bytes | None) -> np.ndarray | None:
     return None if blob is None else np.frombuffer(blob, dtype="<f8").astype(np.float64)
 
 
-class BanditStore:
-    """Reads and group-committed writes of bandit state."""
+@dataclass(slots=True, eq=False)
+class _Rows:
+    """Journaled rows waiting to be applied by one queued database write."""
 
-    def __init__(self, root: Path, *, synchronous: str = "normal") -> None:
+    decisions: list[tuple[Any, ...]] = field(default_factory=list)
+    rewards: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+class BanditStore:
+    """Reads and writes of bandit state: journaled decisions and rewards, group-committed
+    everything else."""
+
+    def __init__(
+        self, root: Path, *, synchronous: str = "normal", journal_segment_bytes: int = 64 << 20
+    ) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.db = Database(root / "bandits.db", migrations=MIGRATIONS, synchronous=synchronous)
+        self._order = threading.Lock()  # gives sequence numbers and queues writes, in one order
+        self._rows: _Rows | None = None  # rows the latest queued apply will still take
+        self.journal = Journal(
+            root,
+            "bandits",
+            fsync=synchronous == "full",
+            segment_bytes=journal_segment_bytes,
+        )
+        self._replay_journal()
+        self.journal.open()
+        self._event_seq, self._decision_seq = self.db.read(_top_seqs)
 
     def close(self) -> None:
-        self.db.close()
+        self.db.close()  # commits everything queued, journaled rows included
+        self.journal.close()
+        if not self.db.commit_failures:
+            self.journal.remove_segments(self.journal.segment)
+
+    # -- the journal ----------------------------------------------------------------------------
+
+    def _replay_journal(self) -> None:
+        """Apply the journal left by the last run (rows it already holds are skipped), then
+        delete it: at start-up nothing else is writing."""
+        segments = self.journal.segments()
+        if not segments:
+            return
+        rows = _Rows()
+        n = 0
+        for payload in self.journal.replay():
+            kind, seq = _RECORD.unpack_from(payload)
+            row = (seq, *pickle.loads(payload[_RECORD.size :]))
+            (rows.decisions if kind == _DECISION_RECORD else rows.rewards).append(row)
+            n += 1
+            if n % 50_000 == 0:
+                self.db.write(partial(_apply_rows, rows))
+                rows = _Rows()
+        self.db.write(partial(_apply_rows, rows))
+        log.info("replayed %d journal records from %d segment(s)", n, len(segments))
+        self.journal.remove_segments(segments[-1][0])
+
+    def _journal(self, kind: int, body: bytes, row: tuple[Any, ...]) -> int:
+        """Append a record (durable on return) and queue its row for the database; returns its
+        sequence number."""
+        with self._order:
+            if self.db.closed:
+                raise errors.Unavailable("the bandit store is closed")
+            if kind == _DECISION_RECORD:
+                self._decision_seq += 1
+                seq = self._decision_seq
+            else:
+                self._event_seq += 1
+                seq = self._event_seq
+            sealed = self.journal.append(_RECORD.pack(kind, seq) + body)
+            if sealed:  # this record begins a new segment: the sealed one ends before it
+                self._sealed(sealed)
+            rows = self._rows
+            if rows is None:
+                rows = self._rows = _Rows()
+                self.db.write_async(partial(self._take_rows, rows))
+            (rows.decisions if kind == _DECISION_RECORD else rows.rewards).append((seq, *row))
+        return seq
+
+    def _take_rows(self, rows: _Rows, conn: sqlite3.Connection) -> None:
+        """The queued apply (on the writer thread): later rows go to the next one."""
+        with self._order:
+            if self._rows is rows:
+                self._rows = None
+        _apply_rows(rows, conn)
+
+    def _queue(
+        self, fn: Callable[[sqlite3.Connection, int], T], n_events: int = 0
+    ) -> WriteFuture[T]:
+        """Queue a group-committed write after every journaled row so far; ``fn(conn, seq)``
+        gets the first of ``n_events`` event sequence numbers reserved for it."""
+        with self._order:
+            self._rows = None  # journaled rows from now on are applied after this write
+            first = self._event_seq + 1
+            self._event_seq += n_events
+            return self.db.write_async(lambda conn: fn(conn, first))
+
+    def _sealed(self, number: int) -> None:
+        """Journal segment ``number`` is sealed (called under ``_order``): delete it once every
+        row queued so far, all of its own, is committed."""
+        self._rows = None
+        future = self.db.write_async(lambda conn: None)
+
+        def remove(f: WriteFuture[None]) -> None:
+            if f.exception() is None and not self.db.commit_failures:
+                self.journal.remove_segments(number)
+
+        future.add_done_callback(remove)
+
+    def flush(self) -> None:
+        """Return once every journaled row is in the database (for reads that need them)."""
+        self._queue(lambda conn, seq: None).result()
 
     # -- definitions ----------------------------------------------------------------------------
 
@@ -152,7 +316,7 @@ class BanditStore:
     ) -> int:
         """Insert a bandit and its initial arms (slots 0..k-1); returns its id once durable."""
 
-        def write(conn: sqlite3.Connection) -> int:
+        def write(conn: sqlite3.Connection, _: int) -> int:
             try:
                 cur = conn.execute(
                     "INSERT INTO bandits (name, definition, dim, create_time) VALUES (?, ?, ?, ?)",
@@ -167,17 +331,17 @@ class BanditStore:
             )
             return bandit_id
 
-        return self.db.write(write)
+        return self._queue(write).result()
 
     def delete_bandit(self, bandit_id: int) -> None:
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection, _: int) -> None:
             conn.execute("DELETE FROM arms WHERE bandit_id = ?", (bandit_id,))
             conn.execute("DELETE FROM decisions WHERE bandit_id = ?", (bandit_id,))
             conn.execute("DELETE FROM events WHERE bandit_id = ?", (bandit_id,))
             conn.execute("DELETE FROM snapshots WHERE bandit_id = ?", (bandit_id,))
             conn.execute("DELETE FROM bandits WHERE id = ?", (bandit_id,))
 
-        self.db.write(write)
+        self._queue(write).result()
 
     def load_bandits(self) -> list[StoredBandit]:
         rows = self.db.read(
@@ -198,56 +362,52 @@ class BanditStore:
     def add_arm_async(
         self, bandit_id: int, slot: int, arm: dict[str, Any], now: float
     ) -> WriteFuture[int]:
-        def write(conn: sqlite3.Connection) -> int:
+        def write(conn: sqlite3.Connection, seq: int) -> int:
             conn.execute(
                 "INSERT INTO arms (bandit_id, slot, arm_id, arm) VALUES (?, ?, ?, ?)",
                 (bandit_id, slot, arm["arm_id"], json.dumps(arm)),
             )
-            return _event(conn, bandit_id, ARM_ADDED, slot, None, None, None, arm["arm_id"], now)
+            conn.execute(
+                _INSERT_EVENT,
+                (seq, bandit_id, ARM_ADDED, slot, None, None, None, None, arm["arm_id"], now),
+            )
+            return seq
 
-        return self.db.write_async(write)
+        return self._queue(write, 1)
 
     def remove_arm_async(
         self, bandit_id: int, slot: int, arm_id: str, now: float
     ) -> WriteFuture[int]:
-        def write(conn: sqlite3.Connection) -> int:
+        def write(conn: sqlite3.Connection, seq: int) -> int:
             conn.execute(
                 "UPDATE arms SET removed = 1 WHERE bandit_id = ? AND slot = ?", (bandit_id, slot)
             )
-            return _event(conn, bandit_id, ARM_REMOVED, slot, None, None, None, arm_id, now)
+            conn.execute(
+                _INSERT_EVENT,
+                (seq, bandit_id, ARM_REMOVED, slot, None, None, None, None, arm_id, now),
+            )
+            return seq
 
-        return self.db.write_async(write)
+        return self._queue(write, 1)
 
     # -- decisions and rewards ------------------------------------------------------------------
 
-    def log_decision_async(self, d: StoredDecision) -> WriteFuture[int]:
-        """Insert a decision; the future holds its rowid, or AlreadyExists for a taken id."""
+    def log_decision(self, d: StoredDecision) -> int:
+        """Journal a decision (durable on return); returns its sequence number. The caller has
+        made sure its id is unused (``find_decision`` for ids a client chose)."""
+        row = (
+            d.decision_id,
+            d.bandit_id,
+            d.slot,
+            d.propensity,
+            _blob(d.scores),
+            _blob(d.context),
+            d.time,
+            d.expires,
+        )
+        return self._journal(_DECISION_RECORD, pickle.dumps(row, _PICKLE), row)
 
-        def write(conn: sqlite3.Connection) -> int:
-            try:
-                cur = conn.execute(
-                    "INSERT INTO decisions (decision_id, bandit_id, slot, propensity, scores,"
-                    " context, time, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        d.decision_id,
-                        d.bandit_id,
-                        d.slot,
-                        d.propensity,
-                        _blob(d.scores),
-                        _blob(d.context),
-                        d.time,
-                        d.expires,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise errors.AlreadyExists(
-                    f"decision_id: {d.decision_id!r} is already taken by another decision"
-                ) from None
-            return int(cur.lastrowid or 0)
-
-        return self.db.write_async(write)
-
-    def record_reward_async(
+    def record_reward(
         self,
         bandit_id: int,
         decision_id: str,
@@ -257,32 +417,21 @@ class BanditStore:
         context: np.ndarray,
         detail: dict[str, Any] | None,
         now: float,
-    ) -> WriteFuture[int]:
-        """Mark the decision rewarded and log the reward event; the future holds its seq."""
-
-        def write(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "UPDATE decisions SET status = ? WHERE decision_id = ? AND status = ?",
-                (REWARDED, decision_id, OPEN),
-            )
-            if cur.rowcount != 1:
-                raise errors.FailedPrecondition(
-                    f"decision_id: {decision_id!r} is no longer open for a reward"
-                )
-            return _event(
-                conn,
-                bandit_id,
-                REWARD,
-                slot,
-                decision_id,
-                reward,
-                _blob(context),
-                json.dumps(detail) if detail else None,
-                now,
-                propensity,
-            )
-
-        return self.db.write_async(write)
+    ) -> int:
+        """Journal a reward for an open decision (durable on return): the decision is marked
+        rewarded and a REWARD event logged. Returns the event's sequence number."""
+        row = (
+            bandit_id,
+            REWARD,
+            slot,
+            decision_id,
+            reward,
+            propensity,
+            _blob(context),
+            json.dumps(detail) if detail else None,
+            now,
+        )
+        return self._journal(_REWARD_RECORD, pickle.dumps(row, _PICKLE), row)
 
     def expire_async(
         self,
@@ -293,34 +442,35 @@ class BanditStore:
     ) -> WriteFuture[list[int]]:
         """Mark decisions expired, each with an EXPIRY event (with the default reward, if any)."""
 
-        def write(conn: sqlite3.Connection) -> list[int]:
+        def write(conn: sqlite3.Connection, first: int) -> list[int]:
             seqs = []
-            for decision_id, slot, propensity, context in expired:
-                cur = conn.execute(
-                    "UPDATE decisions SET status = ? WHERE decision_id = ? AND status = ?",
-                    (EXPIRED, decision_id, OPEN),
-                )
+            for seq, (decision_id, slot, propensity, context) in enumerate(expired, first):
+                cur = conn.execute(_CLOSE_DECISION, (EXPIRED, decision_id, OPEN))
                 if cur.rowcount != 1:
                     raise errors.FailedPrecondition(f"decision {decision_id!r} is not open")
-                seqs.append(
-                    _event(
-                        conn,
+                conn.execute(
+                    _INSERT_EVENT,
+                    (
+                        seq,
                         bandit_id,
                         EXPIRY,
                         slot,
                         decision_id,
                         default_reward,
+                        propensity,
                         _blob(context),
                         None,
                         now,
-                        propensity,
-                    )
+                    ),
                 )
+                seqs.append(seq)
             return seqs
 
-        return self.db.write_async(write)
+        return self._queue(write, len(expired))
 
     def find_decision(self, decision_id: str) -> StoredDecision | None:
+        """The stored decision, journaled rows included (they are flushed first)."""
+        self.flush()
         row = self.db.read(
             lambda c: c.execute(
                 "SELECT decision_id, bandit_id, slot, propensity, scores, context, time, expires,"
@@ -401,7 +551,7 @@ class BanditStore:
         """Replace the bandit's snapshot. ``to_log_end``: the bandit has no write in flight, so
         its watermarks may move to the end of the log as it stands when this write runs."""
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection, _: int) -> None:
             nonlocal event_seq, decision_rowid
             # A bandit deleted meanwhile has no row to snapshot.
             if conn.execute("SELECT 1 FROM bandits WHERE id = ?", (bandit_id,)).fetchone():
@@ -415,7 +565,7 @@ class BanditStore:
                     (bandit_id, event_seq, decision_rowid, state, now),
                 )
 
-        return self.db.write_async(write)
+        return self._queue(write)
 
     def load_snapshot(self, bandit_id: int) -> tuple[int, int, bytes] | None:
         row = self.db.read(
@@ -427,24 +577,23 @@ class BanditStore:
         return None if row is None else (row[0], row[1], bytes(row[2]))
 
 
-def _event(
-    conn: sqlite3.Connection,
-    bandit_id: int,
-    kind: int,
-    slot: int,
-    decision_id: str | None,
-    reward: float | None,
-    context: bytes | None,
-    detail: str | None,
-    now: float,
-    propensity: float | None = None,
-) -> int:
-    cur = conn.execute(
-        "INSERT INTO events (bandit_id, kind, slot, decision_id, reward, propensity, context,"
-        " detail, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (bandit_id, kind, slot, decision_id, reward, propensity, context, detail, now),
-    )
-    return int(cur.lastrowid or 0)
+def _apply_rows(rows: _Rows, conn: sqlite3.Connection) -> None:
+    """Put journaled rows in the database: decisions first (a reward's decision is journaled
+    before it), then the rewards, a chunk of rows per statement."""
+    for start in range(0, len(rows.decisions), _APPLY_CHUNK):
+        chunk = rows.decisions[start : start + _APPLY_CHUNK]
+        conn.execute(_apply_sql("decisions", len(chunk)), [v for r in chunk for v in r])
+    for start in range(0, len(rows.rewards), _APPLY_CHUNK):
+        chunk = rows.rewards[start : start + _APPLY_CHUNK]
+        conn.execute(_close_sql(len(chunk)), [REWARDED, OPEN, *(r[4] for r in chunk)])
+        conn.execute(_apply_sql("events", len(chunk)), [v for r in chunk for v in r])
+
+
+def _top_seqs(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The highest sequence numbers ever given to events and decisions (AUTOINCREMENT keeps
+    them past deleted rows; explicit inserts raise them too)."""
+    top = dict(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
+    return int(top.get("events", 0)), int(top.get("decisions", 0))
 
 
 def _decision(row: Sequence[Any]) -> StoredDecision:

@@ -52,6 +52,18 @@ class WriteFuture(Generic[T]):
         self._exception: BaseException | None = None
         self._callbacks: list[Callable[[WriteFuture[T]], object]] | None = []
 
+    @classmethod
+    def completed(cls, result: T) -> WriteFuture[T]:
+        """A future for a write already durable by other means (a journal record)."""
+        future: WriteFuture[T] = cls.__new__(cls)
+        future._db = None  # type: ignore[assignment]  # never asked to lead: it is done
+        future._finished = _RELEASED
+        future._done = True
+        future._result = result
+        future._exception = None
+        future._callbacks = None
+        return future
+
     def done(self) -> bool:
         return self._done
 
@@ -101,6 +113,9 @@ class WriteFuture(Generic[T]):
                 log.exception("write callback failed")
 
 
+# The finish signal of every future born finished: never acquired, since it is done.
+_RELEASED = threading.Lock()
+
 # Guards the callback lists of every WriteFuture: taken only by the committer on finishing and
 # by callers adding a callback (background writes), never on the waiting path.
 _CALLBACKS = threading.Lock()
@@ -139,6 +154,9 @@ class Database:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
+        # Commits that failed (disk full, I/O error): a journal applied here keeps its records
+        # while this is non-zero, since they may be the only copy.
+        self.commit_failures = 0
         self._writer_conn = self._connect()
         self._migrate(migrations)
         self._writer = threading.Thread(
@@ -182,6 +200,10 @@ class Database:
         """
         return self.write_async(fn).result()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def write_async(self, fn: Callable[[sqlite3.Connection], T]) -> WriteFuture[T]:
         """Queue ``fn``; writes run in the order they were queued. Waiting on the future (or
         adding a done callback) gets it committed."""
@@ -214,7 +236,7 @@ class Database:
             batch: list[tuple[Callable[[sqlite3.Connection], Any], WriteFuture[Any]]] = []
             while pending and len(batch) < self._max_batch:
                 batch.append(pending.popleft())
-            self._run_batch(self._writer_conn, batch)
+            self._run_batch(batch)
 
     def _write_loop(self) -> None:
         while not self._closed:
@@ -222,14 +244,12 @@ class Database:
             self._kick.clear()
             self._lead()
 
-    @staticmethod
-    def _run_batch(
-        conn: sqlite3.Connection, batch: list[tuple[Callable[..., Any], WriteFuture[Any]]]
-    ) -> None:
+    def _run_batch(self, batch: list[tuple[Callable[..., Any], WriteFuture[Any]]]) -> None:
         """One transaction for the batch. Writes are run bare first: a savepoint per write costs
         two more statements, and each statement lets go of the GIL, which under load means a
         thread hand-off. Only if one write fails is the transaction rolled back and the batch
         run again with a savepoint per write, so the failure undoes that write alone."""
+        conn = self._writer_conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -244,6 +264,8 @@ class Database:
                 conn.execute("COMMIT")
                 outcomes = [(True, r) for r in results]
         except BaseException as exc:  # the commit itself failed: nothing in the batch is durable
+            log.error("committing %d writes failed: %s", len(batch), exc)
+            self.commit_failures += 1
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for _, future in batch:

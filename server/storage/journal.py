@@ -1,0 +1,192 @@
+"""An append-only journal: a write is durable once its record is in the file's pages.
+
+Why by hand: a SQLite transaction per acknowledged write (BEGIN, the statements, COMMIT with its
+WAL frames) costs tens of microseconds and lets go of the GIL at every statement; under load each
+of those is a thread hand-off that costs more than the write. Here a segment file is allocated up
+front and mapped shared into memory, and an append is a copy into the mapping: no system call, so
+the GIL is kept. The mapped pages are the file's page cache, which the kernel writes back whether
+or not the process lives on: a record survives the process being killed (kill -9), as a WAL
+commit with ``synchronous=NORMAL`` does, and not a power loss. With ``fsync=True`` each append is
+also ``msync``-ed to disk, matching ``synchronous=FULL``.
+
+The owner applies records to its database in the background and replays the journal at start-up
+(its apply must be idempotent: a record may already be in the database). Records live in
+numbered segment files ``<name>-<n>.journal`` of ``segment_bytes`` each; when the next record
+does not fit, the segment is sealed and a new one begun (``append`` returns the sealed segment's
+number), and the owner deletes it (``remove_segments``) once everything in it is committed
+elsewhere. Each record is ``length (u32) | crc32 (u32) | payload``; the unwritten rest of a
+segment is zeros, so a zero length ends it. A record whose crc does not match (a copy cut short
+by the process dying) ends the segment's replay and is logged.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import mmap
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger("llmopt.storage")
+
+_HEADER = struct.Struct("<II")
+_DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+class Journal:
+    """One writer process; many threads may ``append`` at once (appends are serialised).
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> j = Journal(d, "x", segment_bytes=4096)
+    >>> list(j.replay())
+    []
+    >>> j.open()
+    >>> j.append(b"one"), j.append(b"two")
+    (0, 0)
+    >>> j.close()
+    >>> list(Journal(d, "x").replay())
+    [b'one', b'two']
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        *,
+        fsync: bool = False,
+        segment_bytes: int = _DEFAULT_SEGMENT_BYTES,
+    ) -> None:
+        self.directory = Path(directory)
+        self.name = name
+        self._fsync = fsync
+        self._segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._map: mmap.mmap | None = None
+        self._closed = True  # until ``open``
+        self._pos = 0
+        self._path: Path | None = None
+        self._number = max((n for n, _ in self.segments()), default=0)
+
+    # -- segments -------------------------------------------------------------------------------
+
+    def segments(self) -> list[tuple[int, Path]]:
+        """The segment files on disk, oldest first."""
+        prefix, suffix = f"{self.name}-", ".journal"
+        found = []
+        for path in self.directory.glob(f"{prefix}*{suffix}"):
+            digits = path.name[len(prefix) : -len(suffix)]
+            if digits.isdigit():
+                found.append((int(digits), path))
+        return sorted(found)
+
+    def replay(self) -> Iterator[bytes]:
+        """Every intact record of every segment on disk, in the order written."""
+        for _, path in self.segments():
+            data = path.read_bytes()
+            pos, end = 0, len(data)
+            while end - pos >= _HEADER.size:
+                length, crc = _HEADER.unpack_from(data, pos)
+                if length == 0 and crc == 0:
+                    break  # the unwritten rest of the segment
+                start = pos + _HEADER.size
+                payload = data[start : start + length]
+                if len(payload) != length or zlib.crc32(payload) != crc:
+                    log.warning(
+                        "journal %s: the record at offset %d is torn or corrupt; replay of this "
+                        "segment stops there",
+                        path.name,
+                        pos,
+                    )
+                    break
+                yield payload
+                pos = start + length
+
+    def remove_segments(self, through: int) -> None:
+        """Delete the segments numbered ``through`` or lower (their records are applied)."""
+        for number, path in self.segments():
+            if number <= through and path != self._path:
+                path.unlink(missing_ok=True)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Begin a new segment for appends (after ``replay``: old segments are never appended
+        to, so a torn record stays the last of its own file)."""
+        with self._lock:
+            self._begin_segment(self._segment_bytes)
+            self._closed = False
+
+    def _begin_segment(self, size: int) -> None:
+        self._number += 1
+        path = self.directory / f"{self.name}-{self._number:08d}.journal"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            try:
+                # Blocks reserved now: a full disk fails here, not as SIGBUS on a later copy.
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                os.ftruncate(fd, size)  # a filesystem without fallocate
+            self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)  # the mapping keeps the file
+        self._path = path
+        self._pos = 0
+        if self._fsync:  # the new file's directory entry must survive too
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    @property
+    def segment(self) -> int:
+        """The number of the segment being appended to."""
+        return self._number
+
+    def append(self, payload: bytes) -> int:
+        """Write one record; it is durable when this returns. Returns the number of the segment
+        sealed to make room for it (it is the first record of a new one), else 0."""
+        record = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        size = len(record)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"journal {self.name} is not open")
+            m = self._map
+            sealed = 0
+            # Keep a header's worth of zeros after the last record: replay's end mark.
+            if m is None or self._pos + size + _HEADER.size > len(m):
+                if m is not None:
+                    sealed = self._number
+                    self._close_map()
+                # (if this fails, say on a full disk, the next append tries again)
+                self._begin_segment(max(self._segment_bytes, size + _HEADER.size))
+                m = self._map
+                assert m is not None
+            pos = self._pos
+            m[pos : pos + size] = record
+            self._pos = pos + size
+            if self._fsync:
+                start = pos - pos % mmap.ALLOCATIONGRANULARITY
+                m.flush(start, pos + size - start)
+            return sealed
+
+    def _close_map(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._close_map()
+            self._path = None  # no longer being written: remove_segments may take it

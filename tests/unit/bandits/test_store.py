@@ -1,0 +1,139 @@
+"""The bandit store's journal: what a killed process leaves behind is replayed, once."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from server.bandits import store as st
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def die_after(root: Path, body: str, *, apply: bool, segment_bytes: int = 1 << 20) -> None:
+    """Run ``body`` against a BanditStore ``s`` in a child process that then exits at once, as
+    kill -9 would leave it (no close, no flush). ``apply=False``: its database writer never
+    wakes on its own, so journaled rows stay in the journal alone (unless a segment fills:
+    sealing one wakes the writer)."""
+    script = (
+        textwrap.dedent(
+            f"""
+        import os, numpy as np
+        from pathlib import Path
+        from server.storage import sqlite
+        if not {apply!r}:
+            sqlite._IDLE_POLL_SECONDS = 3600
+        from server.bandits import store as st
+        s = st.BanditStore(Path({str(root)!r}), journal_segment_bytes={segment_bytes})
+        def decision(i, bandit_id):
+            return st.StoredDecision(f"d{{i}}", bandit_id, i % 3, 0.5, np.arange(3.0),
+                                     np.full(4, float(i)), 100.0 + i, 1e12, st.OPEN)
+        """
+        )
+        + textwrap.dedent(body)
+        + "\nos._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, timeout=60)
+
+
+def rows(root: Path, sql: str) -> list[tuple]:
+    s = st.BanditStore(root)
+    try:
+        return s.db.read(lambda c: c.execute(sql).fetchall())
+    finally:
+        s.close()
+
+
+def test_journaled_rows_the_database_never_saw_are_replayed(tmp_path: Path) -> None:
+    die_after(
+        tmp_path,
+        """
+        arms = [{"arm_id": f"a{i}"} for i in range(3)]
+        b = s.create_bandit("b", {"initial_arms": 3}, 4, arms, 0.0)
+        for i in range(300):
+            assert s.log_decision(decision(i, b)) == i + 1
+        for i in range(0, 300, 2):
+            s.record_reward(b, f"d{i}", i % 3, 0.25, 0.5, np.full(4, float(i)), None, 200.0)
+        n = s.db.read(lambda c: c.execute("SELECT count(*) FROM decisions").fetchone()[0])
+        assert n == 0, n  # nothing applied: the journal is the only copy
+        """,
+        apply=False,
+    )
+    assert len(list(tmp_path.glob("bandits-*.journal"))) == 1
+    s = st.BanditStore(tmp_path)
+    try:
+        assert not any(n < s.journal.segment for n, _ in s.journal.segments())  # replayed, gone
+        d = s.find_decision("d7")
+        assert d is not None and d.status == st.OPEN and d.slot == 1 and d.rowid == 8
+        np.testing.assert_array_equal(d.context, np.full(4, 7.0))
+        assert s.find_decision("d8").status == st.REWARDED
+        events = s.events_after(1, 0)
+        assert [e.seq for e in events] == list(range(1, 151))  # in journal order, no gaps
+        assert [e.decision_id for e in events] == [f"d{i}" for i in range(0, 300, 2)]
+        assert all(e.kind == st.REWARD and e.reward == 0.25 for e in events)
+        # New sequence numbers carry on after the replayed ones.
+        assert (
+            s.log_decision(
+                st.StoredDecision("new", 1, 0, 1.0, np.zeros(3), np.zeros(4), 1.0, 1e12, st.OPEN)
+            )
+            == 301
+        )
+        assert s.record_reward(1, "new", 0, 1.0, 1.0, np.zeros(4), None, 2.0) == 151
+    finally:
+        s.close()
+
+
+def test_rows_already_applied_are_not_applied_twice(tmp_path: Path) -> None:
+    die_after(
+        tmp_path,
+        """
+        arms = [{"arm_id": f"a{i}"} for i in range(3)]
+        b = s.create_bandit("b", {"initial_arms": 3}, 4, arms, 0.0)
+        for i in range(50):
+            s.log_decision(decision(i, b))
+            s.record_reward(b, f"d{i}", i % 3, 1.0, 0.5, np.zeros(4), {"why": i}, 200.0)
+        s.flush()  # every row in the database, and still in the journal
+        """,
+        apply=True,
+        segment_bytes=2048,  # some in sealed segments, some in the open one
+    )
+    assert rows(tmp_path, "SELECT count(*), sum(status) FROM decisions") == [(50, 50)]
+    assert rows(tmp_path, "SELECT count(*), count(DISTINCT decision_id) FROM events") == [(50, 50)]
+    assert rows(tmp_path, "SELECT detail FROM events WHERE decision_id = 'd3'") == [('{"why": 3}',)]
+
+
+def test_a_deleted_bandit_does_not_come_back_from_the_journal(tmp_path: Path) -> None:
+    die_after(
+        tmp_path,
+        """
+        gone = s.create_bandit("gone", {"initial_arms": 3}, 4, [{"arm_id": "a"}], 0.0)
+        kept = s.create_bandit("kept", {"initial_arms": 3}, 4, [{"arm_id": "a"}], 0.0)
+        for i in range(20):
+            s.log_decision(decision(i, gone if i % 2 else kept))
+        s.record_reward(gone, "d1", 1, 1.0, 0.5, np.zeros(4), None, 200.0)
+        s.delete_bandit(gone)
+        """,
+        apply=False,
+    )
+    assert rows(tmp_path, "SELECT DISTINCT bandit_id FROM decisions") == [(2,)]
+    assert rows(tmp_path, "SELECT count(*) FROM decisions") == [(10,)]
+    assert rows(tmp_path, "SELECT count(*) FROM events") == [(0,)]
+
+
+def test_sealed_segments_are_deleted_once_applied(tmp_path: Path) -> None:
+    s = st.BanditStore(tmp_path, journal_segment_bytes=2048)
+    try:
+        b = s.create_bandit("b", {"initial_arms": 1}, 4, [{"arm_id": "a"}], 0.0)
+        for i in range(200):
+            s.log_decision(
+                st.StoredDecision(f"d{i}", b, 0, 1.0, np.zeros(1), np.zeros(4), 1.0, 1e12, st.OPEN)
+            )
+        assert s.journal.segment > 5
+        s.flush()  # commits the rows and the markers after each sealed segment
+        s.db.write(lambda c: None)  # the callbacks that delete them have run
+        assert [n for n, _ in s.journal.segments()] == [s.journal.segment]
+    finally:
+        s.close()
+    assert list(tmp_path.glob("bandits-*.journal")) == []  # a clean close leaves no journal

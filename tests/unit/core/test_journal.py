@@ -1,0 +1,124 @@
+import logging
+from pathlib import Path
+
+import pytest
+
+from server.storage.journal import Journal
+
+
+def opened(path: Path, **kw) -> Journal:
+    j = Journal(path, "j", **kw)
+    j.open()
+    return j
+
+
+def test_records_come_back_in_order_across_segments(tmp_path: Path) -> None:
+    j = opened(tmp_path, segment_bytes=256)
+    payloads = [f"record {i}".encode() * (1 + i % 5) for i in range(100)]
+    sealed = [j.append(p) for p in payloads]
+    j.close()
+    assert len(j.segments()) > 5  # the small segments filled and were sealed
+    assert [n for n in sealed if n] == [n for n, _ in j.segments()][:-1]
+    assert list(Journal(tmp_path, "j").replay()) == payloads
+
+
+def test_a_sealed_segment_ends_before_the_record_that_sealed_it(tmp_path: Path) -> None:
+    j = opened(tmp_path, segment_bytes=64)
+    assert j.append(b"a" * 24) == 0
+    assert j.append(b"b" * 24) == 1  # did not fit after the first: segment 1 sealed
+    assert j.segment == 2
+    j.close()
+    (first, _), (second, path2) = j.segments()
+    assert (first, second) == (1, 2)
+    assert list(Journal(tmp_path, "j").replay()) == [b"a" * 24, b"b" * 24]
+    path2.unlink()
+    assert list(Journal(tmp_path, "j").replay()) == [b"a" * 24]
+
+
+def test_a_record_larger_than_a_segment_gets_a_segment_of_its_own(tmp_path: Path) -> None:
+    j = opened(tmp_path, segment_bytes=64)
+    big = bytes(range(256)) * 10
+    j.append(b"small")
+    j.append(big)
+    j.append(b"after")
+    j.close()
+    assert list(Journal(tmp_path, "j").replay()) == [b"small", big, b"after"]
+
+
+def test_a_torn_record_ends_the_replay_of_its_segment(tmp_path: Path, caplog) -> None:
+    j = opened(tmp_path)
+    for p in (b"first", b"second", b"third"):
+        j.append(p)
+    j.close()
+    ((_, path),) = j.segments()
+    data = bytearray(path.read_bytes())
+    data[data.index(b"third") + 2] ^= 0xFF  # the process died while copying it
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="llmopt.storage"):
+        assert list(Journal(tmp_path, "j").replay()) == [b"first", b"second"]
+    assert "torn or corrupt" in caplog.text
+
+
+def test_the_unwritten_rest_of_a_segment_ends_it_quietly(tmp_path: Path, caplog) -> None:
+    j = opened(tmp_path, segment_bytes=1 << 20)
+    j.append(b"only")
+    # Read while still open, as a crash leaves it: the file is its full size, zeros after.
+    ((_, path),) = j.segments()
+    assert path.stat().st_size == 1 << 20
+    with caplog.at_level(logging.WARNING, logger="llmopt.storage"):
+        assert list(Journal(tmp_path, "j").replay()) == [b"only"]
+    assert caplog.text == ""
+    j.close()
+
+
+def test_remove_segments_keeps_the_one_being_written(tmp_path: Path) -> None:
+    j = opened(tmp_path, segment_bytes=64)
+    for _ in range(6):
+        j.append(b"x" * 30)
+    current = j.segment
+    j.remove_segments(current)
+    assert [n for n, _ in j.segments()] == [current]
+    j.append(b"still")
+    j.close()
+    assert list(Journal(tmp_path, "j").replay())[-1] == b"still"
+
+
+def test_a_reopened_journal_begins_a_new_segment(tmp_path: Path) -> None:
+    j = opened(tmp_path)
+    j.append(b"one")
+    j.close()
+    again = Journal(tmp_path, "j")
+    assert list(again.replay()) == [b"one"]
+    again.open()
+    assert again.segment == 2  # never appends after a possibly torn tail
+    again.append(b"two")
+    again.close()
+    assert list(Journal(tmp_path, "j").replay()) == [b"one", b"two"]
+
+
+def test_fsync_mode_appends_are_readable(tmp_path: Path) -> None:
+    j = opened(tmp_path, fsync=True, segment_bytes=128)
+    for i in range(20):
+        j.append(f"synced {i}".encode())
+    j.close()
+    assert list(Journal(tmp_path, "j").replay()) == [f"synced {i}".encode() for i in range(20)]
+
+
+def test_appends_need_an_open_journal(tmp_path: Path) -> None:
+    j = Journal(tmp_path, "j")
+    with pytest.raises(RuntimeError, match="not open"):
+        j.append(b"early")
+    j.open()
+    j.close()
+    with pytest.raises(RuntimeError, match="not open"):
+        j.append(b"late")
+
+
+def test_other_names_and_files_are_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "j-notanumber.journal").write_bytes(b"junk")
+    (tmp_path / "k-00000001.journal").write_bytes(b"junk")
+    j = opened(tmp_path)
+    j.append(b"mine")
+    j.close()
+    assert [n for n, _ in j.segments()] == [1]
+    assert list(Journal(tmp_path, "j").replay()) == [b"mine"]
