@@ -92,7 +92,7 @@ def in_process_rows(ctx: Context) -> Iterator[Result]:
             yield latency_result(
                 f"bandits.service.select_logged.{label}",
                 selected,
-                note="vectorise + select + decision logged durably (group commit), 1 caller",
+                note="vectorise + select + decision logged durably (journal), 1 caller",
             )
             yield latency_result(
                 f"bandits.service.reward_durable.{label}",

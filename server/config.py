@@ -148,7 +148,8 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "sqlite_sync": (
         _choice(SYNC_MODES),
         "SQLite synchronous mode: normal survives a killed process (kill -9), "
-        "full also survives power loss at the cost of an fsync per group commit",
+        "full also survives power loss at the cost of an fsync per group commit "
+        "(and an msync per bandit journal record)",
     ),
     "max_loaded_models": (
         _int_in(1, 10_000),

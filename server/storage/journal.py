@@ -3,11 +3,12 @@
 Why by hand: a SQLite transaction per acknowledged write (BEGIN, the statements, COMMIT with its
 WAL frames) costs tens of microseconds and lets go of the GIL at every statement; under load each
 of those is a thread hand-off that costs more than the write. Here a segment file is allocated up
-front and mapped shared into memory, and an append is a copy into the mapping: no system call, so
-the GIL is kept. The mapped pages are the file's page cache, which the kernel writes back whether
-or not the process lives on: a record survives the process being killed (kill -9), as a WAL
-commit with ``synchronous=NORMAL`` does, and not a power loss. With ``fsync=True`` each append is
-also ``msync``-ed to disk, matching ``synchronous=FULL``.
+front and mapped shared into memory, and an append is a copy into the mapping: no system call
+(bar one ``madvise`` per MiB written, which unmaps the pages behind), so the GIL is kept. The
+mapped pages are the file's page cache, which the kernel writes back whether or not the process
+lives on: a record survives the process being killed (kill -9), as a WAL commit with
+``synchronous=NORMAL`` does, and not a power loss. With ``fsync=True`` each append is also
+``msync``-ed to disk, matching ``synchronous=FULL``.
 
 The owner applies records to its database in the background and replays the journal at start-up
 (its apply must be idempotent: a record may already be in the database). Records live in
@@ -35,6 +36,9 @@ log = logging.getLogger("llmopt.storage")
 
 _HEADER = struct.Struct("<II")
 _DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+# Written pages are unmapped every this many bytes: they stay in the page cache (and the file),
+# dirty ones still written back, but stop counting in the process's resident memory.
+_RELEASE_BYTES = 1024 * 1024
 
 
 class Journal:
@@ -68,7 +72,7 @@ class Journal:
         self._lock = threading.Lock()
         self._map: mmap.mmap | None = None
         self._closed = True  # until ``open``
-        self._pos = 0
+        self._pos = self._released = 0
         self._path: Path | None = None
         self._number = max((n for n, _ in self.segments()), default=0)
 
@@ -140,7 +144,7 @@ class Journal:
         finally:
             os.close(fd)  # the mapping keeps the file
         self._path = path
-        self._pos = 0
+        self._pos = self._released = 0
         if self._fsync:  # the new file's directory entry must survive too
             dir_fd = os.open(self.directory, os.O_RDONLY)
             try:
@@ -174,10 +178,14 @@ class Journal:
                 assert m is not None
             pos = self._pos
             m[pos : pos + size] = record
-            self._pos = pos + size
+            self._pos = end = pos + size
             if self._fsync:
                 start = pos - pos % mmap.ALLOCATIONGRANULARITY
-                m.flush(start, pos + size - start)
+                m.flush(start, end - start)
+            if end - self._released >= _RELEASE_BYTES:
+                upto = end - end % mmap.PAGESIZE
+                m.madvise(mmap.MADV_DONTNEED, self._released, upto - self._released)
+                self._released = upto
             return sealed
 
     def _close_map(self) -> None:

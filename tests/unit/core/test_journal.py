@@ -122,3 +122,14 @@ def test_other_names_and_files_are_left_alone(tmp_path: Path) -> None:
     j.close()
     assert [n for n, _ in j.segments()] == [1]
     assert list(Journal(tmp_path, "j").replay()) == [b"mine"]
+
+
+def test_pages_unmapped_behind_the_writer_keep_their_records(tmp_path: Path) -> None:
+    j = opened(tmp_path, segment_bytes=8 << 20)
+    payloads = [i.to_bytes(4, "little") * 250 for i in range(4000)]  # about 4 MiB
+    for p in payloads:
+        j.append(p)
+    assert j._released >= 3 << 20  # most of what was written is no longer mapped in
+    assert list(Journal(tmp_path, "j").replay()) == payloads  # read back while still open
+    j.close()
+    assert list(Journal(tmp_path, "j").replay()) == payloads
