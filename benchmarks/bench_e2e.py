@@ -3,7 +3,10 @@
 Rows: GetFeatureVector and Health/Check at concurrencies 1, 8, 32, 64 (throughput as a ratio
 to echo; issue 6 sets >= 0.8 for GetFeatureVector), open-loop latency at a fixed rate, the
 server's RSS idle (plan: < 500 MB) and under load, CPU time per request, and throughput with the
-server pinned to one core against unpinned (scaling).
+server pinned to one core against unpinned (scaling). ``e2e.handler_budget.*``: the echo server
+with N us of Python per call against the bare one, interleaved: how much of its own work a
+servicer can do within a throughput ratio (an 0.85 x echo target leaves about the first row's
+worth).
 """
 
 from __future__ import annotations
@@ -83,6 +86,50 @@ def benchmarks(ctx: Context) -> Iterator[Result]:
             )
     if ctx.wants("scaling"):
         yield from scaling_rows(ctx, gfv)
+    if ctx.wants("e2e.handler_budget"):
+        yield from handler_budget_rows(ctx)
+
+
+HANDLER_BUDGET_US = (10, 20, 40)
+
+
+def handler_budget_rows(ctx: Context) -> Iterator[Result]:
+    """Echo with N us of Python per call against bare echo at c32, rounds interleaved so both
+    see the same machine; the median round's ratio per N."""
+    from contextlib import ExitStack
+
+    c, rounds = SCALING_CONCURRENCY, (1 if ctx.quick else 3)
+    busy = (0, *HANDLER_BUDGET_US)
+    runs: dict[int, list] = {b: [] for b in busy}
+    with ExitStack() as stack:
+        servers = {b: stack.enter_context(ctx.echo_server(busy_us=b)) for b in busy}
+        for _ in range(rounds):
+            for b in busy:
+                runs[b].append(
+                    run_load(
+                        servers[b],
+                        Rpc.echo(48),
+                        concurrency=c,
+                        duration=ctx.seconds(3.0, 1.0),
+                        warmup=ctx.seconds(0.5, 0.3),
+                    )
+                )
+    for b in HANDLER_BUDGET_US:
+        pairs = sorted(
+            (r.throughput / base.throughput, r, base)
+            for r, base in zip(runs[b], runs[0], strict=True)
+        )
+        ratio, report, base = pairs[len(pairs) // 2]
+        yield Result(
+            f"e2e.handler_budget.busy{b}us.c{c}",
+            "throughput / echo",
+            round(ratio, 3),
+            "x",
+            extra={**report.summary(), "echo_throughput_rps": round(base.throughput, 1)},
+            note=f"echo whose handler runs {b} us of Python per call: {report.throughput:,.0f} "
+            f"req/s, {report.cpu_us_per_req:,.0f} us server CPU/req; bare echo "
+            f"{base.throughput:,.0f} req/s, {base.cpu_us_per_req:,.0f} us",
+        )
 
 
 def scaling_rows(ctx: Context, rpc: Rpc) -> Iterator[Result]:

@@ -293,11 +293,12 @@ class Context:
             proc.stop()
 
     @contextmanager
-    def echo_server(self, cpus: str | None = None) -> Iterator[ServerProc]:
-        """The bare grpcio echo server (benchmarks/echo_server.py), same pool and options."""
+    def echo_server(self, cpus: str | None = None, busy_us: float = 0.0) -> Iterator[ServerProc]:
+        """The bare grpcio echo server (benchmarks/echo_server.py), same pool and options;
+        ``busy_us``: Python work per call (``echo_server --busy-us``)."""
         from benchmarks.procs import ServerProc
 
-        proc = ServerProc.echo(self.scratch("echo"), cpus=cpus)
+        proc = ServerProc.echo(self.scratch("echo"), cpus=cpus, busy_us=busy_us)
         try:
             proc.start()
             yield proc

@@ -71,9 +71,12 @@ class ServerProc:
         return cls(cmd, workdir, health=True, cpus=cpus)
 
     @classmethod
-    def echo(cls, workdir: Path, cpus: str | None = None) -> ServerProc:
-        """``python -m benchmarks.echo_server --port 0``: the bare grpcio baseline."""
+    def echo(cls, workdir: Path, cpus: str | None = None, busy_us: float = 0.0) -> ServerProc:
+        """``python -m benchmarks.echo_server --port 0``: the bare grpcio baseline (with
+        ``busy_us`` of Python work per call when given)."""
         cmd = [sys.executable, "-m", "benchmarks.echo_server", "--port", "0"]
+        if busy_us:
+            cmd += ["--busy-us", str(busy_us)]
         return cls(cmd, workdir, health=False, cpus=cpus)
 
     @property

@@ -8,6 +8,7 @@ import math
 import os
 import random
 import textwrap
+import time
 from pathlib import Path
 
 import grpc
@@ -240,14 +241,18 @@ def test_context_wants_substring_or_glob(tmp_path: Path) -> None:
 # -- end to end -----------------------------------------------------------------------------------
 
 
-def test_echo_server_round_trip() -> None:
-    server, port = create_echo_server("127.0.0.1:0")
+@pytest.mark.parametrize("busy_us", [0.0, 2000.0])
+def test_echo_server_round_trip(busy_us: float) -> None:
+    server, port = create_echo_server("127.0.0.1:0", busy_us=busy_us)
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             echo = channel.unary_unary(METHOD)
             payload = bytes(range(256)) * 4
+            start = time.perf_counter()
             assert echo(payload, timeout=10) == payload
+            # The busy handler really works that long before answering.
+            assert not busy_us or time.perf_counter() - start >= busy_us / 1e6
     finally:
         server.stop(0).wait()
 
