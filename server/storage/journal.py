@@ -39,6 +39,14 @@ _DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 # Written pages are unmapped every this many bytes: they stay in the page cache (and the file),
 # dirty ones still written back, but stop counting in the process's resident memory.
 _RELEASE_BYTES = 1024 * 1024
+_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
+
+
+def _no_fallocate(fd: int, offset: int, size: int) -> None:
+    raise OSError(errno.EOPNOTSUPP, "posix_fallocate is not available here")
+
+
+_fallocate = getattr(os, "posix_fallocate", _no_fallocate)
 
 
 class Journal:
@@ -132,11 +140,11 @@ class Journal:
         try:
             try:
                 # Blocks reserved now: a full disk fails here, not as SIGBUS on a later copy.
-                os.posix_fallocate(fd, 0, size)
+                _fallocate(fd, 0, size)
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                     raise
-                os.ftruncate(fd, size)  # a filesystem without fallocate
+                os.ftruncate(fd, size)  # a filesystem (or platform) without fallocate
             self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             path.unlink(missing_ok=True)
@@ -182,9 +190,9 @@ class Journal:
             if self._fsync:
                 start = pos - pos % mmap.ALLOCATIONGRANULARITY
                 m.flush(start, end - start)
-            if end - self._released >= _RELEASE_BYTES:
+            if _DONTNEED is not None and end - self._released >= _RELEASE_BYTES:
                 upto = end - end % mmap.PAGESIZE
-                m.madvise(mmap.MADV_DONTNEED, self._released, upto - self._released)
+                m.madvise(_DONTNEED, self._released, upto - self._released)
                 self._released = upto
             return sealed
 

@@ -133,3 +133,15 @@ def test_pages_unmapped_behind_the_writer_keep_their_records(tmp_path: Path) -> 
     assert list(Journal(tmp_path, "j").replay()) == payloads  # read back while still open
     j.close()
     assert list(Journal(tmp_path, "j").replay()) == payloads
+
+
+def test_without_fallocate_the_segment_is_sized_by_ftruncate(tmp_path: Path, monkeypatch) -> None:
+    from server.storage import journal
+
+    monkeypatch.setattr(journal, "_fallocate", journal._no_fallocate)
+    j = opened(tmp_path, segment_bytes=8192)
+    j.append(b"still works")
+    ((_, path),) = j.segments()
+    assert path.stat().st_size == 8192
+    j.close()
+    assert list(Journal(tmp_path, "j").replay()) == [b"still works"]
