@@ -1,8 +1,10 @@
 """End-to-end rows: an RPC under load against the real server, as a ratio to the echo baseline.
 
 The echo baseline (benchmarks/echo_server.py) is the bare grpcio server with the same pool and
-options; ratio = what the Python gRPC framework leaves to this project. Baselines are measured
-once per (payload size, concurrency, mode, pinning) per run and cached on the Context.
+options; ratio = what the Python gRPC framework leaves to this project. A throughput ratio is
+taken against echo measured right before and right after the RPC's own run (their mean), since
+this machine's speed drifts by tens of percent within a run; latency-only baselines (open loop,
+scaling) are measured once per (payload size, concurrency, mode, pinning) and cached.
 """
 
 from __future__ import annotations
@@ -65,46 +67,70 @@ def load_rows(
     target_ratio: float | None = None,
     name: str | None = None,
 ) -> Iterator[Result]:
-    """For each concurrency: the echo baseline's row, then ``rpc``'s row judged on its
-    throughput as a ratio to echo (``target_ratio``, e.g. 0.8). An RPC that answers errors
-    yields an ERROR row: a benchmark of failures is no benchmark."""
+    """For each concurrency: echo, ``rpc``, echo again (one echo server for all), then the
+    baseline's row (the two echo runs' mean) and ``rpc``'s row judged on its throughput as a
+    ratio to it (``target_ratio``, e.g. 0.8). An RPC that answers errors yields an ERROR row:
+    a benchmark of failures is no benchmark."""
     label = name or rpc.name
-    for c in concurrencies:
-        base = echo_baseline(ctx, rpc.payload_bytes, concurrency=c)
-        yield Result(
-            f"e2e.echo[{rpc.payload_bytes}B].c{c}",
-            "throughput (baseline)",
-            round(base.throughput, 1),
-            "req/s",
-            extra=base.summary(),
-            note=_describe(base),
-        )
-        report = run_load(
-            server,
-            rpc,
-            concurrency=c,
-            duration=ctx.seconds(5.0, 1.0),
-            warmup=ctx.seconds(1.0, 0.3),
-        )
-        ratio = report.throughput / base.throughput if base.throughput else float("nan")
-        extra = {
+    duration, warmup = ctx.seconds(5.0, 1.0), ctx.seconds(1.0, 0.3)
+    with ctx.echo_server() as echo:
+        for c in concurrencies:
+
+            def echo_run(c: int = c) -> LoadReport:
+                return run_load(
+                    echo,
+                    Rpc.echo(rpc.payload_bytes),
+                    concurrency=c,
+                    duration=duration,
+                    warmup=warmup,
+                )
+
+            before = echo_run()
+            report = run_load(server, rpc, concurrency=c, duration=duration, warmup=warmup)
+            after = echo_run()
+            yield from _ratio_rows(label, c, rpc.payload_bytes, report, before, after, target_ratio)
+
+
+def _ratio_rows(
+    label: str,
+    c: int,
+    payload_bytes: int,
+    report: LoadReport,
+    before: LoadReport,
+    after: LoadReport,
+    target_ratio: float | None,
+) -> Iterator[Result]:
+    """The bracketing echo runs' row and the RPC's ratio row (against their mean)."""
+    echo_rps = (before.throughput + after.throughput) / 2
+    echo_p99 = (before.latency.p99 + after.latency.p99) / 2
+    echo_cpu = (before.cpu_us_per_req + after.cpu_us_per_req) / 2
+    yield Result(
+        f"e2e.{label}.c{c}.echo_baseline",
+        "throughput (baseline)",
+        round(echo_rps, 1),
+        "req/s",
+        extra={**before.summary(), "throughput_after_rps": round(after.throughput, 1)},
+        note=f"mean of {before.throughput:,.0f} (before {label}) and {after.throughput:,.0f} "
+        f"req/s (after); before: {_describe(before)}",
+    )
+    ratio = report.throughput / echo_rps if echo_rps else float("nan")
+    yield Result(
+        f"e2e.{label}.c{c}",
+        "throughput / echo",
+        round(ratio, 3),
+        "x",
+        target=target_ratio,
+        better="higher",
+        extra={
             **report.summary(),
             "ratio_to_echo": round(ratio, 3),
-            "p99_ratio_to_echo": round(report.latency.p99 / base.latency.p99, 3),
-            "cpu_ratio_to_echo": round(report.cpu_us_per_req / base.cpu_us_per_req, 3),
-            "echo_throughput_rps": round(base.throughput, 1),
-        }
-        yield Result(
-            f"e2e.{label}.c{c}",
-            "throughput / echo",
-            round(ratio, 3),
-            "x",
-            target=target_ratio,
-            better="higher",
-            extra=extra,
-            note=_describe(report),
-            error=_errors(report),
-        )
+            "p99_ratio_to_echo": round(report.latency.p99 / echo_p99, 3),
+            "cpu_ratio_to_echo": round(report.cpu_us_per_req / echo_cpu, 3),
+            "echo_throughput_rps": round(echo_rps, 1),
+        },
+        note=_describe(report),
+        error=_errors(report),
+    )
 
 
 def open_loop_rows(
