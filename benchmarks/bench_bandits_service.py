@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.e2e import bracketed_baseline
 from benchmarks.harness import Context, Result, latency_result, time_calls
 from benchmarks.load import LoadReport, Rpc, run_load
 
@@ -163,15 +164,8 @@ def reward_rows(ctx: Context) -> Iterator[Result]:
             server, health, concurrency=c, duration=duration, warmup=warmup, clients=1
         )
     after = echo_run()
-    echo_rps = (before.throughput + after.throughput) / 2
-    yield Result(
-        f"e2e.RecordReward.c{c}.echo_baseline",
-        "throughput (baseline)",
-        round(echo_rps, 1),
-        "req/s",
-        extra={**before.summary(), "before_rps": before.throughput, "after_rps": after.throughput},
-        note=f"mean of {before.throughput:,.0f} (before) and {after.throughput:,.0f} req/s (after)",
-    )
+    baseline, echo_rps = bracketed_baseline(f"e2e.RecordReward.c{c}.echo_baseline", before, after)
+    yield baseline
     yield _ratio_row(
         f"e2e.RecordReward.c{c}",
         report,

@@ -73,46 +73,46 @@ def load_rows(
     a benchmark of failures is no benchmark."""
     label = name or rpc.name
     duration, warmup = ctx.seconds(5.0, 1.0), ctx.seconds(1.0, 0.3)
+    bare = Rpc.echo(rpc.payload_bytes)
+
+    def run(target: LoadTarget, what: Rpc, c: int) -> LoadReport:
+        return run_load(target, what, concurrency=c, duration=duration, warmup=warmup)
+
     with ctx.echo_server() as echo:
         for c in concurrencies:
+            before, report, after = run(echo, bare, c), run(server, rpc, c), run(echo, bare, c)
+            yield from _ratio_rows(label, c, report, before, after, target_ratio)
 
-            def echo_run(c: int = c) -> LoadReport:
-                return run_load(
-                    echo,
-                    Rpc.echo(rpc.payload_bytes),
-                    concurrency=c,
-                    duration=duration,
-                    warmup=warmup,
-                )
 
-            before = echo_run()
-            report = run_load(server, rpc, concurrency=c, duration=duration, warmup=warmup)
-            after = echo_run()
-            yield from _ratio_rows(label, c, rpc.payload_bytes, report, before, after, target_ratio)
+def bracketed_baseline(name: str, before: LoadReport, after: LoadReport) -> tuple[Result, float]:
+    """The baseline row for echo runs made right before and right after an RPC's run, and
+    their mean throughput (what the RPC's ratio is taken against)."""
+    echo_rps = (before.throughput + after.throughput) / 2
+    row = Result(
+        name,
+        "throughput (baseline)",
+        round(echo_rps, 1),
+        "req/s",
+        extra={**before.summary(), "throughput_after_rps": round(after.throughput, 1)},
+        note=f"mean of {before.throughput:,.0f} (before) and {after.throughput:,.0f} req/s "
+        f"(after); before: {_describe(before)}",
+    )
+    return row, echo_rps
 
 
 def _ratio_rows(
     label: str,
     c: int,
-    payload_bytes: int,
     report: LoadReport,
     before: LoadReport,
     after: LoadReport,
     target_ratio: float | None,
 ) -> Iterator[Result]:
     """The bracketing echo runs' row and the RPC's ratio row (against their mean)."""
-    echo_rps = (before.throughput + after.throughput) / 2
+    baseline, echo_rps = bracketed_baseline(f"e2e.{label}.c{c}.echo_baseline", before, after)
+    yield baseline
     echo_p99 = (before.latency.p99 + after.latency.p99) / 2
     echo_cpu = (before.cpu_us_per_req + after.cpu_us_per_req) / 2
-    yield Result(
-        f"e2e.{label}.c{c}.echo_baseline",
-        "throughput (baseline)",
-        round(echo_rps, 1),
-        "req/s",
-        extra={**before.summary(), "throughput_after_rps": round(after.throughput, 1)},
-        note=f"mean of {before.throughput:,.0f} (before {label}) and {after.throughput:,.0f} "
-        f"req/s (after); before: {_describe(before)}",
-    )
     ratio = report.throughput / echo_rps if echo_rps else float("nan")
     yield Result(
         f"e2e.{label}.c{c}",
