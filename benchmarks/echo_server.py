@@ -1,11 +1,11 @@
 """The baseline: a bare grpcio server that echoes the request bytes back.
 
-Same thread pool size, concurrency limit and channel options as the real server (``server.app``,
-``server.config.Settings`` defaults) but no interceptor, no protobuf and no domain code: what the
-Python gRPC framework costs by itself per call. ``python -m benchmarks.echo_server --port 0``
-logs ``listening on HOST:PORT`` and serves until SIGTERM. ``--busy-us N`` makes the handler run
-N microseconds of plain Python before it answers: what a servicer's own work costs end to end
-(``e2e.handler_budget``).
+Same thread pool size, concurrency limit, channel options and garbage-collector settings as
+the real server (``server.app``, ``server.config.Settings`` defaults) but no interceptor, no
+protobuf and no domain code: what the Python gRPC framework costs by itself per call.
+``python -m benchmarks.echo_server --port 0`` logs ``listening on HOST:PORT`` and serves until
+SIGTERM. ``--busy-us N`` makes the handler run N microseconds of plain Python before it
+answers: what a servicer's own work costs end to end (``e2e.handler_budget``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from server.config import Settings
+from server.config import Settings, tune_gc
 
 SERVICE = "bench.Echo"
 METHOD = f"/{SERVICE}/Echo"
@@ -80,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server.start()
+    tune_gc(Settings())
     print(f"listening on {args.host}:{port}", flush=True)
     try:
         stop.wait()

@@ -24,7 +24,7 @@ from server.api import oip as oip_api
 from server.api import registry as registry_api
 from server.api.binding import AppContext
 from server.api.interceptor import ServingInterceptor
-from server.config import Settings
+from server.config import Settings, tune_gc
 from server.demo import seed_demo
 from server.metrics import MetricsHttpServer, RpcMetrics
 from server.reflection import enable_reflection
@@ -121,6 +121,7 @@ class App:
             component.warm_up()
         if self.settings.demo:
             seed_demo(self.context)
+        tune_gc(self.settings)
         self._ready.set()
         for name in ["", *self.service_names]:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

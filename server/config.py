@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,7 @@ class Settings:
     onnx_providers: str = "cpu"
     shadow_queue_size: int = 1024
     feature_cache_entities: int = 100_000
+    gc_threshold: int = 10_000
     demo: bool = False
 
     @property
@@ -149,7 +151,7 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         _choice(SYNC_MODES),
         "SQLite synchronous mode: normal survives a killed process (kill -9), "
         "full also survives power loss at the cost of an fsync per group commit "
-        "(and an msync per bandit journal record)",
+        "(and an msync per journal record)",
     ),
     "max_loaded_models": (
         _int_in(1, 10_000),
@@ -183,12 +185,30 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         "entities per feature set whose latest values stay in memory; beyond it the earliest "
         "added are dropped and read back from SQLite when next needed",
     ),
+    "gc_threshold": (
+        _int_in(100, 10_000_000),
+        "container objects allocated between two young-generation runs of Python's cycle "
+        "collector (Python's own default is 700); objects alive at start-up are frozen out of "
+        "its scans",
+    ),
     "demo": (
         _bool,
         "on first start (empty data dir) seed a demo: bandit llm-router, model quality-predictor "
         "with champion, challenger and a traffic split, feature set request-context",
     ),
 }
+
+
+def tune_gc(settings: Settings) -> None:
+    """Once start-up is done: move every object alive now out of the collector's scans, and let
+    ``gc_threshold`` allocations pass between young collections.
+
+    At Python's default of 700, a 1,000-row feature write (ten thousand new tuples) set off a
+    dozen collections, and the collector took 12-15 % of the server's CPU under load. The
+    older generations keep Python's ratios (10 young runs per middle one, 10 middle per old).
+    """
+    gc.freeze()
+    gc.set_threshold(settings.gc_threshold, 10, 10)
 
 
 def env_name(field: str) -> str:

@@ -30,6 +30,7 @@ from server.features.spec import (
     coerce,
 )
 from server.features.store import (
+    COMPACT_ROWS,
     DEFAULT_MAX_ENTITIES,
     MAX_US,
     FeatureRow,
@@ -120,10 +121,14 @@ class FeatureService:
 
     def __init__(self, root: Path, *, synchronous: str = "normal",
                  clock: Callable[[], float] = time.time,
-                 max_entities: int = DEFAULT_MAX_ENTITIES) -> None:  # fmt: skip
+                 max_entities: int = DEFAULT_MAX_ENTITIES,
+                 compact_rows: int = COMPACT_ROWS) -> None:  # fmt: skip
         self._clock = clock
         self._create_lock = threading.Lock()  # one set definition change at a time
-        self._store = FeatureStore(Path(root), synchronous=synchronous, max_entities=max_entities)
+        self._store = FeatureStore(
+            Path(root), synchronous=synchronous, max_entities=max_entities,
+            compact_rows=compact_rows,
+        )  # fmt: skip
         self._context_plan = default_context_plan()
         if self._store.state(ARM_OUTCOMES_SET) is None:
             self._store.save_version(replace(ARM_OUTCOMES, version=1, create_time=clock()))
@@ -261,8 +266,7 @@ class FeatureService:
                            at: dt.datetime | None = None) -> None:  # fmt: skip
         """Feed the per-arm aggregates of the built-in ``arm_outcomes`` set (entity = arm key).
 
-        The row is committed in the background: the caller's own write (the reward) is the
-        acknowledged one, and these aggregates are derived data.
+        The row is journaled like any write (a copy into a mapped file, no commit to wait for).
         """
         values: dict = {"error": 1.0 if error else 0.0}
         for name, x in (("latency_ms", latency_ms), ("cost", cost), ("quality", quality)):
@@ -271,7 +275,7 @@ class FeatureService:
         event_us = self._now_us() if at is None else to_us(at)
         rows = [(arm_key, values, event_us)]
         state = self._state(ARM_OUTCOMES_SET)
-        self._store.write(state, self._validate_rows(state.latest, rows), wait=False)
+        self._store.write(state, self._validate_rows(state.latest, rows))
 
     # -- reads ------------------------------------------------------------------------------------
 

@@ -3,6 +3,6 @@
 ownership."""
 
 from server.storage.datadir import DataDir
-from server.storage.sqlite import Database, WriteFuture
+from server.storage.sqlite import Database, Migration, WriteFuture
 
-__all__ = ["DataDir", "Database", "WriteFuture"]
+__all__ = ["DataDir", "Database", "Migration", "WriteFuture"]

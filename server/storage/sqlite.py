@@ -27,6 +27,8 @@ from typing import Any, Generic, TypeVar
 from server import errors
 
 T = TypeVar("T")
+# A schema migration: an SQL script, or a function run on the writer connection.
+Migration = str | Callable[[sqlite3.Connection], None]
 log = logging.getLogger("llmopt.storage")
 
 _IDLE_POLL_SECONDS = 0.05
@@ -138,7 +140,7 @@ class Database:
         self,
         path: Path,
         *,
-        migrations: Sequence[str] = (),
+        migrations: Sequence[Migration] = (),
         synchronous: str = "normal",
         max_batch: int = 1024,
     ) -> None:
@@ -172,8 +174,9 @@ class Database:
         conn.execute("PRAGMA busy_timeout=10000")
         return conn
 
-    def _migrate(self, migrations: Sequence[str]) -> None:
-        """Apply the scripts past ``PRAGMA user_version``, each in its own transaction."""
+    def _migrate(self, migrations: Sequence[Migration]) -> None:
+        """Apply the migrations past ``PRAGMA user_version``, each in its own transaction: an SQL
+        script, or a function of the connection for changes SQL cannot express (re-encoding)."""
         conn = self._writer_conn
         current = conn.execute("PRAGMA user_version").fetchone()[0]
         for number, script in enumerate(migrations, start=1):
@@ -181,8 +184,11 @@ class Database:
                 continue
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _statements(script):
-                    conn.execute(statement)
+                if callable(script):
+                    script(conn)
+                else:
+                    for statement in _statements(script):
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={number}")
                 conn.execute("COMMIT")
             except BaseException:
