@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import accumulate
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 # Fine at the low end: most RPCs here take tens of microseconds to a few milliseconds.
 LATENCY_BUCKETS = (
@@ -29,36 +34,83 @@ LATENCY_BUCKETS = (
 
 
 class RpcMetrics:
-    """Counts RPCs by method and status code and records their latency."""
+    """Counts RPCs by method and status code and records their latency.
+
+    Why not prometheus-client's ``Counter`` and ``Histogram``: each takes a lock per observation,
+    three per RPC, and at 4,500 RPCs/s on two cores that cost 6 % of the server's throughput
+    (the bare echo server with our interceptor, against it with these metrics too). Here each
+    thread adds to tallies of its own with no lock, and ``collect`` (a prometheus-client
+    collector, run when ``/metrics`` is scraped) sums every thread's. The exposition is the
+    library's, unchanged: ``llmopt_rpc_total{method,code}`` and
+    ``llmopt_rpc_duration_seconds{method}``.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._calls = Counter(
-            "llmopt_rpc_total",
-            "RPCs handled, by full method name and status code",
-            ["method", "code"],
-            registry=registry,
-        )
-        self._latency = Histogram(
-            "llmopt_rpc_duration_seconds",
-            "RPC handling time in seconds, by full method name",
-            ["method"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        # labels() parses kwargs and locks each call; the children never change, so keep them.
-        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._lock = threading.Lock()
+        self._local = threading.local()
+        # One dict per thread that observed: (method, code) -> [seconds summed, bucket counts]
+        # (the last bucket is +Inf). Only its own thread writes to one; threads never go away
+        # from this list, so no count is ever lost.
+        self._threads: list[dict[tuple[str, str], list[Any]]] = []
+        self._threads_lock = threading.Lock()  # a thread's first observation only
+        registry.register(self)
 
     def observe(self, method: str, code: str, seconds: float) -> None:
-        key = (method, code)
-        children = self._children.get(key)
-        if children is None:
-            with self._lock:
-                children = (self._calls.labels(method, code), self._latency.labels(method))
-                self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        try:
+            mine = self._local.tallies
+        except AttributeError:
+            mine = self._local.tallies = {}
+            with self._threads_lock:
+                self._threads.append(mine)
+        tally = mine.get((method, code))
+        if tally is None:
+            tally = mine[(method, code)] = [0.0, [0] * (len(LATENCY_BUCKETS) + 1)]
+        tally[0] += seconds
+        tally[1][bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        calls: dict[tuple[str, str], int] = {}
+        latency: dict[str, tuple[list[int], float]] = {}
+        with self._threads_lock:
+            threads = list(self._threads)
+        for mine in threads:
+            for (method, code), (seconds, buckets) in list(mine.items()):  # one C-level copy
+                buckets = list(buckets)
+                calls[method, code] = calls.get((method, code), 0) + sum(buckets)
+                counts, total = latency.get(method, ([0] * len(buckets), 0.0))
+                latency[method] = (
+                    [a + b for a, b in zip(counts, buckets, strict=True)],
+                    total + seconds,
+                )
+        yield from self._families(calls, latency)
+
+    @staticmethod
+    def _families(
+        calls: dict[tuple[str, str], int] | None = None,
+        latency: dict[str, tuple[list[int], float]] | None = None,
+    ) -> Iterator[Metric]:
+        total = CounterMetricFamily(
+            "llmopt_rpc",
+            "RPCs handled, by full method name and status code",
+            labels=["method", "code"],
+        )
+        for (method, code), n in sorted((calls or {}).items()):
+            total.add_metric([method, code], n)
+        histogram = HistogramMetricFamily(
+            "llmopt_rpc_duration_seconds",
+            "RPC handling time in seconds, by full method name",
+            labels=["method"],
+        )
+        bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+        for method, (counts, seconds) in sorted((latency or {}).items()):
+            histogram.add_metric(
+                [method], list(zip(bounds, accumulate(counts), strict=True)), seconds
+            )
+        yield total
+        yield histogram
 
 
 class MetricsHttpServer:
