@@ -5,8 +5,8 @@
 - ``features.vector.mixed50``: a 50-feature set with every transform (standardize, minmax,
   log1p, clip, cyclical, one-hot, hash; 40 stored under the entity, 10 from the request), read
   from the in-memory online store (p99 <= 20 us).
-- ``features.write``: ``FeatureService.write`` rows/s through the group-committed SQLite store,
-  in calls of 10 and of 1,000 rows of 10 numbers, from 4 threads (informational: the end-to-end
+- ``features.write``: ``FeatureService.write`` rows/s through the store (journaled, then
+  compacted into per-entity chunks), in calls of 10 and of 1,000 rows of 10 numbers, from 4 threads (informational: the end-to-end
   targets are judged in bench_rpcs.py over gRPC).
 - ``features.read``: ``FeatureService.read`` of 10 features of one entity, latest and as_of
   (informational; GetFeatures p99 <= 2 ms end to end is in bench_rpcs.py).
@@ -283,7 +283,7 @@ def _writes(ctx: Context, svc: Any) -> Iterator[Result]:
             "durable rows/s (in process, 4 threads)",
             round(sum(done) / elapsed, 0),
             "rows/s",
-            note=f"FeatureService.write, {rows} rows of 10 numbers per call, group commit",
+            note=f"FeatureService.write, {rows} rows of 10 numbers per call, journaled",
         )
 
 
