@@ -6,8 +6,8 @@
   log1p, clip, cyclical, one-hot, hash; 40 stored under the entity, 10 from the request), read
   from the in-memory online store (p99 <= 20 us).
 - ``features.write``: ``FeatureService.write`` rows/s through the store (journaled, then
-  compacted into per-entity chunks), in calls of 10 and of 1,000 rows of 10 numbers, from 4 threads (informational: the end-to-end
-  targets are judged in bench_rpcs.py over gRPC).
+  compacted into per-entity chunks), in calls of 10 and of 1,000 rows of 10 numbers, from 4
+  threads (informational: the end-to-end targets are judged in bench_rpcs.py over gRPC).
 - ``features.read``: ``FeatureService.read`` of 10 features of one entity, latest and as_of
   (informational; GetFeatures p99 <= 2 ms end to end is in bench_rpcs.py).
 - ``features.e2e.write``: WriteFeatures over gRPC against the real server with rows in the
