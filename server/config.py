@@ -188,8 +188,8 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
     "gc_threshold": (
         _int_in(100, 10_000_000),
         "container objects allocated between two young-generation runs of Python's cycle "
-        "collector; 10000 makes bulk feature writes about a fifth faster and decisions "
-        "(SelectArm) a few percent slower; objects alive at start-up are frozen out of its scans",
+        "collector (Python's default); 10000 made decisions (SelectArm) a few percent slower; "
+        "objects alive at start-up are frozen out of its scans",
     ),
     "demo": (
         _bool,
@@ -204,11 +204,12 @@ def tune_gc(settings: Settings) -> None:
     ``gc_threshold`` allocations pass between young collections (the older generations keep
     Python's ratios: 10 young runs per middle one, 10 middle per old).
 
-    The default stays Python's 700. Under 1,000-row feature writes (ten thousand new tuples
-    each) the collector then takes 12-15 % of the server's CPU, 4.6 % at 10,000, which made
-    them about a fifth faster; but in interleaved A/B runs SelectArm was 3-7 % slower at
-    10,000 (its young objects no longer fit the caches when a collection walks them), and the
-    decision path matters more. Write-heavy deployments can raise it.
+    The default stays Python's 700. Raising it to 10,000 once made 1,000-row feature writes
+    about a fifth faster (the collector had 12-15 % of the server's CPU walking the ten
+    thousand tuples each write makes), but in interleaved A/B runs SelectArm was 3-7 % slower
+    (its young objects no longer fit the caches when a collection walks them). Those tuples
+    are now created off the collector's lists (``native.features.merge_latest``), which gave
+    the writes the same gain at 700.
     """
     gc.freeze()
     gc.set_threshold(settings.gc_threshold, 10, 10)

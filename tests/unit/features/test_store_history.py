@@ -239,3 +239,20 @@ def test_sealed_journal_segments_are_deleted_once_compacted(tmp_path, segment_by
         assert state.pending_rows < 60
     finally:
         store.close()
+
+
+def test_merge_latest_keeps_the_greatest_time_and_seq_off_the_collector() -> None:
+    import gc
+
+    from native.features import merge_latest
+
+    latest: dict = {}
+    merge_latest(latest, {"a": 1.5, "b": "x"}, T0_US, 5)
+    merge_latest(latest, {"a": 2.5, "b": "y"}, T0_US - 1, 9)  # older time: kept out
+    merge_latest(latest, {"a": 3.5}, T0_US, 4)  # same time, smaller seq: kept out
+    merge_latest(latest, {"b": "z"}, T0_US, 6)  # same time, greater seq: wins
+    assert latest == {"a": (1.5, T0_US, 5), "b": ("z", T0_US, 6)}
+    # Entries of plain values can never be in a cycle: the collector never has to walk them.
+    assert not any(gc.is_tracked(entry) for entry in latest.values())
+    merge_latest(latest, {"c": [1]}, T0_US, 7)  # (no stored value is a container; if one were)
+    assert gc.is_tracked(latest["c"])
