@@ -10,8 +10,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from server.features import FeatureService
 from server.features import store as fstore
 from server.features.service import from_us, to_us
@@ -222,9 +220,8 @@ def test_a_version_1_store_is_migrated_into_chunks(tmp_path: Path) -> None:
         svc.close()
 
 
-@pytest.mark.parametrize("segment_bytes", [4096])
-def test_sealed_journal_segments_are_deleted_once_compacted(tmp_path, segment_bytes) -> None:
-    store = fstore.FeatureStore(tmp_path, compact_rows=50, journal_segment_bytes=segment_bytes)
+def test_sealed_journal_segments_are_deleted_once_compacted(tmp_path) -> None:
+    store = fstore.FeatureStore(tmp_path, compact_rows=50, journal_segment_bytes=4096)
     try:
         store.save_version(SET)
         state = store.state("users")
