@@ -1,16 +1,18 @@
 """The online store: feature set versions and feature rows in SQLite, latest values in memory.
 
-Durable writes are appends. Each write (one request's rows) is one ``feature_log`` row: the
-sequence number of its first row as the key and the rows pickled together. Appending touches
-the end of one table and nothing else, so a 1,000-row write costs a few sequential pages.
+Durable writes are appends. Each write (one request's rows) is one record in a journal
+(``features-<n>.journal``, ``server.storage.journal``): the sequence number of its first row,
+then the set's name and the rows pickled together. An append is a copy into a mapped file, so a
+write waits for no commit, and it survives the process being killed as a WAL commit does.
 
 The history of each entity, which point-in-time reads and cold entities need, is kept in
 ``feature_chunks``: per (set, entity), a chunk holds that entity's rows of one compaction,
 pickled as a list of (event_us, seq, values), with the chunk's least and greatest event time.
-Rows reach it by *compaction*: once a set has ``compact_rows`` logged rows (and on close), they
-are grouped by entity, one chunk per entity is inserted and their log rows are deleted, in one
-transaction. A row is thus always in exactly one of the two tables, and a restart finds
-uncompacted rows in the log.
+Rows reach it by *compaction*: once a set has ``compact_rows`` journaled rows (and on close),
+they are grouped by entity and one chunk per entity is inserted, with the set's new
+``through_seq`` (``feature_compactions``), in one transaction. A restart compacts the journal
+records beyond each set's ``through_seq`` and deletes the journal; a journal segment is deleted
+once every row in it is in a chunk.
 
 Why not one row per feature row with an index on (set, entity, event time): every write then
 touches one index page per distinct entity it names, and SQLite copies each touched page to the
@@ -136,7 +138,7 @@ _HISTORY = (
 )
 MAX_US = 2**62
 DEFAULT_MAX_ENTITIES = 100_000  # per set, in the latest-value cache (--feature-cache-entities)
-COMPACT_ROWS = 16_384  # logged rows of a set that start a compaction into chunks
+COMPACT_ROWS = 16_384  # journaled rows of a set that start a compaction into chunks
 
 # One row of an entity's history: (event_us, seq, values).
 HistoryRow = tuple[int, int, dict[str, RawValue]]
@@ -267,13 +269,19 @@ class SetState:
         self.pending_rows += len(rows)
         self.pending_through = seq - 1
 
-    def uncompacted(self, entity_id: str | None = None) -> list[tuple[str, HistoryRow]]:
-        """(entity, row) of every row not yet in chunks, of one entity or all of them."""
+    def uncompacted(self) -> list[tuple[str, HistoryRow]]:
+        """(entity, row) of every row not yet in chunks."""
         with self.lock:
             parts = [self.pending] if self.compacting is None else [self.pending, self.compacting]
-            if entity_id is not None:
-                return [(entity_id, r) for part in parts for r in part.get(entity_id, ())]
             return [(e, r) for part in parts for e, history in part.items() for r in history]
+
+    def uncompacted_of(self, entity_id: str) -> list[HistoryRow]:
+        """The entity's rows not yet in chunks."""
+        with self.lock:
+            rows = list(self.pending.get(entity_id, ()))
+            if self.compacting is not None:
+                rows += self.compacting.get(entity_id, ())
+            return rows
 
     def bound_entities(self) -> None:
         """Drop the earliest added entities once there are more than ``max_entities`` (lock
@@ -457,7 +465,7 @@ class FeatureStore:
             if future is None:
                 with state.lock:
                     idle = state.compacting is None
-                    if idle and (not state.pending or self.db.closed):
+                    if idle and not state.pending:
                         return
                 if not idle:  # another compaction is committing: wait for it
                     self.db.write(lambda c: None)
@@ -550,7 +558,7 @@ class FeatureStore:
         # Memory first, then SQLite: a compaction committing in between puts rows in both
         # (merging twice is harmless), never in neither.
         out: Latest = {}
-        _merge_history(out, (r for _, r in state.uncompacted(entity_id)), at_us)
+        _merge_history(out, state.uncompacted_of(entity_id), at_us)
         name = state.latest.name
 
         def scan(c: sqlite3.Connection) -> Latest:

@@ -27,6 +27,9 @@ def die_after(root: Path, body: str, *, apply: bool, segment_bytes: int = 1 << 2
             sqlite._IDLE_POLL_SECONDS = 3600
         from server.bandits import store as st
         s = st.BanditStore(Path({str(root)!r}), journal_segment_bytes={segment_bytes})
+        def bandit(name):
+            arms = [{{"arm_id": f"a{{i}}"}} for i in range(3)]
+            return s.create_bandit(name, {{"initial_arms": 3}}, 4, arms, 0.0)
         def decision(i, bandit_id):
             return st.StoredDecision(f"d{{i}}", bandit_id, i % 3, 0.5, np.arange(3.0),
                                      np.full(4, float(i)), 100.0 + i, 1e12, st.OPEN)
@@ -50,8 +53,7 @@ def test_journaled_rows_the_database_never_saw_are_replayed(tmp_path: Path) -> N
     die_after(
         tmp_path,
         """
-        arms = [{"arm_id": f"a{i}"} for i in range(3)]
-        b = s.create_bandit("b", {"initial_arms": 3}, 4, arms, 0.0)
+        b = bandit("b")
         for i in range(300):
             assert s.log_decision(decision(i, b)) == i + 1
         for i in range(0, 300, 2):
@@ -89,8 +91,7 @@ def test_rows_already_applied_are_not_applied_twice(tmp_path: Path) -> None:
     die_after(
         tmp_path,
         """
-        arms = [{"arm_id": f"a{i}"} for i in range(3)]
-        b = s.create_bandit("b", {"initial_arms": 3}, 4, arms, 0.0)
+        b = bandit("b")
         for i in range(50):
             s.log_decision(decision(i, b))
             s.record_reward(b, f"d{i}", i % 3, 1.0, 0.5, np.zeros(4), {"why": i}, 200.0)
