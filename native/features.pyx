@@ -282,3 +282,28 @@ def merge_latest(dict into, dict values, object event_us, object seq):
         if not PyObject_GC_IsTracked(value):
             PyObject_GC_UnTrack(<void *>entry)
         into[name] = entry
+
+
+def remember_rows(dict pending, object rows, object first_seq):
+    """Append journaled rows (entity_id, values, event_us), the first of them with sequence
+    number ``first_seq``, to their entities' uncompacted history in ``pending``, as (event_us,
+    seq, values) tuples; returns the sequence number after the last.
+
+    As in ``merge_latest``, a tuple whose values hold no container is taken off the cycle
+    collector's lists at once: these tuples live until the set's next compaction (tens of
+    thousands of them), and the collector walked every one at each full collection, for
+    nothing. Values dicts of plain numbers, texts and flags are untracked by CPython itself."""
+    cdef long long seq = first_seq
+    cdef tuple entry
+    cdef object history
+    for entity_id, values, event_us in rows:
+        entry = (event_us, seq, values)
+        if not PyObject_GC_IsTracked(values):
+            PyObject_GC_UnTrack(<void *>entry)
+        history = pending.get(entity_id)
+        if history is None:
+            pending[entity_id] = [entry]
+        else:
+            (<list>history).append(entry)
+        seq += 1
+    return seq

@@ -8,7 +8,7 @@ write waits for no commit, and it survives the process being killed as a WAL com
 The history of each entity, which point-in-time reads and cold entities need, is kept in
 ``feature_chunks``: per (set, entity), a chunk holds that entity's rows of one compaction,
 pickled as a list of (event_us, seq, values), with the chunk's least and greatest event time.
-Rows reach it by *compaction*: once a set has ``compact_rows`` journaled rows (and on close),
+Rows reach it by *compaction*: once a set has enough journaled rows (``SetState.due``; and on close),
 they are grouped by entity and one chunk per entity is inserted, with the set's new
 ``through_seq`` (``feature_compactions``), in one transaction. A restart compacts the journal
 records beyond each set's ``through_seq`` and deletes the journal; a journal segment is deleted
@@ -20,10 +20,20 @@ WAL at commit. A 1,000-row write over 1,000 entities wrote about 4 MB, and the c
 with the history from 8 µs to over 30 µs (measured on the 2-core sandbox, 400k rows). Chunks
 touch one index entry per entity per compaction instead of one per row.
 
+The same effect, one level up, is why chunks belong to *generations*. Chunks are indexed by
+(set, generation, entity, greatest event time), and a set's generation closes once it holds
+``generation_chunks`` chunks. A compaction inserts an entry for nearly every entity, so with
+the index on (set, entity, ...) alone it touched every page of it: the cost per row of a
+compaction grew with the whole history (4 µs at 640k rows, 5,000 entities, and rising). Within
+a generation the pages touched are bounded by its size. A history read asks each generation in
+turn, newest first, skips those whose event times cannot matter and stops as soon as no older
+one can hold a newer value (``feature_generations`` keeps each one's chunk count and least and
+greatest event time, in memory as well).
+
 Until they are compacted, rows stay in memory as well, per set and entity (``SetState.pending``,
 and ``compacting`` while a compaction is being committed), and every history read merges them
-with the chunks. Memory for them is bounded by ``compact_rows`` per set (twice that during a
-compaction).
+with the chunks. Memory for them is bounded by ``OVERFLOW * compact_rows`` per set (twice that
+during a compaction).
 
 Values are a pickled dict of str -> float | int | bool | str (protocol 5: stable across Python
 versions and ten times cheaper to encode than JSON); ``decode`` refuses anything but builtins.
@@ -52,7 +62,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from native.features import merge_latest
+from native.features import merge_latest, remember_rows
 
 from server import errors
 from server.features.aggregates import AggregateTable
@@ -111,7 +121,12 @@ def _to_chunks(conn: sqlite3.Connection) -> None:
     ).fetchall()
     for (set_name, entity_id), group in itertools.groupby(rows, key=lambda r: (r[0], r[1])):
         history = [(event_us, seq, decode(payload)) for _, _, event_us, seq, payload in group]
-        conn.execute(_INSERT_CHUNK, _chunk_params(set_name, entity_id, history))
+        events = [r[0] for r in history]
+        conn.execute(
+            "INSERT INTO feature_chunks (set_name, entity_id, min_event_us, max_event_us, "
+            "payload) VALUES (?, ?, ?, ?, ?)",
+            (set_name, entity_id, min(events), max(events), pickle.dumps(history, 5)),
+        )
     conn.execute(
         "INSERT INTO feature_compactions SELECT set_name, MAX(seq) FROM feature_rows "
         "GROUP BY set_name"
@@ -119,26 +134,80 @@ def _to_chunks(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE feature_rows")
 
 
-MIGRATIONS: list[Migration] = [_V1_SCHEMA, _to_chunks]
+# Migration 3: chunks in generations (see the module's docstring); every chunk so far is in
+# generation 0.
+_GENERATIONS = """
+    ALTER TABLE feature_chunks ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX feature_chunks_history;
+    CREATE INDEX feature_chunks_history
+        ON feature_chunks (set_name, generation, entity_id, max_event_us);
+    CREATE TABLE feature_generations (
+        set_name TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        chunks INTEGER NOT NULL,
+        min_event_us INTEGER NOT NULL,
+        max_event_us INTEGER NOT NULL,
+        PRIMARY KEY (set_name, generation)
+    );
+    INSERT INTO feature_generations
+        SELECT set_name, 0, count(*), min(min_event_us), max(max_event_us)
+        FROM feature_chunks GROUP BY set_name
+"""
+
+MIGRATIONS: list[Migration] = [_V1_SCHEMA, _to_chunks, _GENERATIONS]
 
 _INSERT_CHUNK = (
-    "INSERT INTO feature_chunks (set_name, entity_id, min_event_us, max_event_us, payload) "
-    "VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO feature_chunks "
+    "(set_name, generation, entity_id, min_event_us, max_event_us, payload) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
 _CHUNKS_PER_STATEMENT = 200
 _COMPACTED = (
     "INSERT INTO feature_compactions VALUES (?, ?) ON CONFLICT (set_name) "
     "DO UPDATE SET through_seq = excluded.through_seq"
 )
+_GENERATION_GREW = (
+    "INSERT INTO feature_generations VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (set_name, generation) DO UPDATE SET chunks = chunks + excluded.chunks, "
+    "min_event_us = min(min_event_us, excluded.min_event_us), "
+    "max_event_us = max(max_event_us, excluded.max_event_us)"
+)
 # A journal record: the seq of its first row, then the pickled (set name, rows).
 _RECORD = struct.Struct("<Q")
 _HISTORY = (
-    "SELECT max_event_us, payload FROM feature_chunks WHERE set_name = ? AND entity_id = ? "
-    "AND min_event_us <= ? ORDER BY max_event_us DESC"
+    "SELECT max_event_us, payload FROM feature_chunks WHERE set_name = ? AND generation = ? "
+    "AND entity_id = ? AND min_event_us <= ? ORDER BY max_event_us DESC"
 )
 MAX_US = 2**62
 DEFAULT_MAX_ENTITIES = 100_000  # per set, in the latest-value cache (--feature-cache-entities)
-COMPACT_ROWS = 16_384  # journaled rows of a set that start a compaction into chunks
+# A compaction starts once a set has COMPACT_ROWS journaled rows and ROWS_PER_CHUNK per entity
+# on average, or OVERFLOW * COMPACT_ROWS rows. Each chunk costs an index entry, a pickling and
+# its parameters whatever its size: with 5,000 entities, chunks of 8 rows instead of 3.3 cut
+# the cost of compacting from 3.1 to 2.4 µs per row (2-core sandbox). Waiting for more rows
+# costs memory, hence the bound.
+COMPACT_ROWS = 16_384
+ROWS_PER_CHUNK = 8
+OVERFLOW = 4
+# Chunks of a set in one generation: about 3 MB of index with 10-character entity ids, so a
+# compaction touches at most that much of it.
+GENERATION_CHUNKS = 65_536
+
+
+class Generation(NamedTuple):
+    """What ``feature_generations`` says of one generation of a set's chunks."""
+
+    number: int
+    chunks: int
+    min_event_us: int
+    max_event_us: int
+
+    def grown(self, chunks: int, min_event_us: int, max_event_us: int) -> Generation:
+        return Generation(
+            self.number,
+            self.chunks + chunks,
+            min(self.min_event_us, min_event_us),
+            max(self.max_event_us, max_event_us),
+        )
 
 # One row of an entity's history: (event_us, seq, values).
 HistoryRow = tuple[int, int, dict[str, RawValue]]
@@ -211,6 +280,9 @@ class SetState:
         # their oldest segment.
         self.compacting: dict[str, list[HistoryRow]] | None = None
         self.compacting_segment = 0
+        # The generations of its chunks, oldest first; the last one is filled up to
+        # ``generation_chunks``. A compaction adds to it before its commit.
+        self.generations: list[Generation] = []
 
     @property
     def latest(self) -> FeatureSet:
@@ -247,7 +319,7 @@ class SetState:
             self.remember(rows, first_seq, segment)
             self.bound_entities()
             aggregates = self.aggregates
-            due = self.pending_rows >= self.compact_rows and self.compacting is None
+            due = self.compacting is None and self.due()
         if aggregates.streams:
             for row in rows:
                 aggregates.add(row[0], row[1], row[2])  # type: ignore[arg-type]
@@ -255,19 +327,19 @@ class SetState:
 
     def remember(self, rows: Sequence[FeatureRow], first_seq: int, segment: int) -> None:
         """Keep journaled rows readable until they are compacted (lock held)."""
-        pending = self.pending
-        if not pending:
+        if not self.pending:
             self.pending_segment = segment
-        seq = first_seq
-        for entity_id, values, event_us in rows:
-            history = pending.get(entity_id)
-            if history is None:
-                pending[entity_id] = [(event_us, seq, values)]
-            else:
-                history.append((event_us, seq, values))
-            seq += 1
+        self.pending_through = remember_rows(self.pending, rows, first_seq) - 1
         self.pending_rows += len(rows)
-        self.pending_through = seq - 1
+
+    def due(self) -> bool:
+        """Whether the uncompacted rows make a compaction worth its cost (lock held): at least
+        ``compact_rows`` of them and, until there are ``OVERFLOW`` times as many, at least
+        ``ROWS_PER_CHUNK`` per entity on average."""
+        n = self.pending_rows
+        if n < self.compact_rows:
+            return False
+        return n >= ROWS_PER_CHUNK * len(self.pending) or n >= OVERFLOW * self.compact_rows
 
     def uncompacted(self) -> list[tuple[str, HistoryRow]]:
         """(entity, row) of every row not yet in chunks."""
@@ -275,13 +347,14 @@ class SetState:
             parts = [self.pending] if self.compacting is None else [self.pending, self.compacting]
             return [(e, r) for part in parts for e, history in part.items() for r in history]
 
-    def uncompacted_of(self, entity_id: str) -> list[HistoryRow]:
-        """The entity's rows not yet in chunks."""
+    def uncompacted_of(self, entity_id: str) -> tuple[list[HistoryRow], list[Generation]]:
+        """The entity's rows not yet in chunks, and the generations that hold every row of it
+        that is not among them."""
         with self.lock:
             rows = list(self.pending.get(entity_id, ()))
             if self.compacting is not None:
                 rows += self.compacting.get(entity_id, ())
-            return rows
+            return rows, list(self.generations)
 
     def bound_entities(self) -> None:
         """Drop the earliest added entities once there are more than ``max_entities`` (lock
@@ -293,9 +366,10 @@ class SetState:
                 del self.entities[entity_id]
 
 
-def _chunk_params(set_name: str, entity_id: str, history: list[HistoryRow]) -> tuple:
+def _chunk_params(set_name: str, generation: int, entity_id: str, history: list[HistoryRow]
+                  ) -> tuple:  # fmt: skip
     events = [r[0] for r in history]
-    return (set_name, entity_id, min(events), max(events), pickle.dumps(history, 5))
+    return (set_name, generation, entity_id, min(events), max(events), pickle.dumps(history, 5))
 
 
 def _insert_chunks(conn: sqlite3.Connection, chunks: Sequence[tuple]) -> None:
@@ -309,7 +383,7 @@ def _insert_chunks(conn: sqlite3.Connection, chunks: Sequence[tuple]) -> None:
 
 @lru_cache(maxsize=8)
 def _chunks_sql(n: int) -> str:
-    return _INSERT_CHUNK + ", (?, ?, ?, ?, ?)" * (n - 1)
+    return _INSERT_CHUNK + ", (?, ?, ?, ?, ?, ?)" * (n - 1)
 
 
 def _merge_history(out: Latest, rows: Iterable[HistoryRow], at_us: int) -> None:
@@ -330,10 +404,12 @@ class FeatureStore:
         max_entities: int = DEFAULT_MAX_ENTITIES,
         compact_rows: int = COMPACT_ROWS,
         journal_segment_bytes: int = 64 << 20,
+        generation_chunks: int = GENERATION_CHUNKS,
     ) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.max_entities = max_entities
         self.compact_rows = compact_rows
+        self.generation_chunks = generation_chunks
         self.db = Database(root / "features.db", migrations=MIGRATIONS, synchronous=synchronous)
         self._lock = threading.Lock()  # guards the name -> SetState table only
         self.sets: dict[str, SetState] = {}
@@ -347,6 +423,13 @@ class FeatureStore:
             by_name.setdefault(name, []).append(set_from_json(definition, version, created))
         for name, versions in by_name.items():
             self.sets[name] = SetState(versions, max_entities, compact_rows)
+        for name, *generation in self.db.read(
+            lambda c: c.execute(
+                "SELECT set_name, generation, chunks, min_event_us, max_event_us "
+                "FROM feature_generations ORDER BY set_name, generation"
+            ).fetchall()
+        ):
+            self.sets[name].generations.append(Generation(*generation))
         # Gives sequence numbers, appends to the journal and hands rows to their set, in one
         # order: so a set's pending rows are always every journaled row of it after the last
         # compaction, and a compaction's ``through_seq`` says exactly which records it holds.
@@ -483,12 +566,34 @@ class FeatureStore:
             taken, segment, through = state.pending, state.pending_segment, state.pending_through
             state.pending, state.pending_rows = {}, 0
             state.compacting, state.compacting_segment = taken, segment
+            last = state.generations[-1] if state.generations else None
+        if last is None:
+            generation = 0
+        elif last.chunks >= self.generation_chunks:
+            generation = last.number + 1
+        else:
+            generation = last.number
         name = state.latest.name
         # In index order: the inserts then walk the index once instead of jumping about it.
-        chunks = [_chunk_params(name, e, taken[e]) for e in sorted(taken)]
+        chunks = [_chunk_params(name, generation, e, taken[e]) for e in sorted(taken)]
+        grew = (
+            name,
+            generation,
+            len(chunks),
+            min(chunk[3] for chunk in chunks),
+            max(chunk[4] for chunk in chunks),
+        )
+        # Readers learn of the generation before its chunks are committed (asking it early
+        # finds nothing yet), so never after the rows have left ``compacting``.
+        with state.lock:
+            if last is not None and last.number == generation:
+                state.generations[-1] = last.grown(*grew[2:])
+            else:
+                state.generations.append(Generation(*grew[1:]))
 
         def run(c: sqlite3.Connection) -> None:
             _insert_chunks(c, chunks)
+            c.execute(_GENERATION_GREW, grew)
             c.execute(_COMPACTED, (name, through))
 
         def finished(future: WriteFuture[None]) -> None:
@@ -502,7 +607,7 @@ class FeatureStore:
                     state.pending_segment = segment
                     state.pending_through = max(state.pending_through, through)
                 # enough rows, or rows of a sealed segment, arrived while this one committed
-                again = state.pending_rows >= state.compact_rows or (
+                again = state.due() or (
                     state.pending and state.pending_segment < self.journal.segment
                 )
             if failed is not None:
@@ -558,16 +663,31 @@ class FeatureStore:
         # Memory first, then SQLite: a compaction committing in between puts rows in both
         # (merging twice is harmless), never in neither.
         out: Latest = {}
-        _merge_history(out, state.uncompacted_of(entity_id), at_us)
+        rows, generations = state.uncompacted_of(entity_id)
+        _merge_history(out, rows, at_us)
+        if not generations:
+            return out
         name = state.latest.name
+        # older[i]: the greatest event time in generations[0..i]
+        older = list(itertools.accumulate((g.max_event_us for g in generations), max))
+
+        def beaten(event_us: int) -> bool:
+            """Whether every wanted feature has a value newer than ``event_us``."""
+            return wanted.issubset(out) and all(out[w][1] > event_us for w in wanted)
 
         def scan(c: sqlite3.Connection) -> Latest:
-            for max_event_us, payload in c.execute(_HISTORY, (name, entity_id, at_us)):
-                # Chunks come newest first by their greatest event time: once every wanted
-                # feature has a value newer than all of this chunk, no later chunk can beat it.
-                if wanted.issubset(out) and all(out[w][1] > max_event_us for w in wanted):
+            for i in range(len(generations) - 1, -1, -1):
+                if beaten(older[i]):  # nothing in this generation or before can win
                     break
-                _merge_history(out, decode(payload), at_us)
+                if generations[i].min_event_us > at_us:
+                    continue
+                key = (name, generations[i].number, entity_id, at_us)
+                for max_event_us, payload in c.execute(_HISTORY, key):
+                    # Newest first by greatest event time: once this chunk is beaten, so is
+                    # every later one of the generation.
+                    if beaten(max_event_us):
+                        break
+                    _merge_history(out, decode(payload), at_us)
             return out
 
         return self.db.read(scan)

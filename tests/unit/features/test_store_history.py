@@ -69,10 +69,12 @@ def check_all(svc: FeatureService, written, times=(T0_US + 50 * SEC, T0_US + 150
 
 
 def test_reads_merge_uncompacted_rows_with_chunks(tmp_path: Path) -> None:
-    """With a compaction every 3 rows and a 2-entity cache, every read mixes chunks, journaled
-    rows and cache misses; each must equal the brute-force answer over what was written."""
+    """With a compaction every 3 rows, a generation every 4 chunks and a 2-entity cache, every
+    read mixes chunks of several generations, journaled rows and cache misses; each must equal
+    the brute-force answer over what was written."""
     rng = random.Random(7)
     svc = FeatureService(tmp_path / "f", clock=Clock(), compact_rows=3, max_entities=2)
+    svc._store.generation_chunks = 4
     written: list[tuple[int, str, dict, int]] = []
     mixed = 0  # reads made while the history was in both places
     try:
@@ -88,9 +90,11 @@ def test_reads_merge_uncompacted_rows_with_chunks(tmp_path: Path) -> None:
             mixed += bool(chunks and state.pending)
             check_all(svc, written)
         assert mixed >= 5
+        assert len(state.generations) >= 5
     finally:
         svc.close()
     reopened = FeatureService(tmp_path / "f", clock=Clock())
+    assert reopened._state("users").generations == state.generations
     try:
         check_all(reopened, written)
     finally:
@@ -145,13 +149,13 @@ def all_chunk_rows(svc: FeatureService) -> list[tuple]:
 
 
 def test_a_killed_process_loses_no_row_and_replays_none_twice(tmp_path: Path) -> None:
-    # 11 writes of 2 rows with a compaction every 5 rows, all compacted, then one more row:
-    # 22 rows reached chunks (and are still in the journal, whose only segment was never
-    # sealed), the last one only the journal.
+    # 10 writes of 2 rows, compacted once 20 rows are pending (OVERFLOW * compact_rows: there
+    # are too few per entity before), then one more row: 20 rows reached chunks (and are still
+    # in the journal, whose only segment was never sealed), the last one only the journal.
     run_and_die(
         tmp_path,
         f"""
-        for i in range(11):
+        for i in range(10):
             svc.write("users", [(f"u{{i % 3}}", {{"age": i}}, {T0_US} + i * 1_000_000),
                                 ("u9", {{"spend": i / 10}}, {T0_US} - i * 1_000_000)])
         state = svc._state("users")
@@ -170,8 +174,8 @@ def test_a_killed_process_loses_no_row_and_replays_none_twice(tmp_path: Path) ->
         journal = [p.name for p in tmp_path.glob("features-*.journal")]
         assert journal == ["features-00000002.journal"]
         rows = all_chunk_rows(svc)
-        assert len(rows) == 23 and len({r[2] for r in rows}) == 23  # every row once, by seq
-        assert read(svc, "u0", "age") == 9 and read(svc, "u1", "age") == 10
+        assert len(rows) == 21 and len({r[2] for r in rows}) == 21  # every row once, by seq
+        assert read(svc, "u0", "age") == 9 and read(svc, "u1", "age") == 7
         assert read(svc, "u1", "age", T0_US - 40 * SEC) == 99
         assert read(svc, "u9", "spend") == 0.0
         assert read(svc, "u9", "spend", T0_US - 5 * SEC) == 0.5
@@ -210,6 +214,11 @@ def test_a_version_1_store_is_migrated_into_chunks(tmp_path: Path) -> None:
             lambda c: {r[0] for r in c.execute("SELECT name FROM sqlite_master").fetchall()}
         )
         assert "feature_rows" not in tables and "feature_chunks" in tables
+        # migration 3: every chunk of a version 2 store is in generation 0
+        generations = svc._store.db.read(
+            lambda c: c.execute("SELECT * FROM feature_generations").fetchall()
+        )
+        assert generations == [("users", 0, 2, T0_US - 100 * SEC, T0_US + 100 * SEC)]
         assert read(svc, "u1", "age") == 30 and read(svc, "u1", "spend") == 4.5
         assert read(svc, "u1", "age", T0_US - 50 * SEC) == 10
         assert read(svc, "u1", "spend", T0_US) == 1.5
@@ -253,3 +262,22 @@ def test_merge_latest_keeps_the_greatest_time_and_seq_off_the_collector() -> Non
     assert not any(gc.is_tracked(entry) for entry in latest.values())
     merge_latest(latest, {"c": [1]}, T0_US, 7)  # (no stored value is a container; if one were)
     assert gc.is_tracked(latest["c"])
+
+
+def test_a_compaction_waits_for_rows_per_entity_up_to_a_bound() -> None:
+    state = fstore.SetState([SET], compact_rows=4)
+
+    def add(entities: list[str]) -> None:
+        state.remember([fstore.FeatureRow(e, {"age": 1}, T0_US) for e in entities], 1, 1)
+
+    add(["a"] * 3)
+    assert not state.due()  # below compact_rows
+    add(["a"] * 4)
+    assert not state.due()  # 7 rows of one entity
+    add(["a"])
+    assert state.due()  # ROWS_PER_CHUNK rows per entity
+    state.pending, state.pending_rows = {}, 0
+    add([f"e{i}" for i in range(15)])
+    assert not state.due()  # 15 rows, 1 per entity: not worth a chunk each yet
+    add(["x"])
+    assert state.due()  # OVERFLOW * compact_rows rows: memory comes first
