@@ -8,8 +8,8 @@ write waits for no commit, and it survives the process being killed as a WAL com
 The history of each entity, which point-in-time reads and cold entities need, is kept in
 ``feature_chunks``: per (set, entity), a chunk holds that entity's rows of one compaction,
 pickled as a list of (event_us, seq, values), with the chunk's least and greatest event time.
-Rows reach it by *compaction*: once a set has enough journaled rows (``SetState.due``; and on close),
-they are grouped by entity and one chunk per entity is inserted, with the set's new
+Rows reach it by *compaction*: once a set has enough journaled rows (``SetState.due``), and on
+close, they are grouped by entity and one chunk per entity is inserted, with the set's new
 ``through_seq`` (``feature_compactions``), in one transaction. A restart compacts the journal
 records beyond each set's ``through_seq`` and deletes the journal; a journal segment is deleted
 once every row in it is in a chunk.
@@ -208,6 +208,7 @@ class Generation(NamedTuple):
             min(self.min_event_us, min_event_us),
             max(self.max_event_us, max_event_us),
         )
+
 
 # One row of an entity's history: (event_us, seq, values).
 HistoryRow = tuple[int, int, dict[str, RawValue]]
