@@ -139,6 +139,7 @@ def benchmarks(ctx: Context) -> Iterator[Result]:
             )
         if ctx.wants("features.write"):
             yield from _writes(ctx, svc)
+            yield from _sustained_writes(ctx, svc)
         if ctx.wants("features.read"):
             yield from _reads(ctx, svc)
     finally:
@@ -285,6 +286,46 @@ def _writes(ctx: Context, svc: Any) -> Iterator[Result]:
             "rows/s",
             note=f"FeatureService.write, {rows} rows of 10 numbers per call, journaled",
         )
+
+
+def _sustained_writes(ctx: Context, svc: Any) -> Iterator[Result]:
+    """1,000-row writes from one thread until the set holds ``total`` rows of history. The
+    process's CPU time per row, last quarter against the first, shows whether compaction costs
+    grow with the history (they did, before chunks were put in generations). Wall-clock
+    throughput hides it: compactions run on the database thread, and the SQLite part of them
+    without the GIL, on the other core."""
+    from server.features.spec import Feature, FeatureSet
+
+    svc.create_set(FeatureSet("bench-long", "user_id", tuple(Feature(f"f{i}") for i in range(10))))
+    rng = np.random.default_rng(3)
+    names = [f"f{i}" for i in range(10)]
+    batches = [
+        [
+            (f"user-{(b * 1000 + k) % 5000}", dict(zip(names, row, strict=True)), None)
+            for k, row in enumerate(rng.random((1000, 10)).tolist())
+        ]
+        for b in range(5)
+    ]
+    total = ctx.iterations(2_000_000, 200_000)
+    quarter = total // 4
+    cpu_us, rates = [], []
+    for _ in range(4):
+        cpu, start = time.process_time(), time.perf_counter()
+        for n in range(quarter // 1000):
+            svc.write("bench-long", batches[n % len(batches)])
+        rates.append(quarter / (time.perf_counter() - start))
+        cpu_us.append((time.process_time() - cpu) / quarter * 1e6)
+    yield Result(
+        "features.write.1000rows.long_history",
+        "CPU per row (in process, 1 thread), last quarter",
+        round(cpu_us[-1], 2),
+        "us",
+        better="lower",
+        note=f"to {total:,} rows over 5,000 entities; CPU us/row by quarter "
+        + ", ".join(f"{c:.2f}" for c in cpu_us)
+        + "; rows/s "
+        + ", ".join(f"{r:,.0f}" for r in rates),
+    )
 
 
 def _reads(ctx: Context, svc: Any) -> Iterator[Result]:
