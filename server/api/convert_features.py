@@ -149,7 +149,10 @@ def from_rows(rows: Any, field: str = "rows") -> list[tuple[str, dict, int | Non
     out: list[tuple[str, dict, int | None]] = []
     bad: list[str] = []
     for i, row in enumerate(rows):
-        values = dict(row.numbers)
+        numbers = row.numbers
+        # Not dict(numbers): on a upb map that goes through the Mapping mixins' Python-level
+        # keys(), and costs 0.5-0.8 ms more per 1,000 rows of 10 numbers than this.
+        values = {name: numbers[name] for name in numbers}
         if len(row.texts) or len(row.flags) or len(row.values):
             values = _merge_row_values(row, values, f"{field}[{i}]", bad)
         if row.HasField("event_time"):
