@@ -232,6 +232,10 @@ def count_invalid(dict values, dict types):
     number): unknown names, non-numbers or non-finite numbers for FLOAT/INT, non-integral INT,
     non-bool BOOL, non-text STRING/CATEGORY. 0 means the row is clean; the caller builds the
     messages on the slow path."""
+    return _count_invalid(values, types)
+
+
+cdef Py_ssize_t _count_invalid(dict values, dict types) except -1:
     cdef Py_ssize_t bad = 0
     cdef int t
     cdef double x
@@ -256,6 +260,34 @@ def count_invalid(dict values, dict types):
     return bad
 
 
+def clean_rows(object rows, dict types, object now_us, object latest_us, Py_ssize_t max_entity):
+    """The fast path of validating a write: rows of (entity_id, values, event_us or None) as
+    (entity_id, values, event_us) tuples with a missing time set to ``now_us``, if every row is
+    clean: a text entity id of 1..``max_entity`` characters, a non-empty dict of values that
+    ``count_invalid`` accepts, and 0 <= event_us <= ``latest_us``. None if any row is not: the
+    caller then lists every problem on its slow path."""
+    cdef list out = []
+    cdef long long ev, latest = latest_us
+    cdef Py_ssize_t n
+    for entity_id, values, event_us in rows:
+        if event_us is None:
+            event_us = now_us
+        elif type(event_us) is not int:
+            return None
+        try:
+            ev = event_us
+        except OverflowError:
+            return None
+        if type(entity_id) is not str or type(values) is not dict:
+            return None
+        n = len(<str>entity_id)
+        if (n == 0 or n > max_entity or not values or ev < 0 or ev > latest
+                or _count_invalid(<dict>values, types)):
+            return None
+        out.append((entity_id, values, event_us))
+    return out
+
+
 cdef extern from "Python.h":
     int PyObject_GC_IsTracked(object)
     void PyObject_GC_UnTrack(void *)
@@ -270,6 +302,10 @@ def merge_latest(dict into, dict values, object event_us, object seq):
     would untrack it itself at its first pass, but only after walking it: a 1,000-row write of
     10 features makes ten thousand of them, and walking them was most of the collector's share
     of a feature write (12-15 % of the server's CPU at Python's default threshold)."""
+    _merge_latest(into, values, event_us, seq)
+
+
+cdef int _merge_latest(dict into, dict values, object event_us, object seq) except -1:
     cdef long long ev = event_us, sq = seq
     cdef tuple cur, entry
     for name, value in values.items():
@@ -282,6 +318,7 @@ def merge_latest(dict into, dict values, object event_us, object seq):
         if not PyObject_GC_IsTracked(value):
             PyObject_GC_UnTrack(<void *>entry)
         into[name] = entry
+    return 0
 
 
 def remember_rows(dict pending, object rows, object first_seq):
@@ -307,3 +344,16 @@ def remember_rows(dict pending, object rows, object first_seq):
             (<list>history).append(entry)
         seq += 1
     return seq
+
+
+def merge_rows(dict entities, object rows, object first_seq, object new_entity):
+    """``merge_latest`` for each row (entity_id, values, event_us), the first with sequence
+    number ``first_seq``, into ``entities[entity_id].values``; an entity not there yet gets
+    ``new_entity()``."""
+    cdef long long seq = first_seq
+    for entity_id, values, event_us in rows:
+        state = entities.get(entity_id)
+        if state is None:
+            state = entities[entity_id] = new_entity()
+        _merge_latest(state.values, values, event_us, seq)
+        seq += 1

@@ -62,7 +62,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from native.features import merge_latest, remember_rows
+from native.features import merge_latest, merge_rows, remember_rows
 
 from server import errors
 from server.features.aggregates import AggregateTable
@@ -309,14 +309,7 @@ class SetState:
         ``segment``) into the latest values, the uncompacted history and the aggregates.
         True when the set is due a compaction."""
         with self.lock:
-            entities = self.entities
-            seq = first_seq
-            for entity_id, values, event_us in rows:
-                state = entities.get(entity_id)
-                if state is None:
-                    state = entities[entity_id] = EntityState()
-                merge_latest(state.values, values, event_us, seq)
-                seq += 1
+            merge_rows(self.entities, rows, first_seq, EntityState)
             self.remember(rows, first_seq, segment)
             self.bound_entities()
             aggregates = self.aggregates

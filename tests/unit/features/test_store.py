@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from pathlib import Path
 
 import pytest
+from native.features import clean_rows
 
 from server import errors
 from server.features import ARM_OUTCOMES_SET, FeatureService, RequestContext
-from server.features.service import from_us, to_us
+from server.features.service import MAX_ENTITY_ID, _row_problems, from_us, state_types, to_us
 from server.features.spec import (
     Feature,
     FeatureSet,
@@ -315,3 +317,43 @@ def test_latest_values_cache_is_bounded_and_reads_back_what_it_dropped(tmp_path,
         assert len(state.entities) <= 16
     finally:
         svc.close()
+
+
+def test_the_native_fast_path_accepts_exactly_the_rows_the_slow_path_accepts():
+    """``native.features.clean_rows`` (sets without INT features) against the per-field checks
+    that name each problem: random rows with random defects; each is accepted by one exactly
+    when the other finds nothing wrong with it, and accepted rows come back with their time."""
+    fs = FeatureSet(
+        "mixed",
+        "user_id",
+        (
+            Feature("spend"),
+            Feature("vip", FeatureType.BOOL),
+            Feature("tier", FeatureType.CATEGORY, transform=OneHot(("a", "b"))),
+        ),
+        version=1,
+    )
+    types = state_types(fs)
+    rng = random.Random(5)
+    good = {"spend": [0.5, 3, -2.0], "vip": [True, False], "tier": ["a", "zz"]}
+    bad = {"spend": [float("nan"), float("inf"), "3", None, True], "vip": [1, "yes", 0.0],
+           "tier": [1, 2.5, None], "nope": [1.0]}  # fmt: skip
+    now, latest = T0_US, T0_US + 3600 * SEC
+    accepted = refused = 0
+    for _ in range(3000):
+        values = {
+            name: rng.choice(bad[name] if rng.random() < 0.08 else good.get(name, bad[name]))
+            for name in rng.sample(sorted(bad), rng.randint(0, 3))
+        }
+        entity = rng.choice(["u1", "", "x" * MAX_ENTITY_ID, "x" * (MAX_ENTITY_ID + 1), "u2"])
+        event = rng.choice([None, None, T0_US - SEC, 0, -1, latest, latest + 1, 2**70])
+        row = (entity, values, event)
+        fast = clean_rows([row], types, now, latest, MAX_ENTITY_ID)
+        slow = _row_problems(fs, 0, entity, values, now if event is None else event, latest)
+        assert (fast is not None) == (not slow), (row, slow)
+        if fast is not None:
+            assert fast == [(entity, values, now if event is None else event)]
+            accepted += 1
+        else:
+            refused += 1
+    assert accepted > 300 and refused > 300
