@@ -227,15 +227,10 @@ cdef enum:
     T_CATEGORY = 5
 
 
-def count_invalid(dict values, dict types):
+cdef Py_ssize_t _count_invalid(dict values, dict types) except -1:
     """How many of ``values`` (name -> raw value) do not fit ``types`` (name -> FeatureType
     number): unknown names, non-numbers or non-finite numbers for FLOAT/INT, non-integral INT,
-    non-bool BOOL, non-text STRING/CATEGORY. 0 means the row is clean; the caller builds the
-    messages on the slow path."""
-    return _count_invalid(values, types)
-
-
-cdef Py_ssize_t _count_invalid(dict values, dict types) except -1:
+    non-bool BOOL, non-text STRING/CATEGORY."""
     cdef Py_ssize_t bad = 0
     cdef int t
     cdef double x
@@ -263,9 +258,9 @@ cdef Py_ssize_t _count_invalid(dict values, dict types) except -1:
 def clean_rows(object rows, dict types, object now_us, object latest_us, Py_ssize_t max_entity):
     """The fast path of validating a write: rows of (entity_id, values, event_us or None) as
     (entity_id, values, event_us) tuples with a missing time set to ``now_us``, if every row is
-    clean: a text entity id of 1..``max_entity`` characters, a non-empty dict of values that
-    ``count_invalid`` accepts, and 0 <= event_us <= ``latest_us``. None if any row is not: the
-    caller then lists every problem on its slow path."""
+    clean: a text entity id of 1..``max_entity`` characters, a non-empty dict of values in
+    which ``_count_invalid`` finds nothing wrong, and 0 <= event_us <= ``latest_us``. None if
+    any row is not: the caller then lists every problem on its slow path."""
     cdef list out = []
     cdef long long ev, latest = latest_us
     cdef Py_ssize_t n

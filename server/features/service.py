@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from native.features import clean_rows, count_invalid
+from native.features import clean_rows
 
 from server import errors
 from server.features.aggregates import BUCKET_US, HOUR_BUCKETS
@@ -233,36 +233,33 @@ class FeatureService:
         now = self._now_us()
         latest_ok = now + FUTURE_SLACK_US
         types = state_types(fs)
-        coerce_ints = any(f.type is FeatureType.INT for f in fs.stored_features)
-        if not coerce_ints:  # the common case, in one native loop
-            fast: list[FeatureRow] | None = clean_rows(rows, types, now, latest_ok, MAX_ENTITY_ID)
-            if fast is not None:
-                return fast
-        clean: list[FeatureRow] = []
-        problems: list[str] = []
-        for i, (entity_id, values, event_us) in enumerate(rows):
-            if event_us is None:
-                event_us = now
-            if (
-                entity_id
-                and values
-                and len(entity_id) <= MAX_ENTITY_ID
-                and 0 <= event_us <= latest_ok
-                and not count_invalid(values, types)
-            ):
-                if coerce_ints:
-                    values = {k: coerce(fs.by_name[k], v) for k, v in values.items()}
-                clean.append(FeatureRow(entity_id, values, event_us))
-            else:
-                problems.extend(_row_problems(fs, i, entity_id, values, event_us, latest_ok))
-        if problems:
-            more = len(problems) - MAX_PROBLEMS_LISTED
-            listed = problems[:MAX_PROBLEMS_LISTED]
-            if more > 0:
-                listed.append(f"... and {more} more")
-            raise errors.InvalidArgument(
-                f"{len(problems)} invalid field(s), nothing written: " + "; ".join(listed)
-            )
+        # Every row checked in one native loop; only a write with a problem goes through the
+        # checks that name each bad field.
+        clean: list[FeatureRow] | None = clean_rows(rows, types, now, latest_ok, MAX_ENTITY_ID)
+        if clean is None:
+            problems = [
+                problem
+                for i, (entity_id, values, event_us) in enumerate(rows)
+                for problem in _row_problems(
+                    fs, i, entity_id, values, now if event_us is None else event_us, latest_ok
+                )
+            ]
+            if problems:
+                more = len(problems) - MAX_PROBLEMS_LISTED
+                listed = problems[:MAX_PROBLEMS_LISTED]
+                if more > 0:
+                    listed.append(f"... and {more} more")
+                raise errors.InvalidArgument(
+                    f"{len(problems)} invalid field(s), nothing written: " + "; ".join(listed)
+                )
+            # Values of types the native loop does not take but the checks accept.
+            clean = [(e, v, now if ev is None else ev) for e, v, ev in rows]  # type: ignore[misc]
+        if any(f.type is FeatureType.INT for f in fs.stored_features):
+            by_name = fs.by_name
+            clean = [
+                (e, {k: coerce(by_name[k], v) for k, v in values.items()}, ev)  # type: ignore[misc]
+                for e, values, ev in clean
+            ]
         return clean
 
     def record_arm_outcome(self, arm_key: str, latency_ms: float, cost: float,
@@ -396,7 +393,7 @@ class FeatureService:
 
 
 def state_types(fs: FeatureSet) -> dict[str, int]:
-    """Stored feature name -> FeatureType number, for ``native.features.count_invalid``."""
+    """Stored feature name -> FeatureType number, for ``native.features.clean_rows``."""
     return {f.name: int(f.type) for f in fs.stored_features}
 
 

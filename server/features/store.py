@@ -69,7 +69,7 @@ from server.features.aggregates import AggregateTable
 from server.features.codec import set_from_json, set_to_json
 from server.features.plan import CompiledPlan, compile_plan
 from server.features.spec import FeatureSet, RawValue
-from server.storage import Database, Migration, WriteFuture
+from server.storage import Database, Migration, WriteFuture, statements
 from server.storage.journal import Journal
 
 log = logging.getLogger("llmopt.features")
@@ -112,9 +112,8 @@ _V2_TABLES = """
 def _to_chunks(conn: sqlite3.Connection) -> None:
     """Migration 2: one row per feature row (v1) becomes chunks (v2); every v1 row moves into
     one chunk per (set, entity)."""
-    for statement in _V2_TABLES.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    for statement in statements(_V2_TABLES):
+        conn.execute(statement)
     rows = conn.execute(
         "SELECT set_name, entity_id, event_us, seq, payload FROM feature_rows "
         "ORDER BY set_name, entity_id, seq"

@@ -3,6 +3,6 @@
 ownership."""
 
 from server.storage.datadir import DataDir
-from server.storage.sqlite import Database, Migration, WriteFuture
+from server.storage.sqlite import Database, Migration, WriteFuture, statements
 
-__all__ = ["DataDir", "Database", "Migration", "WriteFuture"]
+__all__ = ["DataDir", "Database", "Migration", "WriteFuture", "statements"]

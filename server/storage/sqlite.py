@@ -187,7 +187,7 @@ class Database:
                 if callable(script):
                     script(conn)
                 else:
-                    for statement in _statements(script):
+                    for statement in statements(script):
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={number}")
                 conn.execute("COMMIT")
@@ -345,7 +345,7 @@ class Database:
             self._readers.clear()
 
 
-def _statements(script: str) -> list[str]:
+def statements(script: str) -> list[str]:
     """Split a migration script into statements (sqlite3.complete_statement knows the grammar)."""
     out: list[str] = []
     buf = ""
