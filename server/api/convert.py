@@ -30,26 +30,27 @@ NUMPY_BY_DTYPE: dict[int, np.dtype] = {
 DTYPE_BY_NUMPY: dict[np.dtype, int] = {v.newbyteorder("="): k for k, v in NUMPY_BY_DTYPE.items()}
 
 
+_OUTPUT_LENGTHS = tuple(OutputLength)  # by enum value: a tuple index is cheaper than a call
+
+
 def from_request_context(msg: common_pb2.RequestContext, field: str = "context") -> RequestContext:
     """Domain RequestContext from the proto; priority 0 means the default 5."""
-    try:
-        output_length = OutputLength(msg.output_length_category)
-    except ValueError:
-        raise errors.invalid(
-            f"{field}.output_length_category", msg.output_length_category, "unknown enum value"
-        ) from None
+    code = msg.output_length_category
+    if not 0 <= code < len(_OUTPUT_LENGTHS):
+        raise errors.invalid(f"{field}.output_length_category", code, "unknown enum value")
+    has = msg.HasField
     ctx = RequestContext(
-        user_id=msg.user_id,
-        task_type=msg.task_type,
-        input_length=msg.input_length,
-        output_length=output_length,
-        priority=msg.priority or 5,
-        region=msg.region,
-        hour_of_day=msg.hour_of_day if msg.HasField("hour_of_day") else None,
-        day_of_week=msg.day_of_week if msg.HasField("day_of_week") else None,
-        language=msg.language,
-        metadata=dict(msg.metadata),
-        features=dict(msg.features),
+        msg.user_id,
+        msg.task_type,
+        msg.input_length,
+        _OUTPUT_LENGTHS[code],
+        msg.priority or 5,
+        msg.region,
+        msg.hour_of_day if has("hour_of_day") else None,
+        msg.day_of_week if has("day_of_week") else None,
+        msg.language,
+        dict(msg.metadata) if msg.metadata else {},
+        dict(msg.features) if msg.features else {},
     )
     return ctx.validate()
 

@@ -184,9 +184,8 @@ def _duration(seconds: float) -> Duration:
 
 
 def to_timestamp(t: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(round(t * 1e9))
-    return ts
+    seconds, nanos = divmod(round(t * 1e9), 1_000_000_000)
+    return Timestamp(seconds=seconds, nanos=nanos)
 
 
 # -- decisions and rewards ------------------------------------------------------------------------

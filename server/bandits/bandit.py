@@ -131,7 +131,10 @@ class Bandit:
         self._arms: list[Arm] = [a for a, _ in arms]
         self._removed: list[bool] = [r for _, r in arms]
         self._slot_of = {a.arm_id: i for i, a in enumerate(self._arms)}
+        # Replaced, never changed in place, so a select can hand it to the kernel uncopied.
         self._active = np.array([not r for r in self._removed], dtype=np.uint8)
+        self._arm_ids = tuple(a.arm_id for a in self._arms)  # by slot, for decisions' scores
+        self._any_active = bool(self._active.any())
         self._counters = [ArmCounters() for _ in self._arms]
         self._open: dict[str, OpenDecision] = {}
         self._state: dict[str, int] = {}  # decision id -> _REWARDING / _EXPIRING
@@ -272,11 +275,9 @@ class Bandit:
     def _decision(
         self, decision_id: str, slot: int, propensity: float, scores: np.ndarray, when: float
     ) -> Decision:
-        arms = self._arms
-        listed = tuple(
-            (arms[i].arm_id, float(s)) for i, s in enumerate(scores[: len(arms)]) if s == s
-        )
-        return Decision(decision_id, self.name, arms[slot], float(propensity), listed, when)
+        # Scores are NaN for arms that were not eligible (removed, excluded): left out.
+        listed = tuple([(a, s) for a, s in zip(self._arm_ids, scores.tolist()) if s == s])
+        return Decision(decision_id, self.name, self._arms[slot], propensity, listed, when)
 
     def select(
         self, x: np.ndarray, excluded: Iterable[str], decision_id: str | None, now: float
@@ -319,15 +320,17 @@ class Bandit:
     def _choose(
         self, x: np.ndarray, excluded: Iterable[str], decision_id: str, now: float
     ) -> OpenDecision:
-        allowed = self._active.copy()
-        for arm_id in excluded:
-            slot = self._slot_of.get(arm_id)
-            if slot is None:
-                raise errors.invalid(
-                    "excluded_arms", arm_id, f"is not an arm of bandit {self.name!r}"
-                )
-            allowed[slot] = 0
-        if not allowed.any():
+        allowed = self._active
+        if excluded:
+            allowed = allowed.copy()
+            for arm_id in excluded:
+                slot = self._slot_of.get(arm_id)
+                if slot is None:
+                    raise errors.invalid(
+                        "excluded_arms", arm_id, f"is not an arm of bandit {self.name!r}"
+                    )
+                allowed[slot] = 0
+        if not (allowed.any() if excluded else self._any_active):
             raise errors.FailedPrecondition(
                 f"bandit {self.name!r}: no arm left to choose (every arm is removed or excluded)"
             )
@@ -335,9 +338,7 @@ class Bandit:
         propensity = float(sel.propensity)
         expires = now + self.spec.reward_wait
         seq = self._store.log_decision(
-            st.StoredDecision(
-                decision_id, self.id, sel.arm, propensity, sel.scores, x, now, expires, st.OPEN
-            )
+            decision_id, self.id, sel.arm, propensity, sel.scores, x, now, expires
         )
         od = OpenDecision(sel.arm, x, propensity, sel.scores, now, expires)
         self._open[decision_id] = od
@@ -487,6 +488,8 @@ class Bandit:
         self._removed.append(False)
         self._slot_of[arm.arm_id] = slot
         self._active = np.append(self._active, np.uint8(1))
+        self._arm_ids += (arm.arm_id,)
+        self._any_active = True
         self._counters.append(ArmCounters())
         self._event_seq = seq
         self._changes += 1
@@ -516,6 +519,7 @@ class Bandit:
         active = self._active.copy()
         active[slot] = 0
         self._active = active
+        self._any_active = bool(active.any())
         self._event_seq = seq
         self._changes += 1
 

@@ -183,8 +183,13 @@ class Event:
     context: np.ndarray | None
 
 
+_F8 = np.dtype("<f8")
+
+
 def _blob(array: np.ndarray) -> bytes:
-    return np.ascontiguousarray(array, dtype="<f8").tobytes()
+    if array.dtype == _F8 and array.flags.c_contiguous:  # the usual case: no conversion
+        return array.tobytes()
+    return np.ascontiguousarray(array, dtype=_F8).tobytes()
 
 
 def _array(blob: bytes | None) -> np.ndarray | None:
@@ -392,18 +397,28 @@ class BanditStore:
 
     # -- decisions and rewards ------------------------------------------------------------------
 
-    def log_decision(self, d: StoredDecision) -> int:
+    def log_decision(
+        self,
+        decision_id: str,
+        bandit_id: int,
+        slot: int,
+        propensity: float,
+        scores: np.ndarray,
+        context: np.ndarray,
+        time: float,
+        expires: float,
+    ) -> int:
         """Journal a decision (durable on return); returns its sequence number. The caller has
         made sure its id is unused (``find_decision`` for ids a client chose)."""
         row = (
-            d.decision_id,
-            d.bandit_id,
-            d.slot,
-            d.propensity,
-            _blob(d.scores),
-            _blob(d.context),
-            d.time,
-            d.expires,
+            decision_id,
+            bandit_id,
+            slot,
+            propensity,
+            _blob(scores),
+            _blob(context),
+            time,
+            expires,
         )
         return self._journal(_DECISION_RECORD, pickle.dumps(row, _PICKLE), row)
 

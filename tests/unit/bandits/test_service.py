@@ -308,6 +308,15 @@ def test_add_and_remove_arms_at_run_time(svc: BanditService) -> None:
         svc.select_arm("arms", excluded=["ghost"])
     with pytest.raises(errors.FailedPrecondition, match="no arm left"):
         svc.select_arm("arms", excluded=["arm1", "new"])
+    # Every arm removed: nothing to choose until an arm is added, which then takes every call.
+    svc.remove_arm("arms", "arm1")
+    svc.remove_arm("arms", "new")
+    with pytest.raises(errors.FailedPrecondition, match="no arm left"):
+        svc.select_arm("arms")
+    svc.add_arm("arms", Arm("fresh", LLMConfig(model="m")))
+    d = svc.select_arm("arms")
+    assert d.arm.arm_id == "fresh"
+    assert [arm_id for arm_id, _ in d.scores] == ["fresh"]
     with pytest.raises(errors.InvalidArgument, match=r"arm\.config\.temperature"):
         svc.add_arm("arms", Arm("hot", LLMConfig(model="m", temperature=3.0)))
 

@@ -31,8 +31,8 @@ def die_after(root: Path, body: str, *, apply: bool, segment_bytes: int = 1 << 2
             arms = [{{"arm_id": f"a{{i}}"}} for i in range(3)]
             return s.create_bandit(name, {{"initial_arms": 3}}, 4, arms, 0.0)
         def decision(i, bandit_id):
-            return st.StoredDecision(f"d{{i}}", bandit_id, i % 3, 0.5, np.arange(3.0),
-                                     np.full(4, float(i)), 100.0 + i, 1e12, st.OPEN)
+            return (f"d{{i}}", bandit_id, i % 3, 0.5, np.arange(3.0), np.full(4, float(i)),
+                    100.0 + i, 1e12)
         """
         )
         + textwrap.dedent(body)
@@ -55,7 +55,7 @@ def test_journaled_rows_the_database_never_saw_are_replayed(tmp_path: Path) -> N
         """
         b = bandit("b")
         for i in range(300):
-            assert s.log_decision(decision(i, b)) == i + 1
+            assert s.log_decision(*decision(i, b)) == i + 1
         for i in range(0, 300, 2):
             s.record_reward(b, f"d{i}", i % 3, 0.25, 0.5, np.full(4, float(i)), None, 200.0)
         n = s.db.read(lambda c: c.execute("SELECT count(*) FROM decisions").fetchone()[0])
@@ -77,9 +77,7 @@ def test_journaled_rows_the_database_never_saw_are_replayed(tmp_path: Path) -> N
         assert all(e.kind == st.REWARD and e.reward == 0.25 for e in events)
         # New sequence numbers carry on after the replayed ones.
         assert (
-            s.log_decision(
-                st.StoredDecision("new", 1, 0, 1.0, np.zeros(3), np.zeros(4), 1.0, 1e12, st.OPEN)
-            )
+            s.log_decision("new", 1, 0, 1.0, np.zeros(3), np.zeros(4), 1.0, 1e12)
             == 301
         )
         assert s.record_reward(1, "new", 0, 1.0, 1.0, np.zeros(4), None, 2.0) == 151
@@ -93,7 +91,7 @@ def test_rows_already_applied_are_not_applied_twice(tmp_path: Path) -> None:
         """
         b = bandit("b")
         for i in range(50):
-            s.log_decision(decision(i, b))
+            s.log_decision(*decision(i, b))
             s.record_reward(b, f"d{i}", i % 3, 1.0, 0.5, np.zeros(4), {"why": i}, 200.0)
         s.flush()  # every row in the database, and still in the journal
         """,
@@ -112,7 +110,7 @@ def test_a_deleted_bandit_does_not_come_back_from_the_journal(tmp_path: Path) ->
         gone = s.create_bandit("gone", {"initial_arms": 3}, 4, [{"arm_id": "a"}], 0.0)
         kept = s.create_bandit("kept", {"initial_arms": 3}, 4, [{"arm_id": "a"}], 0.0)
         for i in range(20):
-            s.log_decision(decision(i, gone if i % 2 else kept))
+            s.log_decision(*decision(i, gone if i % 2 else kept))
         s.record_reward(gone, "d1", 1, 1.0, 0.5, np.zeros(4), None, 200.0)
         s.delete_bandit(gone)
         """,
@@ -128,9 +126,7 @@ def test_sealed_segments_are_deleted_once_applied(tmp_path: Path) -> None:
     try:
         b = s.create_bandit("b", {"initial_arms": 1}, 4, [{"arm_id": "a"}], 0.0)
         for i in range(200):
-            s.log_decision(
-                st.StoredDecision(f"d{i}", b, 0, 1.0, np.zeros(1), np.zeros(4), 1.0, 1e12, st.OPEN)
-            )
+            s.log_decision(f"d{i}", b, 0, 1.0, np.zeros(1), np.zeros(4), 1.0, 1e12)
         assert s.journal.segment > 5
         s.flush()  # commits the rows and the markers after each sealed segment
         s.db.write(lambda c: None)  # the callbacks that delete them have run
