@@ -33,7 +33,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     def Predict(self, request, context):  # type: ignore[no-untyped-def]
         call = conv.from_predict_request(request)
         row = None
-        if conv.uses_features(request):
+        if not call.inputs:  # a prediction from request facts (tensors are never empty)
             if self.features is None:
                 raise errors.NotImplementedYet("feature_set: no feature service in this server")
             row = self.features.vector(

@@ -86,7 +86,13 @@ def test_prediction_to_response_and_back() -> None:
     np.testing.assert_array_equal(back["label"], label)
     np.testing.assert_array_equal(back["probabilities"], probs)
     strided = probs[:, 1]  # not contiguous: the slow path
-    np.testing.assert_array_equal(from_tensor(conv.output_tensor(strided, "p")), strided)
+    big_endian = label.astype(">i8")  # the slow path too
+    tensors = inference_pb2.PredictResponse().outputs
+    for array in (strided, big_endian):
+        conv.put_tensor(tensors, array, "p")
+    np.testing.assert_array_equal(from_tensor(tensors[0]), strided)
+    np.testing.assert_array_equal(from_tensor(tensors[1]), label)
+    assert tensors[1].dtype == common_pb2.INT64
 
 
 def test_traffic_policy_both_ways() -> None:
