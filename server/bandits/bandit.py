@@ -275,8 +275,10 @@ class Bandit:
     def _decision(
         self, decision_id: str, slot: int, propensity: float, scores: np.ndarray, when: float
     ) -> Decision:
-        # Scores are NaN for arms that were not eligible (removed, excluded): left out.
-        listed = tuple([(a, s) for a, s in zip(self._arm_ids, scores.tolist()) if s == s])
+        # Scores are NaN for arms that were not eligible (removed, excluded): left out. A stored
+        # decision may predate arms added since: its scores end before the arm ids do.
+        pairs = zip(self._arm_ids, scores.tolist(), strict=False)
+        listed = tuple([(a, s) for a, s in pairs if s == s])
         return Decision(decision_id, self.name, self._arms[slot], propensity, listed, when)
 
     def select(

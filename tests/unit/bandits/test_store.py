@@ -76,10 +76,7 @@ def test_journaled_rows_the_database_never_saw_are_replayed(tmp_path: Path) -> N
         assert [e.decision_id for e in events] == [f"d{i}" for i in range(0, 300, 2)]
         assert all(e.kind == st.REWARD and e.reward == 0.25 for e in events)
         # New sequence numbers carry on after the replayed ones.
-        assert (
-            s.log_decision("new", 1, 0, 1.0, np.zeros(3), np.zeros(4), 1.0, 1e12)
-            == 301
-        )
+        assert s.log_decision("new", 1, 0, 1.0, np.zeros(3), np.zeros(4), 1.0, 1e12) == 301
         assert s.record_reward(1, "new", 0, 1.0, 1.0, np.zeros(4), None, 2.0) == 151
     finally:
         s.close()
