@@ -3,6 +3,10 @@
 - ``bandits.service.select_logged`` / ``reward_durable``: one ``BanditService.select_arm``
   (context vectorised, policy select, decision logged durably) and one ``record_reward`` (durable
   event, then the policy update), UCB1 and LinUCB with K = 10, one caller.
+- ``bandits.servicer.select.hot`` / ``.cold``: one ``BanditsServicer.SelectArm`` from request
+  bytes to answer bytes (LinUCB, K = 10, request context), in a hot loop and with
+  ``evict_caches`` run between calls. The cold figure is the one that tracks end-to-end cost
+  (a handler starts cold in the server); the hot one is what profilers show.
 - ``e2e.RecordReward.c<N>``: RecordReward over gRPC against the echo baseline, both driven by the
   same single client process (each reward needs its own open decision, and two client processes
   would send the same cycled requests twice); target >= 70 % of echo (issue 5). The decisions are
@@ -24,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.e2e import bracketed_baseline
-from benchmarks.harness import Context, Result, latency_result, time_calls
+from benchmarks.harness import Context, Result, evict_caches, latency_result, time_calls
 from benchmarks.load import LoadReport, Rpc, run_load
 
 K = 10
@@ -99,6 +103,48 @@ def in_process_rows(ctx: Context) -> Iterator[Result]:
                 f"bandits.service.reward_durable.{label}",
                 rewarded,
                 note="reward event durable, then the policy update, 1 caller",
+            )
+    finally:
+        svc.close()
+
+
+def servicer_rows(ctx: Context) -> Iterator[Result]:
+    from server.api.bandits import BanditsServicer
+    from server.api.convert import to_request_context
+    from server.bandits import policies as P
+    from server.bandits.service import BanditService
+    from server.bandits.types import BanditSpec
+    from server.gen.llmopt.v1 import bandits_pb2
+
+    svc = BanditService(ctx.scratch("bandits-servicer"), sweep_interval=0)
+    svc.warm_up()
+    try:
+        svc.create_bandit(BanditSpec("servicer", P.LinUCB(), _arms(), seed=3))
+        servicer = BanditsServicer(svc)
+        requests = [
+            bandits_pb2.SelectArmRequest(
+                bandit="servicer", context=to_request_context(c)
+            ).SerializeToString()
+            for c in _contexts(64)
+        ]
+        parse = bandits_pb2.SelectArmRequest.FromString
+        calls = 0
+
+        def call() -> None:
+            nonlocal calls
+            servicer.SelectArm(parse(requests[calls % 64]), None).SerializeToString()
+            calls += 1
+
+        for label, between, iterations in (
+            ("hot", None, ctx.iterations(full=5_000, quick=500)),
+            ("cold", evict_caches, ctx.iterations(full=1_000, quick=100)),
+        ):
+            yield latency_result(
+                f"bandits.servicer.select.{label}",
+                time_calls(call, warmup=50, iterations=iterations, between=between),
+                metric="p50",
+                note="SelectArm servicer, request bytes to answer bytes, LinUCB K=10"
+                + (", other Python work between calls (as in the server)" if between else ""),
             )
     finally:
         svc.close()
@@ -333,6 +379,8 @@ def restart_rows(ctx: Context) -> Iterator[Result]:
 def benchmarks(ctx: Context) -> Iterator[Result]:
     if ctx.wants("bandits.service"):
         yield from in_process_rows(ctx)
+    if ctx.wants("bandits.servicer"):
+        yield from servicer_rows(ctx)
     if ctx.wants("e2e.RecordReward"):
         yield from reward_rows(ctx)
     if ctx.wants("bandits.restart"):

@@ -76,6 +76,18 @@ def test_time_calls_warms_up_then_times_each_call() -> None:
     assert 0 < pct.p50 <= pct.max
 
 
+def test_time_calls_runs_between_untimed_before_each_timed_call() -> None:
+    order: list[str] = []
+    pct = time_calls(
+        lambda: order.append("call"),
+        warmup=2,
+        iterations=3,
+        between=lambda: (order.append("between"), time.sleep(0.02)),
+    )
+    assert order == ["call", "call"] + ["between", "call"] * 3
+    assert pct.max < 20_000  # (us) the 20 ms sleeps ran outside the timed calls
+
+
 # -- results and output ---------------------------------------------------------------------------
 
 
