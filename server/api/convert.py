@@ -40,17 +40,17 @@ def from_request_context(msg: common_pb2.RequestContext, field: str = "context")
         raise errors.invalid(f"{field}.output_length_category", code, "unknown enum value")
     has = msg.HasField
     ctx = RequestContext(
-        msg.user_id,
-        msg.task_type,
-        msg.input_length,
-        _OUTPUT_LENGTHS[code],
-        msg.priority or 5,
-        msg.region,
-        msg.hour_of_day if has("hour_of_day") else None,
-        msg.day_of_week if has("day_of_week") else None,
-        msg.language,
-        dict(msg.metadata) if msg.metadata else {},
-        dict(msg.features) if msg.features else {},
+        user_id=msg.user_id,
+        task_type=msg.task_type,
+        input_length=msg.input_length,
+        output_length=_OUTPUT_LENGTHS[code],
+        priority=msg.priority or 5,
+        region=msg.region,
+        hour_of_day=msg.hour_of_day if has("hour_of_day") else None,
+        day_of_week=msg.day_of_week if has("day_of_week") else None,
+        language=msg.language,
+        metadata=dict(msg.metadata) if msg.metadata else {},
+        features=dict(msg.features) if msg.features else {},
     )
     return ctx.validate()
 

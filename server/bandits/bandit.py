@@ -134,7 +134,7 @@ class Bandit:
         # Replaced, never changed in place, so a select can hand it to the kernel uncopied.
         self._active = np.array([not r for r in self._removed], dtype=np.uint8)
         self._arm_ids = tuple(a.arm_id for a in self._arms)  # by slot, for decisions' scores
-        self._any_active = bool(self._active.any())
+        self._any_active = bool(self._active.any())  # kept, not derived: .any() costs ~2 us
         self._counters = [ArmCounters() for _ in self._arms]
         self._open: dict[str, OpenDecision] = {}
         self._state: dict[str, int] = {}  # decision id -> _REWARDING / _EXPIRING
@@ -322,7 +322,7 @@ class Bandit:
     def _choose(
         self, x: np.ndarray, excluded: Iterable[str], decision_id: str, now: float
     ) -> OpenDecision:
-        allowed = self._active
+        allowed, any_left = self._active, self._any_active
         if excluded:
             allowed = allowed.copy()
             for arm_id in excluded:
@@ -332,7 +332,8 @@ class Bandit:
                         "excluded_arms", arm_id, f"is not an arm of bandit {self.name!r}"
                     )
                 allowed[slot] = 0
-        if not (allowed.any() if excluded else self._any_active):
+            any_left = bool(allowed.any())
+        if not any_left:
             raise errors.FailedPrecondition(
                 f"bandit {self.name!r}: no arm left to choose (every arm is removed or excluded)"
             )

@@ -359,8 +359,9 @@ class SetState:
                 del self.entities[entity_id]
 
 
-def _chunk_params(set_name: str, generation: int, entity_id: str, history: list[HistoryRow]
-                  ) -> tuple:  # fmt: skip
+def _chunk_params(
+    set_name: str, generation: int, entity_id: str, history: list[HistoryRow]
+) -> tuple:
     events = [r[0] for r in history]
     return (set_name, generation, entity_id, min(events), max(events), pickle.dumps(history, 5))
 
