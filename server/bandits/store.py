@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from native.records import DECISION, HEADER, decision_record, decode, reward_record
 
 from server import errors
 from server.storage import Database, WriteFuture
@@ -45,16 +46,18 @@ from server.storage.journal import Journal
 
 log = logging.getLogger("llmopt.bandits")
 T = TypeVar("T")
-_PICKLE = pickle.HIGHEST_PROTOCOL
 
 OPEN, REWARDED, EXPIRED = 0, 1, 2
 
 # events.kind
 REWARD, EXPIRY, ARM_ADDED, ARM_REMOVED = 1, 2, 3, 4
 
-# Journal records: kind (u8) and sequence number (u64), then the pickled row without its seq.
-_RECORD = struct.Struct("<BQ")
-_DECISION_RECORD, _REWARD_RECORD = 1, 2
+# Journal records are built and read by ``native.records`` (kinds 3 and 4). Kinds 1 and 2, a
+# kind (u8) and sequence number (u64) then the pickled row without its seq, are what journals
+# written before it hold: replay still reads them.
+_PICKLED = struct.Struct("<BQ")
+_PICKLED_DECISION, _PICKLED_REWARD = 1, 2
+_PICKLED_KINDS = (_PICKLED_DECISION, _PICKLED_REWARD)
 
 # Events written by group-committed writes (arm changes, expiries), with their sequence number.
 _INSERT_EVENT = (
@@ -203,6 +206,17 @@ class _Rows:
     decisions: list[tuple[Any, ...]] = field(default_factory=list)
     rewards: list[tuple[Any, ...]] = field(default_factory=list)
 
+    def add(self, record: bytes, start: int) -> None:
+        """Add the row of the journal record whose payload begins at ``start``."""
+        if record[start] in _PICKLED_KINDS:  # written before native records
+            kind, seq = _PICKLED.unpack_from(record, start)
+            row = (seq, *pickle.loads(record[start + _PICKLED.size :]))
+            decision = kind == _PICKLED_DECISION
+        else:
+            kind, row = decode(record, start)
+            decision = kind == DECISION
+        (self.decisions if decision else self.rewards).append(row)
+
 
 class BanditStore:
     """Reads and writes of bandit state: journaled decisions and rewards, group-committed
@@ -214,7 +228,7 @@ class BanditStore:
         root.mkdir(parents=True, exist_ok=True)
         self.db = Database(root / "bandits.db", migrations=MIGRATIONS, synchronous=synchronous)
         self._order = threading.Lock()  # gives sequence numbers and queues writes, in one order
-        self._rows: _Rows | None = None  # rows the latest queued apply will still take
+        self._records: list[bytes] | None = None  # what the latest queued apply will still take
         self.journal = Journal(
             root,
             "bandits",
@@ -242,9 +256,7 @@ class BanditStore:
         rows = _Rows()
         n = 0
         for payload in self.journal.replay():
-            kind, seq = _RECORD.unpack_from(payload)
-            row = (seq, *pickle.loads(payload[_RECORD.size :]))
-            (rows.decisions if kind == _DECISION_RECORD else rows.rewards).append(row)
+            rows.add(payload, 0)
             n += 1
             if n % 50_000 == 0:
                 self.db.write(partial(_apply_rows, rows))
@@ -253,33 +265,29 @@ class BanditStore:
         log.info("replayed %d journal records from %d segment(s)", n, len(segments))
         self.journal.remove_segments(segments[-1][0])
 
-    def _journal(self, kind: int, body: bytes, row: tuple[Any, ...]) -> int:
-        """Append a record (durable on return) and queue its row for the database; returns its
-        sequence number."""
-        with self._order:
-            if self.db.closed:
-                raise errors.Unavailable("the bandit store is closed")
-            if kind == _DECISION_RECORD:
-                self._decision_seq += 1
-                seq = self._decision_seq
-            else:
-                self._event_seq += 1
-                seq = self._event_seq
-            sealed = self.journal.append(_RECORD.pack(kind, seq) + body)
-            if sealed:  # this record begins a new segment: the sealed one ends before it
-                self._sealed(sealed)
-            rows = self._rows
-            if rows is None:
-                rows = self._rows = _Rows()
-                self.db.write_async(partial(self._take_rows, rows))
-            (rows.decisions if kind == _DECISION_RECORD else rows.rewards).append((seq, *row))
-        return seq
+    def _append(self, record: bytes) -> None:
+        """Append a framed record (durable on return) and queue it for the database; under
+        ``_order``, where its sequence number was given."""
+        if self.db.closed:
+            raise errors.Unavailable("the bandit store is closed")
+        sealed = self.journal.append_framed(record)
+        if sealed:  # this record begins a new segment: the sealed one ends before it
+            self._sealed(sealed)
+        queued = self._records
+        if queued is None:
+            queued = self._records = []
+            self.db.write_async(partial(self._take_records, queued))
+        queued.append(record)
 
-    def _take_rows(self, rows: _Rows, conn: sqlite3.Connection) -> None:
-        """The queued apply (on the writer thread): later rows go to the next one."""
+    def _take_records(self, queued: list[bytes], conn: sqlite3.Connection) -> None:
+        """The queued apply (on the writer thread): later records go to the next one. The rows
+        are decoded here, off the request path."""
         with self._order:
-            if self._rows is rows:
-                self._rows = None
+            if self._records is queued:
+                self._records = None
+        rows = _Rows()
+        for record in queued:
+            rows.add(record, HEADER)
         _apply_rows(rows, conn)
 
     def _queue(
@@ -288,7 +296,7 @@ class BanditStore:
         """Queue a group-committed write after every journaled row so far; ``fn(conn, seq)``
         gets the first of ``n_events`` event sequence numbers reserved for it."""
         with self._order:
-            self._rows = None  # journaled rows from now on are applied after this write
+            self._records = None  # journaled rows from now on are applied after this write
             first = self._event_seq + 1
             self._event_seq += n_events
             return self.db.write_async(lambda conn: fn(conn, first))
@@ -296,7 +304,7 @@ class BanditStore:
     def _sealed(self, number: int) -> None:
         """Journal segment ``number`` is sealed (called under ``_order``): delete it once every
         row queued so far, all of its own, is committed."""
-        self._rows = None
+        self._records = None
         future = self.db.write_async(lambda conn: None)
 
         def remove(f: WriteFuture[None]) -> None:
@@ -410,17 +418,14 @@ class BanditStore:
     ) -> int:
         """Journal a decision (durable on return); returns its sequence number. The caller has
         made sure its id is unused (``find_decision`` for ids a client chose)."""
-        row = (
-            decision_id,
-            bandit_id,
-            slot,
-            propensity,
-            _blob(scores),
-            _blob(context),
-            time,
-            expires,
-        )
-        return self._journal(_DECISION_RECORD, pickle.dumps(row, _PICKLE), row)
+        with self._order:
+            self._decision_seq = seq = self._decision_seq + 1
+            self._append(
+                decision_record(
+                    seq, decision_id, bandit_id, slot, propensity, scores, context, time, expires
+                )
+            )
+        return seq
 
     def record_reward(
         self,
@@ -435,18 +440,24 @@ class BanditStore:
     ) -> int:
         """Journal a reward for an open decision (durable on return): the decision is marked
         rewarded and a REWARD event logged. Returns the event's sequence number."""
-        row = (
-            bandit_id,
-            REWARD,
-            slot,
-            decision_id,
-            reward,
-            propensity,
-            _blob(context),
-            json.dumps(detail) if detail else None,
-            now,
-        )
-        return self._journal(_REWARD_RECORD, pickle.dumps(row, _PICKLE), row)
+        detail_json = json.dumps(detail) if detail else None
+        with self._order:
+            self._event_seq = seq = self._event_seq + 1
+            self._append(
+                reward_record(
+                    seq,
+                    bandit_id,
+                    REWARD,
+                    slot,
+                    decision_id,
+                    reward,
+                    propensity,
+                    context,
+                    detail_json,
+                    now,
+                )
+            )
+        return seq
 
     def expire_async(
         self,

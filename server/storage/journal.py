@@ -49,6 +49,11 @@ def _no_fallocate(fd: int, offset: int, size: int) -> None:
 _fallocate = getattr(os, "posix_fallocate", _no_fallocate)
 
 
+def frame(payload: bytes) -> bytes:
+    """The record of ``payload`` as the journal stores it: its length and crc32, then it."""
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
 class Journal:
     """One writer process; many threads may ``append`` at once (appends are serialised).
 
@@ -168,7 +173,10 @@ class Journal:
     def append(self, payload: bytes) -> int:
         """Write one record; it is durable when this returns. Returns the number of the segment
         sealed to make room for it (it is the first record of a new one), else 0."""
-        record = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        return self.append_framed(frame(payload))
+
+    def append_framed(self, record: bytes) -> int:
+        """``append`` for a record already framed (``frame``, or built so by native code)."""
         size = len(record)
         with self._lock:
             if self._closed:
