@@ -132,7 +132,7 @@ def servicer_rows(ctx: Context) -> Iterator[Result]:
 
         def call() -> None:
             nonlocal calls
-            servicer.SelectArm(parse(requests[calls % 64]), None).SerializeToString()
+            servicer.SelectArm(parse(requests[calls % 64]), None)
             calls += 1
 
         for label, between, iterations in (

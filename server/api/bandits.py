@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 
 from server.api import convert_bandits as cb
-from server.api.binding import AppContext, ServiceBinding, service_name
+from server.api.binding import AppContext, ServiceBinding, answers_serialized, service_name
 from server.api.convert import from_request_context
 from server.bandits.arms import Arm
 from server.bandits.service import BanditService
-from server.gen.llmopt.v1 import bandits_pb2, bandits_pb2_grpc, common_pb2
+from server.gen.llmopt.v1 import bandits_pb2, bandits_pb2_grpc
 
 MAX_CACHED_ARMS = 10_000
 
@@ -19,19 +19,19 @@ MAX_CACHED_ARMS = 10_000
 class BanditsServicer(bandits_pb2_grpc.BanditsServicer):
     def __init__(self, service: BanditService) -> None:
         self._service = service
-        # Arm messages by arm object (arms are immutable): SelectArm answers copy them instead
-        # of rebuilding each config. Holding the arm keeps its id() from being reused.
-        self._arm_msgs: dict[int, tuple[Arm, common_pb2.Arm]] = {}
+        # Serialized Arm messages by arm object (arms are immutable): SelectArm answers include
+        # them as they are. Holding the arm keeps its id() from being reused.
+        self._arm_bytes: dict[int, tuple[Arm, bytes]] = {}
 
-    def _arm_msg(self, arm: Arm) -> common_pb2.Arm:
-        cached = self._arm_msgs.get(id(arm))
+    def _arm_answer(self, arm: Arm) -> bytes:
+        cached = self._arm_bytes.get(id(arm))
         if cached is not None and cached[0] is arm:
             return cached[1]
-        if len(self._arm_msgs) >= MAX_CACHED_ARMS:
-            self._arm_msgs.clear()
-        msg = cb.to_arm(arm)
-        self._arm_msgs[id(arm)] = (arm, msg)
-        return msg
+        if len(self._arm_bytes) >= MAX_CACHED_ARMS:
+            self._arm_bytes.clear()
+        data = cb.to_arm(arm).SerializeToString()
+        self._arm_bytes[id(arm)] = (arm, data)
+        return data
 
     def CreateBandit(self, request: bandits_pb2.CreateBanditRequest, context: Any) -> Any:
         return cb.to_bandit(self._service.create_bandit(cb.from_bandit(request.bandit)))
@@ -55,7 +55,9 @@ class BanditsServicer(bandits_pb2_grpc.BanditsServicer):
     def RemoveArm(self, request: bandits_pb2.RemoveArmRequest, context: Any) -> Any:
         return cb.to_bandit(self._service.remove_arm(request.bandit, request.arm_id))
 
-    def SelectArm(self, request: bandits_pb2.SelectArmRequest, context: Any) -> Any:
+    @answers_serialized
+    def SelectArm(self, request: bandits_pb2.SelectArmRequest, context: Any) -> bytes:
+        """Answers a serialized Decision (see ``convert_bandits.decision_answer``)."""
         decision = self._service.select_arm(
             request.bandit,
             context=from_request_context(request.context) if request.HasField("context") else None,
@@ -66,7 +68,7 @@ class BanditsServicer(bandits_pb2_grpc.BanditsServicer):
             decision_id=request.decision_id,
             entity_ids=request.entity_ids,
         )
-        return cb.to_decision(decision, self._arm_msg)
+        return cb.decision_answer(decision, self._arm_answer)
 
     def RecordReward(self, request: bandits_pb2.RecordRewardRequest, context: Any) -> Any:
         which = request.WhichOneof("value")

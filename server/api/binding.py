@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -39,6 +39,16 @@ class ServiceBinding:
     name: str
     add_to_server: Callable[[Any, grpc.Server], None]
     servicer: Any
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def answers_serialized(method: F) -> F:
+    """Marks a unary servicer method whose answer is already serialized (bytes): the server's
+    interceptor registers it without the generated response serializer."""
+    method.answers_serialized = True  # type: ignore[attr-defined]
+    return method
 
 
 def service_name(pb2_module: Any, service: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+from native.wire import decision_answer as native_decision_answer
 
 from server import errors
 from server.bandits.arms import Arm, LLMConfig
@@ -191,21 +192,12 @@ def to_timestamp(t: float) -> Timestamp:
 # -- decisions and rewards ------------------------------------------------------------------------
 
 
-def to_decision(
-    d: Decision, arm_msg: Callable[[Arm], common_pb2.Arm] = to_arm
-) -> bandits_pb2.Decision:
-    """The Decision message; ``arm_msg`` may serve cached Arm messages (arms never change)."""
-    msg = bandits_pb2.Decision(
-        decision_id=d.decision_id,
-        bandit=d.bandit,
-        arm=arm_msg(d.arm),
-        propensity=d.propensity,
-        time=to_timestamp(d.time),
+def decision_answer(d: Decision, arm_bytes: Callable[[Arm], bytes]) -> bytes:
+    """The serialized Decision message (written natively, see ``native.wire``); ``arm_bytes``
+    gives an arm's serialized Arm message (arms never change: it may come from a cache)."""
+    return native_decision_answer(
+        d.decision_id, d.bandit, arm_bytes(d.arm), d.propensity, d.arm_ids, d.arm_scores, d.time
     )
-    add = msg.scores.add
-    for arm_id, score in d.scores:
-        add(arm_id=arm_id, score=score)
-    return msg
 
 
 def from_outcome(msg: bandits_pb2.Outcome) -> Outcome:

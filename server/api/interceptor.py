@@ -75,9 +75,10 @@ class ServingInterceptor(grpc.ServerInterceptor):
         gated = not method.startswith(ALWAYS_OPEN_PREFIXES)
         counted = method not in ENDLESS_METHODS
         streaming_in = bool(handler.stream_unary or handler.stream_stream)
+        serialized = getattr(handler.unary_unary, "answers_serialized", False)
         options = {
             "request_deserializer": _tolerant(handler.request_deserializer, method),
-            "response_serializer": handler.response_serializer,
+            "response_serializer": None if serialized else handler.response_serializer,
         }
         if handler.unary_unary:
             wrapped = self._unary(handler.unary_unary, method, gated, counted, streaming_in)

@@ -275,11 +275,9 @@ class Bandit:
     def _decision(
         self, decision_id: str, slot: int, propensity: float, scores: np.ndarray, when: float
     ) -> Decision:
-        # Scores are NaN for arms that were not eligible (removed, excluded): left out. A stored
-        # decision may predate arms added since: its scores end before the arm ids do.
-        pairs = zip(self._arm_ids, scores.tolist(), strict=False)
-        listed = tuple([(a, s) for a, s in pairs if s == s])
-        return Decision(decision_id, self.name, self._arms[slot], propensity, listed, when)
+        return Decision(
+            decision_id, self.name, self._arms[slot], propensity, self._arm_ids, scores, when
+        )
 
     def select(
         self, x: np.ndarray, excluded: Iterable[str], decision_id: str | None, now: float

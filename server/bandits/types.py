@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
 from server import errors
 from server.bandits.arms import Arm, check_id
 from server.bandits.policies import CONFIG_BY_ONEOF, UCB1, PolicyConfig
@@ -111,14 +113,36 @@ class BanditInfo:
     create_time: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, slots=True)
 class Decision:
+    """A choice and what it was made from. ``arm_scores`` holds one score per id in
+    ``arm_ids`` (the bandit's arms, removed ones included), NaN where the arm was not eligible;
+    a decision stored before arms were added has fewer scores than ids."""
+
     decision_id: str
     bandit: str
     arm: Arm
     propensity: float
-    scores: tuple[tuple[str, float], ...]
+    arm_ids: tuple[str, ...]
+    arm_scores: np.ndarray
     time: float
+
+    @property
+    def scores(self) -> tuple[tuple[str, float], ...]:
+        """(arm id, score) of every eligible arm, in arm order."""
+        pairs = zip(self.arm_ids, self.arm_scores.tolist(), strict=False)
+        return tuple([(arm_id, score) for arm_id, score in pairs if score == score])
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.decision_id, self.bandit, self.arm, self.propensity, self.scores, self.time)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
 @dataclass(frozen=True)
