@@ -297,12 +297,15 @@ class Bandit:
         """Whether ``decision_id`` is one of this bandit's open decisions (no lock: a hint)."""
         return decision_id in self._open
 
-    def _applied(self, result: Any, apply: Callable[[Any], None]) -> None:
-        """A journaled change is durable: apply it now, or after the writes ahead of it."""
+    def _applied(self, apply: Callable[..., None], *args: Any) -> None:
+        """A journaled change is durable: ``apply(*args)`` now, or after the writes ahead of it
+        (the usual case, nothing pending, builds no closure)."""
         if self._pending:
-            self._pending.append(_Pending(WriteFuture.completed(result), apply, _ignore))
+            self._pending.append(
+                _Pending(WriteFuture.completed(None), lambda _: apply(*args), _ignore)
+            )
         else:
-            apply(result)
+            apply(*args)
 
     def _new_decision(
         self, x: np.ndarray, excluded: Iterable[str], decision_id: str, now: float
@@ -344,7 +347,7 @@ class Bandit:
         od = OpenDecision(sel.arm, x, propensity, sel.scores, now, expires)
         self._open[decision_id] = od
         self._expiry.append((expires, decision_id))
-        self._applied(seq, partial(self._apply_decision, od))
+        self._applied(self._apply_decision, od, seq)
         return od
 
     def _apply_decision(self, od: OpenDecision, seq: int) -> None:
@@ -393,7 +396,7 @@ class Bandit:
                 self.id, decision_id, od.slot, reward, od.propensity, od.x, detail, now
             )
             self._state[decision_id] = _REWARDING
-            self._applied(seq, partial(self._apply_reward, decision_id, od, reward))
+            self._applied(self._apply_reward, decision_id, od, reward, seq)
             return self._arms[od.slot].arm_id
 
     def _apply_reward(self, decision_id: str, od: OpenDecision, reward: float, seq: int) -> None:

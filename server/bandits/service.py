@@ -321,13 +321,13 @@ class BanditService:
         """Reward a decision exactly once, from a raw reward in [0, 1] or an outcome."""
         if not self._ready:
             raise errors.Unavailable("bandits are loading; retry shortly")
-        check_id("decision_id", decision_id)
         if (reward is None) == (outcome is None):
             raise errors.invalid("value", None, "give exactly one of reward or outcome")
         if outcome is not None:
             outcome.validate()
         elif reward is not None:
             check_raw_reward(reward)
+        # An id in the index was checked when its decision was made.
         bandit_id = self._index.get(decision_id)
         bandit = self._by_id.get(bandit_id) if bandit_id is not None else None
         if bandit is not None:
@@ -338,8 +338,10 @@ class BanditService:
                 value, detail = float(reward), None  # type: ignore[arg-type]
             arm_id = bandit.record_reward(decision_id, value, detail, self._clock())
             if arm_id is not None:
-                self._arm_outcome(bandit, arm_id, outcome, value)
+                if outcome is not None:
+                    self._arm_outcome(bandit, arm_id, outcome, value)
                 return RewardReceipt(decision_id, arm_id, value)
+        check_id("decision_id", decision_id)
         raise self._closed_decision_error(decision_id)
 
     def _closed_decision_error(self, decision_id: str) -> errors.LLMOptError:
@@ -354,11 +356,9 @@ class BanditService:
             )
         return errors.NotFound(f"decision_id: {decision_id!r} belongs to no live bandit")
 
-    def _arm_outcome(
-        self, bandit: Bandit, arm_id: str, outcome: Outcome | None, reward: float
-    ) -> None:
+    def _arm_outcome(self, bandit: Bandit, arm_id: str, outcome: Outcome, reward: float) -> None:
         hook = getattr(self._features, "record_arm_outcome", None)
-        if hook is None or outcome is None:
+        if hook is None:
             return
         try:
             hook(
