@@ -1,14 +1,16 @@
 # cython: language_level=3
-"""SelectArm's answer, a ``llmopt.v1.Decision``, written as protobuf wire bytes in one call.
+"""The answers of the two hottest RPCs, SelectArm's ``llmopt.v1.Decision`` and Predict's
+``llmopt.v1.PredictResponse``, written as protobuf wire bytes in one call each.
 
-Why by hand, when protobuf's own serializer is everywhere else: the answer of the hottest RPC
-was a message built field by field from Python (a Timestamp, a copied Arm, one ArmScore per arm)
-then serialized, about a dozen calls into the protobuf runtime per request; measured end to end,
-every microsecond of Python on the request path costs several of server CPU
-(benchmarks/README.md). Here the Arm comes in already serialized (by protobuf, cached per arm),
-and the rest is five scalar fields and a list: written in field order, with proto3's rules
-(empty strings and zero numbers left out, sub-messages always present), so the bytes equal
-``Decision.SerializeToString()`` of the same message; the tests hold them to that.
+Why by hand, when protobuf's own serializer is everywhere else: each answer was a message built
+field by field from Python (a Timestamp, a copied Arm, one ArmScore per arm; a Tensor per
+output) then serialized, a dozen calls into the protobuf runtime per request; measured end to
+end, every microsecond of Python on the request path costs several of server CPU
+(benchmarks/README.md). Here nested messages that never change come in already serialized (the
+Arm, by protobuf, cached per arm), and the rest are scalar fields and lists: written in field
+order with proto3's rules (empty strings and zero numbers left out, set sub-messages always
+present, repeated integers packed), so the bytes equal ``SerializeToString()`` of the same
+message built by protobuf; the tests hold them to that.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -205,4 +207,106 @@ cdef bytes _decision_answer(
     if nanos != 0:
         p[0] = <char>NANOS
         p = _varint(p + 1, <uint64_t>nanos)
+    return out
+
+
+# llmopt.v1.PredictResponse and its Tensor outputs.
+cdef enum:
+    RESPONSE_ID = (1 << 3) | 2
+    RESPONSE_MODEL = (2 << 3) | 2
+    RESPONSE_VERSION = (3 << 3) | 0
+    RESPONSE_VARIANT = (4 << 3) | 0
+    RESPONSE_OUTPUTS = (5 << 3) | 2
+    RESPONSE_REQUEST_ID = (6 << 3) | 2
+    TENSOR_NAME = (1 << 3) | 2
+    TENSOR_DTYPE = (2 << 3) | 0
+    TENSOR_SHAPE = (3 << 3) | 2  # packed
+    TENSOR_RAW = (4 << 3) | 2
+
+
+cdef inline Py_ssize_t _string_size(str s) except -1:
+    cdef Py_ssize_t n
+    PyUnicode_AsUTF8AndSize(s, &n)
+    return _bytes_field_size(n) if n else 0
+
+
+cdef inline char* _string(char* p, int tag, str s) except NULL:
+    cdef Py_ssize_t n
+    cdef const char* utf8 = PyUnicode_AsUTF8AndSize(s, &n)
+    return _bytes_field(p, tag, utf8, n) if n else p
+
+
+cdef inline Py_ssize_t _int_size(int64_t v) noexcept:
+    return 1 + _varint_size(<uint64_t>v) if v != 0 else 0
+
+
+cdef inline char* _int(char* p, int tag, int64_t v) noexcept:
+    if v == 0:
+        return p
+    p[0] = <char>tag
+    return _varint(p + 1, <uint64_t>v)
+
+
+cdef Py_ssize_t _shape_size(cnp.ndarray a) noexcept:
+    cdef Py_ssize_t n = 0, i
+    for i in range(cnp.PyArray_NDIM(a)):
+        n += _varint_size(<uint64_t>cnp.PyArray_DIM(a, i))
+    return n
+
+
+cdef Py_ssize_t _tensor_size(str name, int64_t dtype, cnp.ndarray a) except -1:
+    cdef Py_ssize_t shape = _shape_size(a)
+    cdef Py_ssize_t raw = cnp.PyArray_NBYTES(a)
+    return (
+        _string_size(name)
+        + _int_size(dtype)
+        + (_bytes_field_size(shape) if shape else 0)
+        + (_bytes_field_size(raw) if raw else 0)
+    )
+
+
+cdef char* _tensor(char* p, str name, int64_t dtype, cnp.ndarray a) except NULL:
+    cdef Py_ssize_t i, shape = _shape_size(a)
+    cdef Py_ssize_t raw = cnp.PyArray_NBYTES(a)
+    p = _string(p, TENSOR_NAME, name)
+    p = _int(p, TENSOR_DTYPE, dtype)
+    if shape:
+        p[0] = <char>TENSOR_SHAPE
+        p = _varint(p + 1, <uint64_t>shape)
+        for i in range(cnp.PyArray_NDIM(a)):
+            p = _varint(p, <uint64_t>cnp.PyArray_DIM(a, i))
+    if raw:
+        p = _bytes_field(p, TENSOR_RAW, <const char*>cnp.PyArray_DATA(a), raw)
+    return p
+
+
+def predict_answer(
+    str id, str model, int64_t version, int64_t variant, list outputs, str request_id
+):
+    """The serialized PredictResponse (no ``error``). ``outputs`` holds ``(name, dtype code,
+    array)`` per output tensor; every array must be C-contiguous and little-endian (its bytes
+    are the tensor's ``raw_data`` as they are), else ValueError."""
+    cdef Py_ssize_t size = (
+        _string_size(id) + _string_size(model) + _int_size(version) + _int_size(variant)
+        + _string_size(request_id)
+    )
+    cdef Py_ssize_t tensor
+    cdef cnp.ndarray a
+    for name, dtype, array in outputs:
+        a = <cnp.ndarray?>array
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISNOTSWAPPED(a):
+            raise ValueError(f"output {name!r}: the array must be C-contiguous and little-endian")
+        size += _bytes_field_size(_tensor_size(name, dtype, a))
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+    cdef char* p = PyBytes_AS_STRING(out)
+    p = _string(p, RESPONSE_ID, id)
+    p = _string(p, RESPONSE_MODEL, model)
+    p = _int(p, RESPONSE_VERSION, version)
+    p = _int(p, RESPONSE_VARIANT, variant)
+    for name, dtype, array in outputs:
+        tensor = _tensor_size(name, dtype, array)
+        p[0] = <char>RESPONSE_OUTPUTS
+        p = _varint(p + 1, <uint64_t>tensor)
+        p = _tensor(p, name, dtype, array)
+    _string(p, RESPONSE_REQUEST_ID, request_id)
     return out

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+from native.wire import predict_answer as native_predict_answer
 
 from server import errors
 from server.api.convert import (
@@ -146,6 +147,26 @@ def to_predict_response(prediction: Prediction, id: str = "") -> inference_pb2.P
     for name, array in prediction.outputs.items():
         put_tensor(msg.outputs, array, name)
     return msg
+
+
+def predict_answer(prediction: Prediction, id: str = "") -> bytes:
+    """``to_predict_response`` serialized, written natively (``native.wire``) when every output
+    is a contiguous little-endian array of a tensor dtype (what onnxruntime returns); otherwise
+    through the message."""
+    outputs = []
+    for name, array in prediction.outputs.items():
+        code = DTYPE_BY_NUMPY.get(array.dtype)
+        if code is None or not array.flags.c_contiguous or array.dtype.byteorder == ">":
+            return to_predict_response(prediction, id).SerializeToString()
+        outputs.append((name, code, array))
+    return native_predict_answer(
+        id,
+        prediction.model,
+        prediction.version,
+        PROTO_BY_VARIANT[prediction.variant],
+        outputs,
+        prediction.request_id,
+    )
 
 
 def from_traffic_policy(msg: inference_pb2.TrafficPolicy) -> TrafficPolicy:

@@ -10,13 +10,14 @@ import grpc
 
 from server import errors
 from server.api import convert_inference as conv
-from server.api.binding import AppContext, ServiceBinding, service_name
+from server.api.binding import AppContext, ServiceBinding, answers_serialized, service_name
 from server.api.errors import status_for
 from server.gen.llmopt.v1 import inference_pb2, inference_pb2_grpc
 from server.inference import (
     MIGRATIONS,
     EngineConfig,
     InferenceEngine,
+    Prediction,
     SessionConfig,
     TrafficPolicyStore,
 )
@@ -30,7 +31,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self.engine = engine
         self.features = features  # server.features.FeatureService: vectors for feature_set
 
+    @answers_serialized
     def Predict(self, request, context):  # type: ignore[no-untyped-def]
+        """Answers a serialized PredictResponse (see ``convert_inference.predict_answer``)."""
+        return conv.predict_answer(self._predict(request), request.id)
+
+    def _predict(self, request: inference_pb2.PredictRequest) -> Prediction:
         call = conv.from_predict_request(request)
         row = None
         if not call.inputs:  # a prediction from request facts (tensors are never empty)
@@ -39,7 +45,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             row = self.features.vector(
                 request.feature_set, conv.from_predict_context(request), list(request.entity_ids)
             ).values
-        prediction = self.engine.predict(
+        return self.engine.predict(
             call.model,
             call.inputs,
             version=call.version,
@@ -48,7 +54,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             routing_key=call.routing_key,
             row=row,
         )
-        return conv.to_predict_response(prediction, request.id)
 
     def PredictStream(self, request_iterator, context):  # type: ignore[no-untyped-def]
         """One answer per message, in order; a bad message gets an error answer, the stream goes
@@ -58,7 +63,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     def _answer(self, request: inference_pb2.PredictRequest) -> inference_pb2.PredictResponse:
         try:
-            return self.Predict(request, None)
+            return conv.to_predict_response(self._predict(request), request.id)
         except errors.LLMOptError as exc:
             code, message = status_for(exc), str(exc)
         except Exception as exc:
