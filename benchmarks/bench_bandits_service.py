@@ -128,12 +128,16 @@ def servicer_rows(ctx: Context) -> Iterator[Result]:
             for c in _contexts(64)
         ]
         parse = bandits_pb2.SelectArmRequest.FromString
-        calls = 0
+        answers: list[bytes] = []
 
-        def call() -> None:
-            nonlocal calls
-            servicer.SelectArm(parse(requests[calls % 64]), None)
-            calls += 1
+        def select() -> None:
+            answers.append(servicer.SelectArm(parse(requests[len(answers) % 64]), None))
+
+        parse_reward = bandits_pb2.RecordRewardRequest.FromString
+        rewards: Iterator[bytes] = iter(())
+
+        def reward() -> None:
+            servicer.RecordReward(parse_reward(next(rewards)), None).SerializeToString()
 
         for label, between, iterations in (
             ("hot", None, ctx.iterations(full=5_000, quick=500)),
@@ -141,11 +145,28 @@ def servicer_rows(ctx: Context) -> Iterator[Result]:
         ):
             yield latency_result(
                 f"bandits.servicer.select.{label}",
-                time_calls(call, warmup=50, iterations=iterations, between=between),
+                time_calls(select, warmup=50, iterations=iterations, between=between),
                 metric="p50",
                 note="SelectArm servicer, request bytes to answer bytes, LinUCB K=10"
                 + (", other Python work between calls (as in the server)" if between else ""),
             )
+            # Each of those decisions rewarded once, in the order they were made.
+            rewards = iter(
+                [
+                    bandits_pb2.RecordRewardRequest(
+                        decision_id=bandits_pb2.Decision.FromString(a).decision_id, reward=0.5
+                    ).SerializeToString()
+                    for a in answers
+                ]
+            )
+            yield latency_result(
+                f"bandits.servicer.reward.{label}",
+                time_calls(reward, warmup=50, iterations=iterations, between=between),
+                metric="p50",
+                note="RecordReward servicer (raw reward), request bytes to answer bytes, "
+                "LinUCB K=10" + (", other Python work between calls" if between else ""),
+            )
+            answers.clear()
     finally:
         svc.close()
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack
+from typing import Any
 
 import numpy as np
 
 from benchmarks.e2e import load_rows
-from benchmarks.harness import Context, Result, latency_result, time_calls
+from benchmarks.harness import Context, Result, evict_caches, latency_result, time_calls
 from benchmarks.load import Rpc, run_load
 
 FEATURES = 16
@@ -95,6 +96,35 @@ def _in_process(ctx: Context, models: dict[str, bytes]) -> Iterator[Result]:
                 )
                 result.extra["rows_per_s"] = round(rows / (pct.mean / 1e6), 1)
                 yield result
+        yield from _servicer_rows(ctx, engine, X)
+
+
+def _servicer_rows(ctx: Context, engine: Any, X: np.ndarray) -> Iterator[Result]:
+    """The Predict servicer from request bytes to answer bytes (1 row, lr16), in a hot loop and
+    with other Python work between calls, as ``bandits.servicer.select`` does for SelectArm."""
+    from server.api.inference import InferenceServicer
+    from server.gen.llmopt.v1 import inference_pb2
+
+    if not ctx.wants("inference.servicer.predict"):
+        return
+    servicer = InferenceServicer(engine)
+    request = _predict_rpc("lr16", 1).requests[0]
+    parse = inference_pb2.PredictRequest.FromString
+
+    def call() -> None:
+        servicer.Predict(parse(request), None)
+
+    for label, between, iterations in (
+        ("hot", None, ctx.iterations(full=5_000, quick=500)),
+        ("cold", evict_caches, ctx.iterations(full=1_000, quick=100)),
+    ):
+        yield latency_result(
+            f"inference.servicer.predict.{label}",
+            time_calls(call, warmup=50, iterations=iterations, between=between),
+            metric="p50",
+            note="Predict servicer, request bytes to answer bytes, lr16 1 x 16 float32"
+            + (", other Python work between calls (as in the server)" if between else ""),
+        )
 
 
 def _predict_rpc(model: str, rows: int) -> Rpc:
@@ -166,7 +196,7 @@ def _end_to_end(ctx: Context, models: dict[str, bytes]) -> Iterator[Result]:
 
 
 def benchmarks(ctx: Context) -> Iterator[Result]:
-    if not (ctx.wants("inference.predict") or ctx.wants("e2e.Predict.")):
+    if not any(ctx.wants(n) for n in ("inference.predict", "inference.servicer", "e2e.Predict.")):
         return
     models = _models(ctx.quick)
     yield from _in_process(ctx, models)
