@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
-from native.context import DEFAULT_CONTEXT_DIM, default_context_matrix, default_context_vector
+from native.context import (
+    DEFAULT_CONTEXT_DIM,
+    context_vector,
+    default_context_matrix,
+    default_context_vector,
+)
 
 from server import errors
 
@@ -58,6 +63,7 @@ _OUTPUT_CODES = {
     OutputLength.MEDIUM: 0.5,
     OutputLength.LONG: 1.0,
 }
+_OUTPUT_CODE_BY_VALUE = tuple(_OUTPUT_CODES[o] for o in sorted(OutputLength))
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,10 @@ def default_context(context: RequestContext, now: dt.datetime | None = None) -> 
     >>> default_context(ctx).tolist()
     [0.0, 0.5, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0]
     """
+    if now is None:  # the request path: one native call
+        out = context_vector(context, TASK_CODES, OTHER_TASK_CODE, _OUTPUT_CODE_BY_VALUE)
+        if out is not None:
+            return out
     out = np.empty(DEFAULT_CONTEXT_DIM, dtype=np.float64)
     default_context_vector(*context.validate().facts(now), out)
     return out

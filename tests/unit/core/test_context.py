@@ -76,6 +76,27 @@ def test_unset_time_fields_read_the_clock():
     assert v[5] == pytest.approx(math.cos(2 * math.pi * 2 / 7))
 
 
+def test_the_request_path_reads_the_clock_as_the_python_path_does():
+    ctx = RequestContext(task_type="qa", input_length=42)
+    for _ in range(3):  # an hour may turn between the two readings: then read again
+        before = dt.datetime.now(dt.UTC)
+        fast = default_context(ctx)
+        if dt.datetime.now(dt.UTC).hour == before.hour:
+            break
+    assert fast.tolist() == default_context(ctx, now=before).tolist()
+    assert fast.dtype == np.float64 and fast.flags.c_contiguous and fast.flags.writeable
+
+
+@pytest.mark.parametrize(
+    ("task_type", "code"),
+    [("  Summarization ", 1.0), ("EXTRACTION", 0.67), ("chat", 0.5), ("", 0.5)],
+)
+def test_task_types_are_read_trimmed_and_case_blind_on_both_paths(task_type, code):
+    ctx = RequestContext(task_type=task_type, hour_of_day=1, day_of_week=1)
+    assert default_context(ctx)[7] == code
+    assert default_context(ctx, now=dt.datetime.now(dt.UTC))[7] == code
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
