@@ -137,7 +137,7 @@ def servicer_rows(ctx: Context) -> Iterator[Result]:
         rewards: Iterator[bytes] = iter(())
 
         def reward() -> None:
-            servicer.RecordReward(parse_reward(next(rewards)), None).SerializeToString()
+            servicer.RecordReward(parse_reward(next(rewards)), None)
 
         for label, between, iterations in (
             ("hot", None, ctx.iterations(full=5_000, quick=500)),

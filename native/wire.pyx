@@ -1,6 +1,7 @@
 # cython: language_level=3
-"""The answers of the two hottest RPCs, SelectArm's ``llmopt.v1.Decision`` and Predict's
-``llmopt.v1.PredictResponse``, written as protobuf wire bytes in one call each.
+"""The answers of the hottest RPCs, SelectArm's ``llmopt.v1.Decision``, RecordReward's
+``llmopt.v1.RecordRewardResponse`` and Predict's ``llmopt.v1.PredictResponse``, written as
+protobuf wire bytes in one call each.
 
 Why by hand, when protobuf's own serializer is everywhere else: each answer was a message built
 field by field from Python (a Timestamp, a copied Arm, one ArmScore per arm; a Tensor per
@@ -40,6 +41,9 @@ cdef enum:
     SCORE_VALUE = (2 << 3) | 1
     SECONDS = (1 << 3) | 0
     NANOS = (2 << 3) | 0
+    REWARD_DECISION_ID = (1 << 3) | 2
+    REWARD_ARM_ID = (2 << 3) | 2
+    REWARD_VALUE = (3 << 3) | 1
 
 cdef enum:
     ARMS_ON_STACK = 64  # more arms than this: their entries go on the heap
@@ -207,6 +211,27 @@ cdef bytes _decision_answer(
     if nanos != 0:
         p[0] = <char>NANOS
         p = _varint(p + 1, <uint64_t>nanos)
+    return out
+
+
+def reward_answer(str decision_id, str arm_id, double reward):
+    """The serialized RecordRewardResponse."""
+    cdef Py_ssize_t id_len, arm_len
+    cdef const char* id_utf8 = PyUnicode_AsUTF8AndSize(decision_id, &id_len)
+    cdef const char* arm_utf8 = PyUnicode_AsUTF8AndSize(arm_id, &arm_len)
+    cdef Py_ssize_t size = (
+        (_bytes_field_size(id_len) if id_len else 0)
+        + (_bytes_field_size(arm_len) if arm_len else 0)
+        + (9 if _nonzero(reward) else 0)
+    )
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
+    cdef char* p = PyBytes_AS_STRING(out)
+    if id_len:
+        p = _bytes_field(p, REWARD_DECISION_ID, id_utf8, id_len)
+    if arm_len:
+        p = _bytes_field(p, REWARD_ARM_ID, arm_utf8, arm_len)
+    if _nonzero(reward):
+        _double_field(p, REWARD_VALUE, reward)
     return out
 
 

@@ -70,16 +70,16 @@ class BanditsServicer(bandits_pb2_grpc.BanditsServicer):
         )
         return cb.decision_answer(decision, self._arm_answer)
 
-    def RecordReward(self, request: bandits_pb2.RecordRewardRequest, context: Any) -> Any:
+    @answers_serialized
+    def RecordReward(self, request: bandits_pb2.RecordRewardRequest, context: Any) -> bytes:
+        """Answers a serialized RecordRewardResponse (see ``convert_bandits.reward_answer``)."""
         which = request.WhichOneof("value")
         receipt = self._service.record_reward(
             request.decision_id,
             reward=request.reward if which == "reward" else None,
             outcome=cb.from_outcome(request.outcome) if which == "outcome" else None,
         )
-        return bandits_pb2.RecordRewardResponse(
-            decision_id=receipt.decision_id, arm_id=receipt.arm_id, reward=receipt.reward
-        )
+        return cb.reward_answer(receipt)
 
     def GetStats(self, request: bandits_pb2.GetStatsRequest, context: Any) -> Any:
         return cb.to_bandit_stats(self._service.stats(request.bandit))

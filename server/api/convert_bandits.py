@@ -14,6 +14,7 @@ from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from native.wire import decision_answer as native_decision_answer
+from native.wire import reward_answer as native_reward_answer
 
 from server import errors
 from server.bandits.arms import Arm, LLMConfig
@@ -26,6 +27,7 @@ from server.bandits.types import (
     BanditSpec,
     BanditStats,
     Decision,
+    RewardReceipt,
 )
 from server.gen.llmopt.v1 import bandits_pb2, common_pb2
 
@@ -198,6 +200,11 @@ def decision_answer(d: Decision, arm_bytes: Callable[[Arm], bytes]) -> bytes:
     return native_decision_answer(
         d.decision_id, d.bandit, arm_bytes(d.arm), d.propensity, d.arm_ids, d.arm_scores, d.time
     )
+
+
+def reward_answer(receipt: RewardReceipt) -> bytes:
+    """The serialized RecordRewardResponse (written natively, see ``native.wire``)."""
+    return native_reward_answer(receipt.decision_id, receipt.arm_id, receipt.reward)
 
 
 def from_outcome(msg: bandits_pb2.Outcome) -> Outcome:

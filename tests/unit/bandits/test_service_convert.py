@@ -10,7 +10,7 @@ from server import errors
 from server.api import convert_bandits as cb
 from server.bandits import policies as P
 from server.bandits.arms import Arm, LLMConfig
-from server.bandits.types import MAX_ARMS, BanditInfo, Decision
+from server.bandits.types import MAX_ARMS, BanditInfo, Decision, RewardReceipt
 from server.gen.llmopt.v1 import bandits_pb2 as pb
 from server.gen.llmopt.v1 import common_pb2
 
@@ -175,3 +175,18 @@ def test_the_native_decision_answer_lists_as_many_arms_as_a_bandit_may_have() ->
     d = Decision("d", "b", ARM, 0.5, ids, np.linspace(-1.0, 1.0, MAX_ARMS), 1.0)
     answer = cb.decision_answer(d, lambda a: cb.to_arm(a).SerializeToString())
     assert answer == _library_decision(d, cb.to_arm(ARM)).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "receipt",
+    [
+        RewardReceipt("dec-1", "arm-ä", 0.75),
+        RewardReceipt("", "", 0.0),  # empty and zero fields are left out
+        RewardReceipt("d" * 300, "a", -0.0),  # -0.0 is written, as protobuf writes it
+    ],
+)
+def test_the_native_reward_answer_is_the_bytes_protobuf_would_write(receipt: RewardReceipt) -> None:
+    expected = pb.RecordRewardResponse(
+        decision_id=receipt.decision_id, arm_id=receipt.arm_id, reward=receipt.reward
+    )
+    assert cb.reward_answer(receipt) == expected.SerializeToString()
