@@ -28,7 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.e2e import bracketed_baseline
-from benchmarks.harness import Context, Result, evict_caches, latency_result, time_calls
+from benchmarks.harness import (
+    COLD_NOTE,
+    Context,
+    Result,
+    hot_and_cold,
+    latency_result,
+    time_calls,
+)
 from benchmarks.load import LoadReport, Rpc, run_load
 
 K = 10
@@ -139,16 +146,13 @@ def servicer_rows(ctx: Context) -> Iterator[Result]:
         def reward() -> None:
             servicer.RecordReward(parse_reward(next(rewards)), None)
 
-        for label, between, iterations in (
-            ("hot", None, ctx.iterations(full=5_000, quick=500)),
-            ("cold", evict_caches, ctx.iterations(full=1_000, quick=100)),
-        ):
+        for label, between, iterations in hot_and_cold(ctx):
             yield latency_result(
                 f"bandits.servicer.select.{label}",
                 time_calls(select, warmup=50, iterations=iterations, between=between),
                 metric="p50",
                 note="SelectArm servicer, request bytes to answer bytes, LinUCB K=10"
-                + (", other Python work between calls (as in the server)" if between else ""),
+                + (COLD_NOTE if between else ""),
             )
             # Each of those decisions rewarded once, in the order they were made.
             rewards = iter(
@@ -164,7 +168,7 @@ def servicer_rows(ctx: Context) -> Iterator[Result]:
                 time_calls(reward, warmup=50, iterations=iterations, between=between),
                 metric="p50",
                 note="RecordReward servicer (raw reward), request bytes to answer bytes, "
-                "LinUCB K=10" + (", other Python work between calls" if between else ""),
+                "LinUCB K=10" + (COLD_NOTE if between else ""),
             )
             answers.clear()
     finally:

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from benchmarks.e2e import load_rows
-from benchmarks.harness import Context, Result, evict_caches, latency_result, time_calls
+from benchmarks.harness import (
+    COLD_NOTE,
+    Context,
+    Result,
+    hot_and_cold,
+    latency_result,
+    time_calls,
+)
 from benchmarks.load import Rpc, run_load
 
 FEATURES = 16
@@ -114,16 +121,13 @@ def _servicer_rows(ctx: Context, engine: Any, X: np.ndarray) -> Iterator[Result]
     def call() -> None:
         servicer.Predict(parse(request), None)
 
-    for label, between, iterations in (
-        ("hot", None, ctx.iterations(full=5_000, quick=500)),
-        ("cold", evict_caches, ctx.iterations(full=1_000, quick=100)),
-    ):
+    for label, between, iterations in hot_and_cold(ctx):
         yield latency_result(
             f"inference.servicer.predict.{label}",
             time_calls(call, warmup=50, iterations=iterations, between=between),
             metric="p50",
             note="Predict servicer, request bytes to answer bytes, lr16 1 x 16 float32"
-            + (", other Python work between calls (as in the server)" if between else ""),
+            + (COLD_NOTE if between else ""),
         )
 
 

@@ -135,6 +135,19 @@ def evict_caches() -> None:
     sorted(_EVICT_FLOATS)
 
 
+COLD_NOTE = ", other Python work between calls (as in the server)"
+
+
+def hot_and_cold(ctx: Context) -> tuple[tuple[str, Callable[[], None] | None, int], ...]:
+    """``(label, between, iterations)`` of a handler's two in-process rows: ``hot`` (a hot loop,
+    what profilers show) and ``cold`` (``evict_caches`` before each call: the figure that tracks
+    its cost end to end)."""
+    return (
+        ("hot", None, ctx.iterations(full=5_000, quick=500)),
+        ("cold", evict_caches, ctx.iterations(full=1_000, quick=100)),
+    )
+
+
 @dataclass
 class Result:
     """One row of the table: ``measured`` compared with ``target`` in the direction ``better``.
