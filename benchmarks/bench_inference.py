@@ -200,7 +200,8 @@ def _end_to_end(ctx: Context, models: dict[str, bytes]) -> Iterator[Result]:
 
 
 def benchmarks(ctx: Context) -> Iterator[Result]:
-    if not any(ctx.wants(n) for n in ("inference.predict", "inference.servicer", "e2e.Predict.")):
+    wanted = ("inference.predict", "inference.servicer", "e2e.Predict.1000rows", "e2e.Predict.1row")
+    if not any(ctx.wants(n) for n in wanted):
         return
     models = _models(ctx.quick)
     yield from _in_process(ctx, models)
