@@ -29,7 +29,6 @@ import numpy as np
 
 from benchmarks.e2e import bracketed_baseline
 from benchmarks.harness import (
-    COLD_NOTE,
     Context,
     Result,
     hot_and_cold,
@@ -146,13 +145,11 @@ def servicer_rows(ctx: Context) -> Iterator[Result]:
         def reward() -> None:
             servicer.RecordReward(parse_reward(next(rewards)), None)
 
-        for label, between, iterations in hot_and_cold(ctx):
-            yield latency_result(
-                f"bandits.servicer.select.{label}",
-                time_calls(select, warmup=50, iterations=iterations, between=between),
-                metric="p50",
-                note="SelectArm servicer, request bytes to answer bytes, LinUCB K=10"
-                + (COLD_NOTE if between else ""),
+        for run in hot_and_cold(ctx):
+            yield run.result(
+                "bandits.servicer.select",
+                select,
+                "SelectArm servicer, request bytes to answer bytes, LinUCB K=10",
             )
             # Each of those decisions rewarded once, in the order they were made.
             rewards = iter(
@@ -163,12 +160,10 @@ def servicer_rows(ctx: Context) -> Iterator[Result]:
                     for a in answers
                 ]
             )
-            yield latency_result(
-                f"bandits.servicer.reward.{label}",
-                time_calls(reward, warmup=50, iterations=iterations, between=between),
-                metric="p50",
-                note="RecordReward servicer (raw reward), request bytes to answer bytes, "
-                "LinUCB K=10" + (COLD_NOTE if between else ""),
+            yield run.result(
+                "bandits.servicer.reward",
+                reward,
+                "RecordReward servicer (raw reward), request bytes to answer bytes, LinUCB K=10",
             )
             answers.clear()
     finally:

@@ -16,7 +16,6 @@ import numpy as np
 
 from benchmarks.e2e import load_rows
 from benchmarks.harness import (
-    COLD_NOTE,
     Context,
     Result,
     hot_and_cold,
@@ -121,13 +120,11 @@ def _servicer_rows(ctx: Context, engine: Any, X: np.ndarray) -> Iterator[Result]
     def call() -> None:
         servicer.Predict(parse(request), None)
 
-    for label, between, iterations in hot_and_cold(ctx):
-        yield latency_result(
-            f"inference.servicer.predict.{label}",
-            time_calls(call, warmup=50, iterations=iterations, between=between),
-            metric="p50",
-            note="Predict servicer, request bytes to answer bytes, lr16 1 x 16 float32"
-            + (COLD_NOTE if between else ""),
+    for run in hot_and_cold(ctx):
+        yield run.result(
+            "inference.servicer.predict",
+            call,
+            "Predict servicer, request bytes to answer bytes, lr16 1 x 16 float32",
         )
 
 

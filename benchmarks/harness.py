@@ -135,16 +135,34 @@ def evict_caches() -> None:
     sorted(_EVICT_FLOATS)
 
 
-COLD_NOTE = ", other Python work between calls (as in the server)"
+_COLD_NOTE = ", other Python work between calls (as in the server)"
 
 
-def hot_and_cold(ctx: Context) -> tuple[tuple[str, Callable[[], None] | None, int], ...]:
-    """``(label, between, iterations)`` of a handler's two in-process rows: ``hot`` (a hot loop,
-    what profilers show) and ``cold`` (``evict_caches`` before each call: the figure that tracks
-    its cost end to end)."""
+@dataclass(frozen=True)
+class HandlerPass:
+    """One of a handler's two in-process rows (``hot_and_cold``)."""
+
+    label: str
+    between: Callable[[], object] | None
+    iterations: int
+
+    def result(self, name: str, call: Callable[[], object], note: str) -> Result:
+        """Row ``<name>.<label>``: the p50 of ``call`` timed in this pass."""
+        return latency_result(
+            f"{name}.{self.label}",
+            time_calls(call, warmup=50, iterations=self.iterations, between=self.between),
+            metric="p50",
+            note=note
+            + (", other Python work between calls (as in the server)" if self.between else ""),
+        )
+
+
+def hot_and_cold(ctx: Context) -> tuple[HandlerPass, HandlerPass]:
+    """A handler's two in-process passes: ``hot`` (a hot loop, what profilers show) and ``cold``
+    (``evict_caches`` before each call: the figure that tracks its cost end to end)."""
     return (
-        ("hot", None, ctx.iterations(full=5_000, quick=500)),
-        ("cold", evict_caches, ctx.iterations(full=1_000, quick=100)),
+        HandlerPass("hot", None, ctx.iterations(full=5_000, quick=500)),
+        HandlerPass("cold", evict_caches, ctx.iterations(full=1_000, quick=100)),
     )
 
 

@@ -47,8 +47,12 @@ cdef extern from "Python.h":
     int PyBUF_READ
 
 # Record kinds 1 and 2 were pickled rows (still replayed by the store).
-DECISION = 3
-REWARD = 4
+cdef enum:
+    KIND_DECISION = 3
+    KIND_REWARD = 4
+
+DECISION = KIND_DECISION
+REWARD = KIND_REWARD
 
 cdef Py_ssize_t _HEADER = 8  # length u32 | crc32 u32
 HEADER = _HEADER
@@ -122,7 +126,7 @@ def decision_record(
     cdef char* p
     cdef bytes record = _framed(
         _PREFIX + _DECISION_FIXED + id_len + 8 * (<Py_ssize_t>n_scores + n_context),
-        DECISION,
+        KIND_DECISION,
         seq,
         &p,
     )
@@ -165,7 +169,7 @@ def reward_record(
     cdef char* p
     cdef bytes record = _framed(
         _PREFIX + _REWARD_FIXED + id_len + detail_len + 8 * <Py_ssize_t>n_context,
-        REWARD,
+        KIND_REWARD,
         seq,
         &p,
     )
@@ -208,7 +212,7 @@ def decode(bytes data, Py_ssize_t start=0):
     cdef uint32_t id_len, n_scores, n_context
     cdef double propensity, time, expires, reward
     cdef object decision_id, detail
-    if kind == DECISION:
+    if kind == KIND_DECISION:
         _need(have, _DECISION_FIXED, kind)
         memcpy(&bandit_id, p, 8)
         memcpy(&slot, p + 8, 4)
@@ -228,7 +232,7 @@ def decode(bytes data, Py_ssize_t start=0):
         return kind, (
             seq, decision_id, bandit_id, slot, propensity, scores, context, time, expires
         )
-    if kind == REWARD:
+    if kind == KIND_REWARD:
         _need(have, _REWARD_FIXED, kind)
         memcpy(&bandit_id, p, 8)
         memcpy(&event_kind, p + 8, 4)

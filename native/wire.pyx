@@ -119,99 +119,85 @@ def decision_answer(
     cdef Py_ssize_t n = min(len(arm_ids), cnp.PyArray_SIZE(scores))
     cdef ScoreEntry on_stack[ARMS_ON_STACK]
     cdef ScoreEntry* entries = on_stack
-    if n > ARMS_ON_STACK:
-        entries = <ScoreEntry*>PyMem_Malloc(n * sizeof(ScoreEntry))
-        if entries == NULL:
-            raise MemoryError()
-    try:
-        return _decision_answer(
-            decision_id, bandit, arm, propensity, arm_ids, scores, time, n, entries
-        )
-    finally:
-        if entries != on_stack:
-            PyMem_Free(entries)
-
-
-cdef bytes _decision_answer(
-    str decision_id,
-    str bandit,
-    bytes arm,
-    double propensity,
-    tuple arm_ids,
-    cnp.ndarray scores,
-    double time,
-    Py_ssize_t n,
-    ScoreEntry* entries,
-):
+    cdef ScoreEntry* e
     cdef Py_ssize_t did_len, bandit_len, i, k = 0
     cdef const char* did_utf8 = PyUnicode_AsUTF8AndSize(decision_id, &did_len)
     cdef const char* bandit_utf8 = PyUnicode_AsUTF8AndSize(bandit, &bandit_len)
     cdef Py_ssize_t arm_len = PyBytes_GET_SIZE(arm)
     cdef double v
-    cdef ScoreEntry* e
+    cdef int64_t total, seconds, nanos
+    cdef Py_ssize_t ts_len = 0, size
+    cdef bytes out
+    cdef char* p
+    if n > ARMS_ON_STACK:
+        entries = <ScoreEntry*>PyMem_Malloc(n * sizeof(ScoreEntry))
+        if entries == NULL:
+            raise MemoryError()
+    try:
+        # Timestamp: seconds and nanos of round(time * 1e9), floored as Python's divmod.
+        total = <int64_t>nearbyint(time * 1e9)
+        seconds = <int64_t>floor(<double>total / 1e9)
+        nanos = total - seconds * 1_000_000_000
+        if nanos < 0:
+            seconds -= 1
+            nanos += 1_000_000_000
+        elif nanos >= 1_000_000_000:
+            seconds += 1
+            nanos -= 1_000_000_000
+        if seconds != 0:
+            ts_len += 1 + _varint_size(<uint64_t>seconds)
+        if nanos != 0:
+            ts_len += 1 + _varint_size(<uint64_t>nanos)
 
-    # Timestamp: seconds and nanos of round(time * 1e9), floored as Python's divmod.
-    cdef int64_t total = <int64_t>nearbyint(time * 1e9)
-    cdef int64_t seconds = <int64_t>floor(<double>total / 1e9)
-    cdef int64_t nanos = total - seconds * 1_000_000_000
-    if nanos < 0:
-        seconds -= 1
-        nanos += 1_000_000_000
-    elif nanos >= 1_000_000_000:
-        seconds += 1
-        nanos -= 1_000_000_000
-    cdef Py_ssize_t ts_len = 0
-    if seconds != 0:
-        ts_len += 1 + _varint_size(<uint64_t>seconds)
-    if nanos != 0:
-        ts_len += 1 + _varint_size(<uint64_t>nanos)
+        size = _bytes_field_size(arm_len) + _bytes_field_size(ts_len)
+        if did_len:
+            size += _bytes_field_size(did_len)
+        if bandit_len:
+            size += _bytes_field_size(bandit_len)
+        if _nonzero(propensity):
+            size += 9
+        for i in range(n):
+            v = (<double*>cnp.PyArray_GETPTR1(scores, i))[0]
+            if isnan(v):
+                continue
+            e = &entries[k]
+            e.arm_id = PyUnicode_AsUTF8AndSize(arm_ids[i], &e.arm_id_len)
+            e.score = v
+            e.size = (_bytes_field_size(e.arm_id_len) if e.arm_id_len else 0) + (
+                9 if _nonzero(v) else 0
+            )
+            size += _bytes_field_size(e.size)
+            k += 1
 
-    cdef Py_ssize_t size = _bytes_field_size(arm_len) + _bytes_field_size(ts_len)
-    if did_len:
-        size += _bytes_field_size(did_len)
-    if bandit_len:
-        size += _bytes_field_size(bandit_len)
-    if _nonzero(propensity):
-        size += 9
-    for i in range(n):
-        v = (<double*>cnp.PyArray_GETPTR1(scores, i))[0]
-        if isnan(v):
-            continue
-        e = &entries[k]
-        e.arm_id = PyUnicode_AsUTF8AndSize(arm_ids[i], &e.arm_id_len)
-        e.score = v
-        e.size = (_bytes_field_size(e.arm_id_len) if e.arm_id_len else 0) + (
-            9 if _nonzero(v) else 0
-        )
-        size += _bytes_field_size(e.size)
-        k += 1
-
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
-    cdef char* p = PyBytes_AS_STRING(out)
-    if did_len:
-        p = _bytes_field(p, DECISION_ID, did_utf8, did_len)
-    if bandit_len:
-        p = _bytes_field(p, BANDIT, bandit_utf8, bandit_len)
-    p = _bytes_field(p, ARM, PyBytes_AS_STRING(arm), arm_len)
-    if _nonzero(propensity):
-        p = _double_field(p, PROPENSITY, propensity)
-    for i in range(k):
-        e = &entries[i]
-        p[0] = <char>SCORES
-        p = _varint(p + 1, <uint64_t>e.size)
-        if e.arm_id_len:
-            p = _bytes_field(p, SCORE_ARM_ID, e.arm_id, e.arm_id_len)
-        if _nonzero(e.score):
-            p = _double_field(p, SCORE_VALUE, e.score)
-    p[0] = <char>TIME
-    p = _varint(p + 1, <uint64_t>ts_len)
-    if seconds != 0:
-        p[0] = <char>SECONDS
-        p = _varint(p + 1, <uint64_t>seconds)
-    if nanos != 0:
-        p[0] = <char>NANOS
-        p = _varint(p + 1, <uint64_t>nanos)
-    return out
+        out = PyBytes_FromStringAndSize(NULL, size)
+        p = PyBytes_AS_STRING(out)
+        if did_len:
+            p = _bytes_field(p, DECISION_ID, did_utf8, did_len)
+        if bandit_len:
+            p = _bytes_field(p, BANDIT, bandit_utf8, bandit_len)
+        p = _bytes_field(p, ARM, PyBytes_AS_STRING(arm), arm_len)
+        if _nonzero(propensity):
+            p = _double_field(p, PROPENSITY, propensity)
+        for i in range(k):
+            e = &entries[i]
+            p[0] = <char>SCORES
+            p = _varint(p + 1, <uint64_t>e.size)
+            if e.arm_id_len:
+                p = _bytes_field(p, SCORE_ARM_ID, e.arm_id, e.arm_id_len)
+            if _nonzero(e.score):
+                p = _double_field(p, SCORE_VALUE, e.score)
+        p[0] = <char>TIME
+        p = _varint(p + 1, <uint64_t>ts_len)
+        if seconds != 0:
+            p[0] = <char>SECONDS
+            p = _varint(p + 1, <uint64_t>seconds)
+        if nanos != 0:
+            p[0] = <char>NANOS
+            p = _varint(p + 1, <uint64_t>nanos)
+        return out
+    finally:
+        if entries != on_stack:
+            PyMem_Free(entries)
 
 
 def reward_answer(str decision_id, str arm_id, double reward):
