@@ -3,13 +3,16 @@
 The echo baseline (benchmarks/echo_server.py) is the bare grpcio server with the same pool and
 options; ratio = what the Python gRPC framework leaves to this project. A throughput ratio is
 taken against echo measured right before and right after the RPC's own run (their mean), since
-this machine's speed drifts by tens of percent within a run; latency-only baselines (open loop,
+this machine's speed drifts by tens of percent within a run, in interleaved rounds whose median
+is the verdict (``Interleaved``); latency-only baselines (open loop,
 scaling) are measured once per (payload size, concurrency, mode, pinning) and cached.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from benchmarks.harness import Context, Result
 from benchmarks.load import LoadReport, LoadTarget, Rpc, run_load
@@ -58,6 +61,66 @@ def _describe(report: LoadReport) -> str:
     return text
 
 
+ROUNDS = 3  # interleaved (echo, RPC) rounds per ratio row in a full run; quick runs take 1
+
+
+@dataclass(frozen=True)
+class Interleaved:
+    """Echo and an RPC run alternately: echo, RPC, echo, ..., RPC, echo. Round ``i``'s ratio is
+    the RPC's throughput over the mean of the echo runs right before and right after it; the
+    verdict is the median round. One reading on this shared machine swings by +-0.15 between
+    runs minutes apart; the median of bracketed rounds moves far less, and every round's ratio
+    is kept in the row."""
+
+    echo: tuple[LoadReport, ...]  # one more than ``rpc``
+    rpc: tuple[LoadReport, ...]
+
+    @property
+    def ratios(self) -> list[float]:
+        return [
+            r.throughput / mean if (mean := (a.throughput + b.throughput) / 2) else math.nan
+            for r, a, b in zip(self.rpc, self.echo, self.echo[1:], strict=False)
+        ]
+
+    @property
+    def median_round(self) -> int:
+        """The index of the round whose ratio is the median (the lower one of an even count)."""
+        ratios = self.ratios
+        order = sorted(range(len(ratios)), key=ratios.__getitem__)
+        return order[(len(order) - 1) // 2]
+
+
+def rounds(ctx: Context) -> int:
+    """Interleaved rounds per ratio row: ``ROUNDS`` in a full run, 1 in a quick one."""
+    return 1 if ctx.quick else ROUNDS
+
+
+def interleaved(
+    ctx: Context,
+    echo: LoadTarget,
+    server: LoadTarget,
+    rpcs: Sequence[Rpc],
+    concurrency: int,
+    *,
+    clients: int | None = None,
+) -> Interleaved:
+    """A round per ``rpcs`` item (an RPC whose requests may be sent once, as RecordReward's,
+    needs one per round): it on ``server``, between echo runs of its payload."""
+    duration, warmup = ctx.seconds(3.0, 1.0), ctx.seconds(0.5, 0.3)
+    bare = Rpc.echo(rpcs[0].payload_bytes)
+
+    def run(target: LoadTarget, what: Rpc) -> LoadReport:
+        return run_load(
+            target, what, concurrency=concurrency, duration=duration, warmup=warmup, clients=clients
+        )
+
+    echoes, reports = [run(echo, bare)], []
+    for rpc in rpcs:
+        reports.append(run(server, rpc))
+        echoes.append(run(echo, bare))
+    return Interleaved(tuple(echoes), tuple(reports))
+
+
 def load_rows(
     ctx: Context,
     server: LoadTarget,
@@ -67,24 +130,18 @@ def load_rows(
     target_ratio: float | None = None,
     name: str | None = None,
 ) -> Iterator[Result]:
-    """For each concurrency: echo, ``rpc``, echo again (one echo server for all), then the
-    baseline's row (the two echo runs' mean) and ``rpc``'s row judged on its throughput as a
-    ratio to it (``target_ratio``, e.g. 0.8). An RPC that answers errors yields an ERROR row:
-    a benchmark of failures is no benchmark."""
+    """For each concurrency, ``interleaved`` rounds of echo and ``rpc`` (one echo server for
+    all): the median round's baseline row and ``rpc``'s row judged on its throughput as a ratio
+    to it (``target_ratio``, e.g. 0.8). An RPC that answers errors yields an ERROR row: a
+    benchmark of failures is no benchmark."""
     label = name or rpc.name
-    duration, warmup = ctx.seconds(5.0, 1.0), ctx.seconds(1.0, 0.3)
-    bare = Rpc.echo(rpc.payload_bytes)
-
-    def run(target: LoadTarget, what: Rpc, c: int) -> LoadReport:
-        return run_load(target, what, concurrency=c, duration=duration, warmup=warmup)
-
     with ctx.echo_server() as echo:
         for c in concurrencies:
-            before, report, after = run(echo, bare, c), run(server, rpc, c), run(echo, bare, c)
-            yield from _ratio_rows(label, c, report, before, after, target_ratio)
+            runs = interleaved(ctx, echo, server, [rpc] * rounds(ctx), c)
+            yield from ratio_rows(label, c, runs, target_ratio)
 
 
-def bracketed_baseline(name: str, before: LoadReport, after: LoadReport) -> tuple[Result, float]:
+def _bracketed_baseline(name: str, before: LoadReport, after: LoadReport) -> tuple[Result, float]:
     """The baseline row for echo runs made right before and right after an RPC's run, and
     their mean throughput (what the RPC's ratio is taken against)."""
     echo_rps = (before.throughput + after.throughput) / 2
@@ -100,20 +157,22 @@ def bracketed_baseline(name: str, before: LoadReport, after: LoadReport) -> tupl
     return row, echo_rps
 
 
-def _ratio_rows(
-    label: str,
-    c: int,
-    report: LoadReport,
-    before: LoadReport,
-    after: LoadReport,
-    target_ratio: float | None,
+def ratio_rows(
+    label: str, c: int, runs: Interleaved, target_ratio: float | None, note: str = ""
 ) -> Iterator[Result]:
-    """The bracketing echo runs' row and the RPC's ratio row (against their mean)."""
-    baseline, echo_rps = bracketed_baseline(f"e2e.{label}.c{c}.echo_baseline", before, after)
+    """The median round's bracketing echo row and the RPC's ratio row (against their mean),
+    with every round's ratio in ``extra`` and the note."""
+    i = runs.median_round
+    before, report, after = runs.echo[i], runs.rpc[i], runs.echo[i + 1]
+    baseline, echo_rps = _bracketed_baseline(f"e2e.{label}.c{c}.echo_baseline", before, after)
     yield baseline
     echo_p99 = (before.latency.p99 + after.latency.p99) / 2
     echo_cpu = (before.cpu_us_per_req + after.cpu_us_per_req) / 2
-    ratio = report.throughput / echo_rps if echo_rps else float("nan")
+    ratios = runs.ratios
+    ratio = ratios[i]
+    spread = ""
+    if len(ratios) > 1:
+        spread = f"; median of {len(ratios)} rounds: " + ", ".join(f"{r:.3f}" for r in ratios)
     yield Result(
         f"e2e.{label}.c{c}",
         "throughput / echo",
@@ -124,12 +183,13 @@ def _ratio_rows(
         extra={
             **report.summary(),
             "ratio_to_echo": round(ratio, 3),
+            "round_ratios": [round(r, 3) for r in ratios],
             "p99_ratio_to_echo": round(report.latency.p99 / echo_p99, 3),
             "cpu_ratio_to_echo": round(report.cpu_us_per_req / echo_cpu, 3),
             "echo_throughput_rps": round(echo_rps, 1),
         },
-        note=_describe(report),
-        error=_errors(report),
+        note=_describe(report) + spread + (f"; {note}" if note else ""),
+        error=next(filter(None, map(_errors, runs.rpc)), None),
     )
 
 

@@ -30,7 +30,8 @@ from benchmarks.harness import (
     quantile,
     time_calls,
 )
-from benchmarks.load import Rpc, run_load
+from benchmarks.e2e import Interleaved, ratio_rows
+from benchmarks.load import LoadReport, Rpc, run_load
 from benchmarks.procs import cpu_seconds, rss_bytes
 from benchmarks.soak import SoakReport, run_soak, setup
 from tests.support.server import ServerProcess
@@ -240,6 +241,47 @@ def test_discovery_finds_the_bench_modules() -> None:
     found = runner.discover()
     assert "benchmarks.bench_e2e" in found and "benchmarks.bench_context" in found
     assert all(name.startswith("benchmarks.bench_") for name in found)
+
+
+def _report(throughput: float, errors: int = 0) -> LoadReport:
+    """A one-second closed-loop report of ``throughput`` calls."""
+    pct = percentiles_ns([1_000_000] * 10)
+    return LoadReport(
+        "x",
+        "closed",
+        32,
+        None,
+        1.0,
+        int(throughput),
+        {"UNAVAILABLE": errors} if errors else {},
+        pct,
+        0.1,
+        0,
+        0,
+        1,
+    )
+
+
+def test_interleaved_rounds_judge_the_median_round_against_its_own_echo_runs() -> None:
+    runs = Interleaved(
+        echo=tuple(map(_report, (100, 200, 100, 100))), rpc=tuple(map(_report, (75, 80, 90)))
+    )
+    assert runs.ratios == pytest.approx([0.5, 80 / 150, 0.9])
+    assert runs.median_round == 1
+    baseline, row = ratio_rows("X", 32, runs, 0.85)
+    assert baseline.name == "e2e.X.c32.echo_baseline" and baseline.measured == 150.0
+    assert row.name == "e2e.X.c32" and row.measured == round(80 / 150, 3)
+    assert row.extra["round_ratios"] == [0.5, 0.533, 0.9]
+    assert row.verdict == FAIL and row.error is None
+    assert "median of 3 rounds: 0.500, 0.533, 0.900" in row.note
+
+
+def test_interleaved_errors_in_any_round_make_an_error_row() -> None:
+    runs = Interleaved(
+        echo=tuple(map(_report, (100, 100, 100))), rpc=(_report(90), _report(10, errors=90))
+    )
+    _, row = ratio_rows("X", 8, runs, 0.85)
+    assert row.verdict == ERROR and "UNAVAILABLE" in (row.error or "")
 
 
 def test_context_wants_substring_or_glob(tmp_path: Path) -> None:
