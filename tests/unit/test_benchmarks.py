@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from benchmarks import runner
+from benchmarks.e2e import Interleaved, ratio_rows
 from benchmarks.echo_server import METHOD, create_echo_server
 from benchmarks.harness import (
     ERROR,
@@ -30,7 +31,6 @@ from benchmarks.harness import (
     quantile,
     time_calls,
 )
-from benchmarks.e2e import Interleaved, ratio_rows
 from benchmarks.load import LoadReport, Rpc, run_load
 from benchmarks.procs import cpu_seconds, rss_bytes
 from benchmarks.soak import SoakReport, run_soak, setup
