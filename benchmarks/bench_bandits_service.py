@@ -10,9 +10,9 @@
 - ``e2e.RecordReward.c<N>``: RecordReward over gRPC against the echo baseline, in interleaved
   rounds (``benchmarks.e2e.interleaved``), both driven by the same single client process (each
   reward needs its own open decision, and two client processes would send the same cycled
-  requests twice); target >= 70 % of echo (issue 5). The decisions are
-  logged beforehand through ``BanditService`` on the data dir the server then opens. SelectArm end
-  to end is measured in bench_rpcs.py (``e2e.SelectArm``).
+  requests twice); target >= 70 % of echo (issue 5). The decisions are logged beforehand through
+  ``BanditService`` on the data dir the server then opens. SelectArm end to end is measured in
+  bench_rpcs.py (``e2e.SelectArm``).
 - ``bandits.restart.*``: start-up (recovery) time of a bandit with 1,000,000 logged rewards
   (quick: 20,000): with no snapshot (full replay), with a snapshot covering the log, and with a
   snapshot followed by the most rewards a snapshot can lag behind (``snapshot_every`` - 1).

@@ -4,8 +4,8 @@ The echo baseline (benchmarks/echo_server.py) is the bare grpcio server with the
 options; ratio = what the Python gRPC framework leaves to this project. A throughput ratio is
 taken against echo measured right before and right after the RPC's own run (their mean), since
 this machine's speed drifts by tens of percent within a run, in interleaved rounds whose median
-is the verdict (``Interleaved``); latency-only baselines (open loop,
-scaling) are measured once per (payload size, concurrency, mode, pinning) and cached.
+is the verdict (``Interleaved``). Latency-only baselines (open loop, scaling) are measured once
+per (payload size, concurrency, mode, pinning) and cached.
 """
 
 from __future__ import annotations
