@@ -152,8 +152,7 @@ class HandlerPass:
             f"{name}.{self.label}",
             time_calls(call, warmup=50, iterations=self.iterations, between=self.between),
             metric="p50",
-            note=note
-            + (", other Python work between calls (as in the server)" if self.between else ""),
+            note=note + (_COLD_NOTE if self.between else ""),
         )
 
 
