@@ -42,6 +42,7 @@ serve: install
 lint: dev
 	$(BIN)/ruff check server registry native benchmarks tests examples setup.py
 	$(BIN)/ruff format --check server registry native benchmarks tests examples setup.py
+	$(PY) -c "import setup; setup.link_tree()"  # mypy reads the llmopt package from build/tree
 	$(BIN)/mypy
 
 test: lint test-only
@@ -64,4 +65,4 @@ wheel: $(PY)
 	$(PY) -m build --wheel
 
 clean:
-	rm -rf build dist *.egg-info server/gen native/*.c native/*.so $(VENV)
+	rm -rf build dist *.egg-info server/gen $$(find native server registry -name '*.c' -o -name '*.so') $(VENV)

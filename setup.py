@@ -1,10 +1,15 @@
 """Build steps that pyproject.toml cannot express declaratively.
 
-* Generates the protobuf and gRPC modules from ``protos/`` into ``server/gen`` with grpcio-tools
-  and rewrites their imports so the generated tree is a plain sub-package of ``server`` (no
-  top-level ``llmopt`` or ``inference`` package that could shadow someone else's).
-* Compiles the Cython kernels in ``native/``. Compiler directives are set here, once; set
-  ``LLMOPT_CYTHON_DEBUG=1`` to turn bounds checking and wrap-around back on for a debug build.
+* Maps the repository's folders into the one import package ``llmopt`` (``PACKAGE_DIRS``):
+  ``server/`` is ``llmopt``, ``native/`` is ``llmopt.native``, ``registry/`` is
+  ``llmopt.registry``. Nothing else lands at the top of site-packages.
+* Generates the protobuf and gRPC modules from ``protos/`` into ``server/gen`` (``llmopt.gen``)
+  with grpcio-tools and rewrites their imports so the generated tree is a plain sub-package of
+  ``llmopt`` (no top-level ``inference`` or ``grpc.reflection`` package that could shadow
+  someone else's).
+* Compiles every Cython module (``*.pyx``) of those folders, named by the mapping
+  (``native/context.pyx`` is ``llmopt.native.context``). Compiler directives are set here, once;
+  set ``LLMOPT_CYTHON_DEBUG=1`` to turn bounds checking and wrap-around back on for a debug build.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 from pathlib import Path
 
 from setuptools import Command, setup
@@ -20,7 +26,11 @@ from setuptools.extension import Extension
 
 ROOT = Path(__file__).resolve().parent
 PROTO_ROOT = ROOT / "protos"
+# Import package -> repository folder. Sub-packages of a folder follow its own layout.
+PACKAGE_DIRS = {"llmopt": "server", "llmopt.native": "native", "llmopt.registry": "registry"}
 GEN_ROOT = ROOT / "server" / "gen"
+# Where ``link_tree`` lays the package out as links to the real folders.
+TREE_ROOT = ROOT / "build" / "tree"
 # Proto packages whose generated modules live under server/gen (google.* comes from protobuf).
 _IMPORT_RE = re.compile(r"^(from|import) (llmopt|inference|grpc\.reflection\.v1)\b", re.MULTILINE)
 
@@ -60,7 +70,7 @@ def generate_protos() -> None:
         if path.suffix not in (".py", ".pyi"):
             continue
         text = path.read_text()
-        new = _IMPORT_RE.sub(lambda m: f"{m.group(1)} server.gen.{m.group(2)}", text)
+        new = _IMPORT_RE.sub(lambda m: f"{m.group(1)} llmopt.gen.{m.group(2)}", text)
         if new != text:
             path.write_text(new)
     for folder in [GEN_ROOT, *[p for p in GEN_ROOT.rglob("*") if p.is_dir()]]:
@@ -97,12 +107,57 @@ class BuildPyWithProtos(build_py):
     def run(self) -> None:
         generate_protos()
         # Packages under server/gen did not exist when setuptools discovered packages.
-        found = {
-            str(p.parent.relative_to(ROOT)).replace(os.sep, ".")
-            for p in GEN_ROOT.rglob("__init__.py")
-        }
+        found = {module_name(p).removesuffix(".__init__") for p in GEN_ROOT.rglob("__init__.py")}
         self.packages = sorted(set(self.packages or []) | found)
         super().run()
+
+
+def packages() -> list[str]:
+    """Every package under the mapped folders (``server/gen`` is added once it is generated)."""
+    found = []
+    for package, folder in PACKAGE_DIRS.items():
+        base = ROOT / folder
+        for init in sorted(base.rglob("__init__.py")):
+            rel = init.parent.relative_to(base)
+            if rel.parts[:1] == ("gen",) and package == "llmopt":
+                continue
+            found.append(".".join([package, *rel.parts]))
+    return sorted(set(found))
+
+
+def module_name(path: Path) -> str:
+    """The import name of a source file under a mapped folder (``native/x.pyx``:
+    ``llmopt.native.x``); the deepest mapping wins."""
+    rel = path.relative_to(ROOT)
+    best = max(
+        (
+            p
+            for p, folder in PACKAGE_DIRS.items()
+            if rel.parts[: len(Path(folder).parts)] == Path(folder).parts
+        ),
+        key=lambda p: len(PACKAGE_DIRS[p]),
+    )
+    inner = rel.relative_to(PACKAGE_DIRS[best]).with_suffix("")
+    return ".".join([best, *inner.parts])
+
+
+def link_tree() -> Path:
+    """``build/tree/llmopt/...``: the one package as tools that go by folder names see it, made of
+    links to the repository's files. Cython looks up a cimported ``llmopt.native.x`` as
+    ``llmopt/native/x.pxd`` there, and mypy reads the package from it (``make lint``)."""
+    top = TREE_ROOT / "llmopt"
+    if top.exists():
+        shutil.rmtree(top)
+    top.mkdir(parents=True)
+    for entry in sorted((ROOT / PACKAGE_DIRS["llmopt"]).iterdir()):
+        if entry.name != "__pycache__":
+            (top / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    for package, folder in PACKAGE_DIRS.items():
+        if package != "llmopt":
+            top.joinpath(*package.split(".")[1:]).symlink_to(
+                ROOT / folder, target_is_directory=True
+            )
+    return TREE_ROOT
 
 
 def extensions() -> list[Extension]:
@@ -112,9 +167,12 @@ def extensions() -> list[Extension]:
     debug = os.environ.get("LLMOPT_CYTHON_DEBUG") == "1"
     only = {n for n in os.environ.get("LLMOPT_ONLY_EXT", "").split(",") if n}
     random_lib = Path(np.get_include()).parent.parent / "random" / "lib"
+    sources = sorted(
+        pyx for folder in PACKAGE_DIRS.values() for pyx in (ROOT / folder).rglob("*.pyx")
+    )
     exts = [
         Extension(
-            f"native.{pyx.stem}",
+            module_name(pyx),
             [str(pyx.relative_to(ROOT))],
             include_dirs=[np.get_include()],
             library_dirs=[str(random_lib)],
@@ -122,13 +180,14 @@ def extensions() -> list[Extension]:
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=["-O3"] if not debug else ["-O0", "-g"],
         )
-        for pyx in sorted((ROOT / "native").glob("*.pyx"))
+        for pyx in sources
         # LLMOPT_ONLY_EXT=name[,name]: build just those kernels (quick rebuilds while developing).
         if not only or pyx.stem in only
     ]
     return cythonize(
         exts,
         language_level=3,
+        include_path=[str(link_tree())],
         compiler_directives={
             "boundscheck": debug,
             "wraparound": debug,
@@ -139,7 +198,12 @@ def extensions() -> list[Extension]:
     )
 
 
-setup(
-    ext_modules=extensions(),
-    cmdclass={"build_py": BuildPyWithProtos, "generate_protos": GenerateProtos},
-)
+# setuptools runs this file as __main__; ``python -c "import setup; setup.link_tree()"`` (make
+# lint) only wants the helpers above.
+if __name__ == "__main__":
+    setup(
+        packages=packages(),
+        package_dir=PACKAGE_DIRS,
+        ext_modules=extensions(),
+        cmdclass={"build_py": BuildPyWithProtos, "generate_protos": GenerateProtos},
+    )

@@ -44,7 +44,7 @@ BANDIT = "bench-rewards"
 
 
 def _arms() -> tuple:
-    from server.bandits.arms import Arm, LLMConfig
+    from llmopt.bandits.arms import Arm, LLMConfig
 
     return tuple(
         Arm(f"arm{i}", LLMConfig(model=f"model-{i}", temperature=i / 10)) for i in range(K)
@@ -52,7 +52,7 @@ def _arms() -> tuple:
 
 
 def _contexts(n: int) -> list:
-    from server.features.context import OutputLength, RequestContext
+    from llmopt.features.context import OutputLength, RequestContext
 
     tasks = ["generation", "summarization", "extraction", "classification", "qa"]
     return [
@@ -70,7 +70,7 @@ def _contexts(n: int) -> list:
 
 def _time_loop(svc: object, label: str, n: int) -> tuple:
     """(select percentiles, reward percentiles) for ``n`` decisions on bandit ``label``."""
-    from server.bandits.service import BanditService
+    from llmopt.bandits.service import BanditService
 
     assert isinstance(svc, BanditService)
     contexts = _contexts(64)
@@ -90,9 +90,9 @@ def _time_loop(svc: object, label: str, n: int) -> tuple:
 
 
 def in_process_rows(ctx: Context) -> Iterator[Result]:
-    from server.bandits import policies as P
-    from server.bandits.service import BanditService
-    from server.bandits.types import BanditSpec
+    from llmopt.bandits import policies as P
+    from llmopt.bandits.service import BanditService
+    from llmopt.bandits.types import BanditSpec
 
     svc = BanditService(ctx.scratch("bandits-inproc"), sweep_interval=0)
     svc.warm_up()
@@ -116,12 +116,12 @@ def in_process_rows(ctx: Context) -> Iterator[Result]:
 
 
 def servicer_rows(ctx: Context) -> Iterator[Result]:
-    from server.api.bandits import BanditsServicer
-    from server.api.convert import to_request_context
-    from server.bandits import policies as P
-    from server.bandits.service import BanditService
-    from server.bandits.types import BanditSpec
-    from server.gen.llmopt.v1 import bandits_pb2
+    from llmopt.api.bandits import BanditsServicer
+    from llmopt.api.convert import to_request_context
+    from llmopt.bandits import policies as P
+    from llmopt.bandits.service import BanditService
+    from llmopt.bandits.types import BanditSpec
+    from llmopt.gen.llmopt.v1 import bandits_pb2
 
     svc = BanditService(ctx.scratch("bandits-servicer"), sweep_interval=0)
     svc.warm_up()
@@ -173,9 +173,9 @@ def servicer_rows(ctx: Context) -> Iterator[Result]:
 
 def _log_decisions(root: Path, n: int) -> list[str]:
     """Create the bandit and ``n`` open decisions through the service; their ids."""
-    from server.bandits import policies as P
-    from server.bandits.service import BanditService
-    from server.bandits.types import BanditSpec
+    from llmopt.bandits import policies as P
+    from llmopt.bandits.service import BanditService
+    from llmopt.bandits.types import BanditSpec
 
     svc = BanditService(root / "bandits", sweep_interval=0)
     svc.warm_up()
@@ -199,8 +199,7 @@ def reward_rows(ctx: Context) -> Iterator[Result]:
     own (a decision takes one reward); then, as the framework's ceiling, Health/Check through the
     same server, against the median round's echo."""
     from grpc_health.v1 import health_pb2
-
-    from server.gen.llmopt.v1 import bandits_pb2
+    from llmopt.gen.llmopt.v1 import bandits_pb2
 
     c, n_rounds = REWARD_CONCURRENCY, rounds(ctx)
     duration, warmup = ctx.seconds(3.0, 1.0), ctx.seconds(0.5, 0.3)
@@ -263,9 +262,9 @@ def _ratio_row(name: str, report: LoadReport, echo_rps: float, note: str) -> Res
 
 def create_restart_bandit(root: Path, seed: int = 0) -> int:
     """A LinUCB bandit (K = 10, d = 10) named "restart"; its id."""
-    from server.bandits import policies as P
-    from server.bandits.service import BanditService
-    from server.bandits.types import BanditSpec
+    from llmopt.bandits import policies as P
+    from llmopt.bandits.service import BanditService
+    from llmopt.bandits.types import BanditSpec
 
     svc = BanditService(root, sweep_interval=0)
     svc.warm_up()
@@ -278,7 +277,7 @@ def create_restart_bandit(root: Path, seed: int = 0) -> int:
 def append_rewards(root: Path, bandit_id: int, first: int, n: int, seed: int = 0) -> None:
     """Append ``n`` rewarded decisions to the log in bulk, in the store's own format (as if ``n``
     RecordRewards had been acknowledged while the server was down to its last snapshot)."""
-    from server.bandits import store as st
+    from llmopt.bandits import store as st
 
     rng = np.random.default_rng(seed + first)
     conn = sqlite3.connect(root / "bandits.db", isolation_level=None)
@@ -333,7 +332,7 @@ def append_rewards(root: Path, bandit_id: int, first: int, n: int, seed: int = 0
 def _timed_start(root: Path) -> tuple[float, int]:
     """Seconds for BanditService start-up (recovery included) and the rewards it rebuilt; the
     service is closed afterwards, which writes a snapshot."""
-    from server.bandits.service import BanditService
+    from llmopt.bandits.service import BanditService
 
     t0 = time.perf_counter()
     svc = BanditService(root, sweep_interval=0)
@@ -345,7 +344,7 @@ def _timed_start(root: Path) -> tuple[float, int]:
 
 
 def restart_rows(ctx: Context) -> Iterator[Result]:
-    from server.bandits.service import SNAPSHOT_EVERY as tail
+    from llmopt.bandits.service import SNAPSHOT_EVERY as tail
 
     n = ctx.iterations(full=1_000_000, quick=20_000)
     root = ctx.scratch("bandits-restart") / "bandits"

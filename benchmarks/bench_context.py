@@ -1,7 +1,7 @@
 """In process: the default 10-dim request context vector (issue 6: p99 <= 5 us).
 
-``native.context.default_context_vector`` is the Cython kernel alone (into a preallocated
-buffer); ``server.features.context.default_context`` adds validation, string-to-code mapping
+``llmopt.native.context.default_context_vector`` is the Cython kernel alone (into a preallocated
+buffer); ``llmopt.features.context.default_context`` adds validation, string-to-code mapping
 and the output allocation: what GetFeatureVector and SelectArm pay per request.
 """
 
@@ -17,9 +17,8 @@ TARGET_P99_US = 5.0
 
 
 def benchmarks(ctx: Context) -> Iterator[Result]:
-    from native.context import default_context_matrix, default_context_vector
-
-    from server.features.context import OutputLength, RequestContext, default_context
+    from llmopt.features.context import OutputLength, RequestContext, default_context
+    from llmopt.native.context import default_context_matrix, default_context_vector
 
     iterations = ctx.iterations(200_000, 5_000)
     if ctx.wants("context.kernel"):
@@ -33,7 +32,7 @@ def benchmarks(ctx: Context) -> Iterator[Result]:
             "context.kernel",
             pct,
             target_us=TARGET_P99_US,
-            note="native.context.default_context_vector",
+            note="llmopt.native.context.default_context_vector",
         )
     if ctx.wants("context.default_context"):
         request = RequestContext(
@@ -49,7 +48,7 @@ def benchmarks(ctx: Context) -> Iterator[Result]:
             "context.default_context",
             pct,
             target_us=TARGET_P99_US,
-            note="server.features.context.default_context",
+            note="llmopt.features.context.default_context",
         )
     if ctx.wants("context.batch"):
         n = 1024
@@ -76,5 +75,5 @@ def benchmarks(ctx: Context) -> Iterator[Result]:
             round(pct.p50 / n * 1e3, 1),
             "ns",
             extra={**pct.as_extra("batch_"), "batch": n},
-            note="native.context.default_context_matrix, 1024 rows per call",
+            note="llmopt.native.context.default_context_matrix, 1024 rows per call",
         )

@@ -25,7 +25,7 @@ SCALING_CONCURRENCY = 32
 
 
 def feature_vector_rpc() -> Rpc:
-    from server.gen.llmopt.v1 import common_pb2, features_pb2
+    from llmopt.gen.llmopt.v1 import common_pb2, features_pb2
 
     requests = [
         features_pb2.GetFeatureVectorRequest(

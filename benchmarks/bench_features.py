@@ -33,7 +33,7 @@ MIXED_P99_US = 20.0
 
 def mixed_set(name: str) -> Any:
     """50 features: 40 stored, 10 from the request; every transform appears."""
-    from server.features.spec import (
+    from llmopt.features.spec import (
         Clip,
         Cyclical,
         Feature,
@@ -98,7 +98,7 @@ def mixed_row(rng: np.random.Generator) -> dict[str, Any]:
 
 
 def benchmarks(ctx: Context) -> Iterator[Result]:
-    from server.features import FeatureService, OutputLength, RequestContext
+    from llmopt.features import FeatureService, OutputLength, RequestContext
 
     iterations = ctx.iterations(200_000, 5_000)
     svc = FeatureService(ctx.scratch("features"))
@@ -154,10 +154,10 @@ def benchmarks(ctx: Context) -> Iterator[Result]:
 
 def _e2e_writes(ctx: Context) -> Iterator[Result]:
     import grpc
+    from llmopt.gen.llmopt.v1 import common_pb2, features_pb2_grpc
+    from llmopt.gen.llmopt.v1 import features_pb2 as F
 
     from benchmarks.load import Rpc, run_load
-    from server.gen.llmopt.v1 import common_pb2, features_pb2_grpc
-    from server.gen.llmopt.v1 import features_pb2 as F
 
     rng = np.random.default_rng(2)
 
@@ -248,7 +248,7 @@ def _e2e_writes(ctx: Context) -> Iterator[Result]:
 
 
 def _writes(ctx: Context, svc: Any) -> Iterator[Result]:
-    from server.features.spec import Feature, FeatureSet
+    from llmopt.features.spec import Feature, FeatureSet
 
     svc.create_set(FeatureSet("bench-write", "user_id", tuple(Feature(f"f{i}") for i in range(10))))
     rng = np.random.default_rng(1)
@@ -298,7 +298,7 @@ def _sustained_writes(ctx: Context, svc: Any) -> Iterator[Result]:
     grow with the history (they did, before chunks were put in generations). Wall-clock
     throughput hides it: compactions run on the database thread, and the SQLite part of them
     without the GIL, on the other core."""
-    from server.features.spec import Feature, FeatureSet
+    from llmopt.features.spec import Feature, FeatureSet
 
     svc.create_set(FeatureSet("bench-long", "user_id", tuple(Feature(f"f{i}") for i in range(10))))
     rng = np.random.default_rng(3)

@@ -58,14 +58,14 @@ def _models(quick: bool) -> dict[str, bytes]:
 
 
 def _in_process(ctx: Context, models: dict[str, bytes]) -> Iterator[Result]:
-    from registry import Registry, VersionMetadata
-    from server.inference import (
+    from llmopt.inference import (
         MIGRATIONS,
         EngineConfig,
         InferenceEngine,
         TrafficPolicyStore,
     )
-    from server.storage import Database
+    from llmopt.registry import Registry, VersionMetadata
+    from llmopt.storage import Database
 
     X, _ = _data()
     root = ctx.scratch("inference")
@@ -108,8 +108,8 @@ def _in_process(ctx: Context, models: dict[str, bytes]) -> Iterator[Result]:
 def _servicer_rows(ctx: Context, engine: Any, X: np.ndarray) -> Iterator[Result]:
     """The Predict servicer from request bytes to answer bytes (1 row, lr16), in a hot loop and
     with other Python work between calls, as ``bandits.servicer.select`` does for SelectArm."""
-    from server.api.inference import InferenceServicer
-    from server.gen.llmopt.v1 import inference_pb2
+    from llmopt.api.inference import InferenceServicer
+    from llmopt.gen.llmopt.v1 import inference_pb2
 
     if not ctx.wants("inference.servicer.predict"):
         return
@@ -129,8 +129,8 @@ def _servicer_rows(ctx: Context, engine: Any, X: np.ndarray) -> Iterator[Result]
 
 
 def _predict_rpc(model: str, rows: int) -> Rpc:
-    from server.api.convert import to_tensor
-    from server.gen.llmopt.v1 import inference_pb2
+    from llmopt.api.convert import to_tensor
+    from llmopt.gen.llmopt.v1 import inference_pb2
 
     X, _ = _data()
     request = inference_pb2.PredictRequest(model=model, inputs=[to_tensor(X[:rows], "X")])
@@ -142,8 +142,7 @@ def _predict_rpc(model: str, rows: int) -> Rpc:
 def _register(address: str, models: dict[str, bytes]) -> None:
     """Upload each model through the Registry service and make it the champion."""
     import grpc
-
-    from server.gen.llmopt.v1 import registry_pb2, registry_pb2_grpc
+    from llmopt.gen.llmopt.v1 import registry_pb2, registry_pb2_grpc
 
     with grpc.insecure_channel(address) as channel:
         stub = registry_pb2_grpc.RegistryStub(channel)

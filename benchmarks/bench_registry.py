@@ -58,7 +58,7 @@ def benchmarks(ctx: Context) -> Iterator[Result]:
 
 
 def _in_process(ctx: Context) -> Iterator[Result]:
-    from registry import Registry
+    from llmopt.registry import Registry
 
     root = ctx.scratch("registry")
     registry = Registry(root / "registry")
@@ -97,7 +97,7 @@ def _fill(upload: Callable[[int], object]) -> None:
 
 
 def _list_in_process(ctx: Context, registry: Any) -> Result:
-    from registry import VersionMetadata
+    from llmopt.registry import VersionMetadata
 
     data = _linear(4, 2, seed=0)
     registry.create_model("many")
@@ -121,9 +121,9 @@ def _list_in_process(ctx: Context, registry: Any) -> Result:
 
 
 def _promote_in_process(ctx: Context, registry: Any, root: Path) -> Iterator[Result]:
-    from registry import AliasEvent
-    from server.inference import MIGRATIONS, EngineConfig, InferenceEngine, TrafficPolicyStore
-    from server.storage import Database
+    from llmopt.inference import MIGRATIONS, EngineConfig, InferenceEngine, TrafficPolicyStore
+    from llmopt.registry import AliasEvent
+    from llmopt.storage import Database
 
     model = "promo"
     registry.create_model(model)
@@ -185,8 +185,7 @@ def _end_to_end(ctx: Context) -> Iterator[Result]:
     if not any(ctx.wants(n) for n in names):
         return
     import grpc
-
-    from server.gen.llmopt.v1 import registry_pb2_grpc
+    from llmopt.gen.llmopt.v1 import registry_pb2_grpc
 
     with ctx.server() as server, grpc.insecure_channel(server.address) as channel:
         stub = registry_pb2_grpc.RegistryStub(channel)
@@ -199,7 +198,7 @@ def _end_to_end(ctx: Context) -> Iterator[Result]:
 
 
 def _upload(stub: Any, model: str, data: bytes, **meta: Any) -> Any:
-    from server.gen.llmopt.v1 import registry_pb2
+    from llmopt.gen.llmopt.v1 import registry_pb2
 
     def requests() -> Iterator[Any]:
         yield registry_pb2.UploadVersionRequest(
@@ -212,7 +211,7 @@ def _upload(stub: Any, model: str, data: bytes, **meta: Any) -> Any:
 
 
 def _upload_e2e(ctx: Context, stub: Any) -> Result:
-    from server.gen.llmopt.v1 import registry_pb2
+    from llmopt.gen.llmopt.v1 import registry_pb2
 
     data = _one_mb()
     stub.CreateModel(registry_pb2.CreateModelRequest(name="upload1mb"))
@@ -231,7 +230,7 @@ def _upload_e2e(ctx: Context, stub: Any) -> Result:
 
 
 def _list_e2e(ctx: Context, stub: Any) -> Result:
-    from server.gen.llmopt.v1 import common_pb2, registry_pb2
+    from llmopt.gen.llmopt.v1 import common_pb2, registry_pb2
 
     data = _linear(4, 2, seed=0)
     stub.CreateModel(registry_pb2.CreateModelRequest(name="many"))
@@ -260,8 +259,8 @@ def _list_e2e(ctx: Context, stub: Any) -> Result:
 
 
 def _promote_e2e(ctx: Context, stub: Any, channel: Any) -> Result:
-    from server.api.convert import to_tensor
-    from server.gen.llmopt.v1 import inference_pb2, inference_pb2_grpc, registry_pb2
+    from llmopt.api.convert import to_tensor
+    from llmopt.gen.llmopt.v1 import inference_pb2, inference_pb2_grpc, registry_pb2
 
     model = "promo"
     stub.CreateModel(registry_pb2.CreateModelRequest(name=model))

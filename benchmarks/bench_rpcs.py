@@ -50,7 +50,7 @@ def _unimplemented(exc: grpc.RpcError) -> bool:
 def benchmarks(ctx: Context) -> Iterator[Result]:
     import random
 
-    from server.gen.llmopt.v1 import bandits_pb2
+    from llmopt.gen.llmopt.v1 import bandits_pb2
 
     concurrencies = (8,) if ctx.quick else (1, 32)
     with ctx.server() as server:
@@ -84,7 +84,7 @@ def benchmarks(ctx: Context) -> Iterator[Result]:
 
 
 def feature_rows(ctx: Context, server: LoadTarget) -> Iterator[Result]:
-    from server.gen.llmopt.v1 import features_pb2, features_pb2_grpc
+    from llmopt.gen.llmopt.v1 import features_pb2, features_pb2_grpc
 
     wanted = [n for n in ("e2e.WriteFeatures", "e2e.GetFeatures") if ctx.wants(n)]
     if not wanted:

@@ -25,7 +25,7 @@ def _insert(conn: sqlite3.Connection, key: str, value: float) -> None:
 
 def _writes(db: object, threads: int, seconds: float) -> tuple[float, list[int]]:
     """Run ``threads`` callers writing one row each per call for ``seconds``; (ops/s, latencies)."""
-    from server.storage import Database
+    from llmopt.storage import Database
 
     assert isinstance(db, Database)
     stop = time.monotonic() + seconds
@@ -55,7 +55,7 @@ def _writes(db: object, threads: int, seconds: float) -> tuple[float, list[int]]
 
 
 def benchmarks(ctx: Context) -> Iterator[Result]:
-    from server.storage import Database
+    from llmopt.storage import Database
 
     seconds = ctx.seconds(3.0, 0.5)
     for sync in ("normal", "full"):

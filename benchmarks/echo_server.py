@@ -1,7 +1,7 @@
 """The baseline: a bare grpcio server that echoes the request bytes back.
 
 Same thread pool size, concurrency limit, channel options and garbage-collector settings as
-the real server (``server.app``, ``server.config.Settings`` defaults) but no interceptor, no
+the real server (``llmopt.app``, ``llmopt.config.Settings`` defaults) but no interceptor, no
 protobuf and no domain code: what the Python gRPC framework costs by itself per call.
 ``python -m benchmarks.echo_server --port 0`` logs ``listening on HOST:PORT`` and serves until
 SIGTERM. ``--busy-us N`` makes the handler run N microseconds of plain Python before it
@@ -19,8 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-
-from server.config import Settings, tune_gc
+from llmopt.config import Settings, tune_gc
 
 SERVICE = "bench.Echo"
 METHOD = f"/{SERVICE}/Echo"

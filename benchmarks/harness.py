@@ -331,7 +331,7 @@ class Context:
 
     @contextmanager
     def server(self, args: Sequence[str] = (), cpus: str | None = None) -> Iterator[ServerProc]:
-        """The real server (``python -m server --port 0``) in its own process with its own data
+        """The real server (``python -m llmopt --port 0``) in its own process with its own data
         dir, SERVING; ``cpus`` pins it with ``taskset -c``. Stopped on exit."""
         from benchmarks.procs import ServerProc
 

@@ -57,7 +57,7 @@ class ServerProc:
 
     @classmethod
     def real(cls, workdir: Path, args: Sequence[str] = (), cpus: str | None = None) -> ServerProc:
-        """``python -m server --port 0 --data-dir <workdir>/data``."""
+        """``python -m llmopt --port 0 --data-dir <workdir>/data``."""
         cmd = [
             sys.executable,
             "-m",

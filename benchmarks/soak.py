@@ -146,7 +146,7 @@ class SoakReport:
 
 
 def _context(rng: random.Random) -> Any:
-    from server.gen.llmopt.v1 import common_pb2
+    from llmopt.gen.llmopt.v1 import common_pb2
 
     return common_pb2.RequestContext(
         user_id=f"user-{rng.randrange(1000)}",
@@ -237,7 +237,7 @@ def setup(
 
 
 def _probe_feature_vector(channel: Any, rng: random.Random) -> None:
-    from server.gen.llmopt.v1 import features_pb2, features_pb2_grpc
+    from llmopt.gen.llmopt.v1 import features_pb2, features_pb2_grpc
 
     features_pb2_grpc.FeaturesStub(channel).GetFeatureVector(
         features_pb2.GetFeatureVectorRequest(context=_context(rng)), timeout=10
@@ -246,7 +246,7 @@ def _probe_feature_vector(channel: Any, rng: random.Random) -> None:
 
 def _setup_bandit(channel: Any, rng: random.Random) -> str:
     """Create the LinUCB bandit (4 arms); one SelectArm; returns its decision id."""
-    from server.gen.llmopt.v1 import bandits_pb2, bandits_pb2_grpc, common_pb2
+    from llmopt.gen.llmopt.v1 import bandits_pb2, bandits_pb2_grpc, common_pb2
 
     bandits = bandits_pb2_grpc.BanditsStub(channel)
     arms = [
@@ -270,7 +270,7 @@ def _setup_bandit(channel: Any, rng: random.Random) -> str:
 
 
 def _probe_reward(channel: Any, decision_id: str) -> None:
-    from server.gen.llmopt.v1 import bandits_pb2, bandits_pb2_grpc
+    from llmopt.gen.llmopt.v1 import bandits_pb2, bandits_pb2_grpc
 
     bandits_pb2_grpc.BanditsStub(channel).RecordReward(
         bandits_pb2.RecordRewardRequest(decision_id=decision_id, reward=0.5), timeout=10
@@ -281,8 +281,7 @@ def _setup_model(channel: Any) -> bytes:
     """Register the model (alias champion) and find a Predict form that answers; returns the
     serialized single-row PredictRequest."""
     import grpc
-
-    from server.gen.llmopt.v1 import (
+    from llmopt.gen.llmopt.v1 import (
         common_pb2,
         inference_pb2,
         inference_pb2_grpc,
@@ -435,8 +434,7 @@ def _client_main(pipe: Connection, plan: SoakPlan, concurrency: int, seed: int) 
 
 async def _client(pipe: Connection, plan: SoakPlan, concurrency: int, seed: int) -> None:
     import grpc
-
-    from server.gen.llmopt.v1 import bandits_pb2, features_pb2
+    from llmopt.gen.llmopt.v1 import bandits_pb2, features_pb2
 
     rng = random.Random(seed)
     ops = list(plan.ops)

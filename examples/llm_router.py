@@ -74,8 +74,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.client import Arm, Client, ClientError, Context, Reward
-from server.demo import (
+from llmopt.client import Arm, Client, ClientError, Context, Reward
+from llmopt.demo import (
     DEMO_ARMS,
     DEMO_BANDIT,
     DEMO_FEATURE_SET,
@@ -458,7 +458,7 @@ def plot(runs: Sequence[Run], path: Path) -> bool:
 
 @contextlib.contextmanager
 def own_server() -> Iterator[str]:
-    """``python -m server --demo`` on a free port with a temporary data dir."""
+    """``python -m llmopt --demo`` on a free port with a temporary data dir."""
     with tempfile.TemporaryDirectory(prefix="llm-router-") as tmp:
         log_path = Path(tmp) / "server.log"
         with open(log_path, "wb") as log:

@@ -1,14 +1,14 @@
 # cython: language_level=3
 """Bandit kernels, shared part: the ``Kernel`` base class and the selection helpers.
 
-One ``cdef class`` per policy (``native.bandit_free``, ``native.bandit_linear``) holds that
+One ``cdef class`` per policy (``llmopt.native.bandit_free``, ``llmopt.native.bandit_linear``) holds that
 policy's learned arrays (bound as memoryviews) and the ``bitgen_t`` of a ``numpy.random.PCG64``;
 randomness comes from numpy's C distributions (``random_standard_uniform``,
 ``random_standard_normal``, ``random_beta``). The per-slot work runs in ``nogil`` C functions with
 no Python object touched inside a loop. The Python entry points do not release the GIL around
 them: a selection takes a few microseconds, less than re-acquiring a contended GIL costs.
 
-``server.bandits.policies`` documents the maths; ``tests/unit/bandits/reference.py`` is the plain
+``llmopt.bandits.policies`` documents the maths; ``tests/unit/bandits/reference.py`` is the plain
 numpy version that the tests compare these kernels against, draw for draw. The RNG draw order is
 part of the contract: changing it changes every seeded run.
 """

@@ -1,6 +1,6 @@
 # cython: language_level=3
 """Context-free bandit kernels: epsilon-greedy, the UCB family, Thompson sampling (Beta and
-Gaussian), EXP3 and softmax. See ``native.bandit_base`` for the shared machinery."""
+Gaussian), EXP3 and softmax. See ``llmopt.native.bandit_base`` for the shared machinery."""
 
 cimport numpy as cnp
 from libc.math cimport INFINITY, exp, log, sqrt
@@ -11,7 +11,7 @@ from numpy.random.c_distributions cimport (
     random_standard_uniform,
 )
 
-from native.bandit_base cimport Kernel, _argmax_ties, _normal_propensity, _uniform_index
+from llmopt.native.bandit_base cimport Kernel, _argmax_ties, _normal_propensity, _uniform_index
 
 import numpy as np
 

@@ -1,13 +1,13 @@
 # cython: language_level=3
 """Contextual bandit kernels: disjoint and hybrid LinUCB, linear and diagonal Thompson sampling,
 with the small dense linear algebra they need (Sherman-Morrison, rank-one Cholesky update,
-triangular solves). See ``native.bandit_base`` for the shared machinery."""
+triangular solves). See ``llmopt.native.bandit_base`` for the shared machinery."""
 
 cimport numpy as cnp
 from libc.math cimport INFINITY, sqrt
 from numpy.random.c_distributions cimport random_standard_normal
 
-from native.bandit_base cimport ContextKernel, _argmax_ties, _normal_propensity
+from llmopt.native.bandit_base cimport ContextKernel, _argmax_ties, _normal_propensity
 
 import numpy as np
 

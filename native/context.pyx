@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The default 10-dim request context vector (DESIGN.md), as a nogil kernel.
 
-Python (``server.features.context``) owns validation, its messages and the tables that map
+Python (``llmopt.features.context``) owns validation, its messages and the tables that map
 strings and enums to codes; this module does the arithmetic, in double precision, in the order
 the reference definition gives so that results are bit-for-bit those of the reference formula.
 ``context_vector`` is the request path's one call: it reads a context's facts, checks their
@@ -65,7 +65,7 @@ def default_context_matrix(const double[:, ::1] facts, double[:, ::1] out):
 
 
 def context_vector(object ctx, dict task_codes, double other_task_code, tuple output_codes):
-    """``server.features.context.default_context`` of a RequestContext in one call (the
+    """``llmopt.features.context.default_context`` of a RequestContext in one call (the
     request path's: no facts tuple, no array allocated from Python): a new float64 array, or None
     when a fact is out of range (the caller's ``validate`` then names it). An unset hour or day
     of week is read from the clock in UTC, as ``RequestContext.facts`` reads it."""

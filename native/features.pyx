@@ -3,7 +3,7 @@
 
 A plan is a list of ops, one per feature; each reads one input (a double: the raw number, or a
 category code for one-hot and hash features, NaN when missing) and writes ``width`` consecutive
-slots. ``server.features.plan`` compiles a feature set into these arrays once; the per-request
+slots. ``llmopt.features.plan`` compiles a feature set into these arrays once; the per-request
 work is ``Plan.gather`` (dict look-ups of the raw values, the only Python-object part) and
 ``run_plan`` (nogil arithmetic on C arrays, double precision, then a cast to float32).
 
@@ -18,11 +18,11 @@ from libc.float cimport FLT_MAX
 from libc.math cimport NAN, cos, floor, fmax, isfinite, isnan, log1p, sin, M_PI
 from libc.stdint cimport int64_t
 
-from native.context cimport fill_default_context
+from llmopt.native.context cimport fill_default_context
 
 import zlib
 
-# Op kinds (kept in sync with server.features.plan).
+# Op kinds (kept in sync with llmopt.features.plan).
 cdef enum:
     OP_IDENTITY = 0
     OP_LOG1P = 1
@@ -218,7 +218,7 @@ cdef class Plan:
             PyMem_Free(buf)
 
 
-# Feature types, as server.features.spec.FeatureType numbers them.
+# Feature types, as llmopt.features.spec.FeatureType numbers them.
 cdef enum:
     T_FLOAT = 1
     T_INT = 2

@@ -9,7 +9,7 @@ costs several of server CPU (benchmarks/README.md), so the request path now make
 writes the journal's whole framed record into one new ``bytes``; the rows the database takes are
 decoded from the record later, on the writer thread, or at replay.
 
-Framed record (what ``Journal.append_framed`` copies in; ``server.storage.journal`` frames
+Framed record (what ``Journal.append_framed`` copies in; ``llmopt.storage.journal`` frames
 the same way): ``length u32 | crc32 u32 | payload``, the crc (zlib's) over the payload. Payload:
 ``kind u8 | seq u64 | body``, all little-endian, every field at a fixed place then the variable
 parts:
@@ -39,7 +39,7 @@ from libc.string cimport memcpy
 cnp.import_array()
 
 if sys.byteorder != "little":  # the fields are copied as the machine holds them
-    raise ImportError("native.records writes little-endian records; this machine is big-endian")
+    raise ImportError("llmopt.native.records writes little-endian records; this machine is big-endian")
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL

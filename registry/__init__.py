@@ -1,6 +1,6 @@
 """The model registry: versioned ONNX models with aliases, lineage, promotion and rollback.
 
-Usable as a library, without the server (``server.api.registry`` puts it behind gRPC).
+Usable as a library, without the server (``llmopt.api.registry`` puts it behind gRPC).
 
 Interface used by the inference engine::
 
@@ -25,9 +25,9 @@ subscriber has been told), in commit order for each model. A callback's exceptio
 never reaches the writer. Promote sends two events: champion moved, then challenger removed.
 """
 
-from registry.artifacts import ArtifactCorrupted
-from registry.model_registry import CHALLENGER, CHAMPION, LATEST, Registry
-from registry.types import (
+from llmopt.registry.artifacts import ArtifactCorrupted
+from llmopt.registry.model_registry import CHALLENGER, CHAMPION, LATEST, Registry
+from llmopt.registry.types import (
     AliasChange,
     AliasEvent,
     Model,

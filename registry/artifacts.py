@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from server import errors
+from llmopt import errors
 
 READ_CHUNK = 1 << 20
 LOCK_STRIPES = 64

@@ -24,8 +24,7 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-
-from server.gen.llmopt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from llmopt.gen.llmopt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 TASKS = ("regression", "classification", "ranking", "policy", "other")
@@ -82,8 +81,7 @@ def _artifact(args: argparse.Namespace) -> tuple[Iterator[bytes], int, str]:
     if path.suffix.lower() in ONNX_SUFFIXES:
         return _chunks(path, chunk), path.stat().st_size, ""
     import joblib
-
-    from registry.export import export_sklearn
+    from llmopt.registry.export import export_sklearn
 
     try:
         estimator = joblib.load(path)

@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-
-from server import errors
+from llmopt import errors
 
 # The opset every export targets unless told otherwise (supported by skl2onnx and onnxruntime).
 DEFAULT_TARGET_OPSET = 17

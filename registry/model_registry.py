@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from registry import onnx_check, validation
-from registry.artifacts import ArtifactCorrupted, ArtifactStore
-from registry.types import (
+from llmopt import errors
+from llmopt.registry import onnx_check, validation
+from llmopt.registry.artifacts import ArtifactCorrupted, ArtifactStore
+from llmopt.registry.types import (
     AliasChange,
     AliasEvent,
     Model,
@@ -37,8 +38,7 @@ from registry.types import (
     TensorSpec,
     VersionMetadata,
 )
-from server import errors
-from server.storage import Database
+from llmopt.storage import Database
 
 log = logging.getLogger("llmopt.registry")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from registry.types import TensorSpec
-from server import errors
+from llmopt import errors
+from llmopt.registry.types import TensorSpec
 
 if TYPE_CHECKING:
     import onnx

@@ -6,7 +6,7 @@ import math
 import re
 from collections.abc import Mapping
 
-from server import errors
+from llmopt import errors
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")

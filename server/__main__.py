@@ -1,4 +1,4 @@
-"""``llmopt-server`` / ``python -m server``: run the server until SIGTERM or SIGINT."""
+"""``llmopt-server`` / ``python -m llmopt``: run the server until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from server.config import parse_settings
-from server.errors import LLMOptError
-from server.logs import configure_logging
+from llmopt.config import parse_settings
+from llmopt.errors import LLMOptError
+from llmopt.logs import configure_logging
 
 log = logging.getLogger("llmopt.server")
 
@@ -18,7 +18,7 @@ log = logging.getLogger("llmopt.server")
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
     configure_logging(settings.log_level, settings.log_format)
-    from server.app import create_app  # after logging is set up: imports load onnxruntime & co.
+    from llmopt.app import create_app  # after logging is set up: imports load onnxruntime & co.
 
     try:
         app = create_app(settings)

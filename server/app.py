@@ -2,7 +2,7 @@
 
 ``create_app`` builds everything and binds the port (port 0 picks a free one) without starting;
 ``App.start`` starts serving and flips health to SERVING once every component is warm;
-``App.stop`` drains. Tests and ``server.__main__`` share this code.
+``App.stop`` drains. Tests and ``llmopt.__main__`` share this code.
 """
 
 from __future__ import annotations
@@ -14,21 +14,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from llmopt import __version__
+from llmopt.api import bandits as bandits_api
+from llmopt.api import features as features_api
+from llmopt.api import inference as inference_api
+from llmopt.api import oip as oip_api
+from llmopt.api import registry as registry_api
+from llmopt.api.binding import AppContext
+from llmopt.api.interceptor import ServingInterceptor
+from llmopt.config import Settings, tune_gc
+from llmopt.demo import seed_demo
+from llmopt.metrics import MetricsHttpServer, RpcMetrics
+from llmopt.reflection import enable_reflection
+from llmopt.storage import DataDir
 from prometheus_client import CollectorRegistry
-
-from server import __version__
-from server.api import bandits as bandits_api
-from server.api import features as features_api
-from server.api import inference as inference_api
-from server.api import oip as oip_api
-from server.api import registry as registry_api
-from server.api.binding import AppContext
-from server.api.interceptor import ServingInterceptor
-from server.config import Settings, tune_gc
-from server.demo import seed_demo
-from server.metrics import MetricsHttpServer, RpcMetrics
-from server.reflection import enable_reflection
-from server.storage import DataDir
 
 log = logging.getLogger("llmopt.server")
 

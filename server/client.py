@@ -1,7 +1,7 @@
-"""The Python client of llmopt-server: ``from server.client import Client``.
+"""The Python client of llmopt-server: ``from llmopt.client import Client``.
 
 A typed wrapper over the generated gRPC stubs. Callers pass and get plain Python values, numpy
-arrays and the frozen dataclasses of ``server.client_types`` (re-exported here); no protobuf
+arrays and the frozen dataclasses of ``llmopt.client_types`` (re-exported here); no protobuf
 type is needed. Every call has a deadline. Calls that are safe to repeat are retried with
 exponential backoff and jitter when the server answers UNAVAILABLE (starting, draining, not up
 yet); the others never are, so a lost answer can not turn into a double write. Every failure is
@@ -47,9 +47,8 @@ import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from server import client_types as ct
-from server.client_types import (
+from llmopt import client_types as ct
+from llmopt.client_types import (
     AliasChange,
     Arm,
     ArmStats,
@@ -69,7 +68,7 @@ from server.client_types import (
     TensorSpec,
     TrafficPolicy,
 )
-from server.gen.llmopt.v1 import (
+from llmopt.gen.llmopt.v1 import (
     bandits_pb2,
     bandits_pb2_grpc,
     common_pb2,
@@ -513,9 +512,9 @@ class Client:
         metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> ModelVersion:
-        """Export a fitted scikit-learn estimator to ONNX (``registry.export``: skl2onnx, checked
-        against scikit-learn on ``sample``) and upload it; ``create`` registers the model name
-        first when it does not exist. The graph takes one float32 input named ``input``.
+        """Export a fitted scikit-learn estimator to ONNX (``llmopt.registry.export``: skl2onnx,
+        checked against scikit-learn on ``sample``) and upload it; ``create`` registers the model
+        name first when it does not exist. The graph takes one float32 input named ``input``.
 
         >>> from sklearn.linear_model import LinearRegression
         >>> X = np.array([[0, 0], [1, 0], [0, 1], [1, 1], [2, 1]], dtype=np.float32)
@@ -526,7 +525,7 @@ class Client:
         >>> client.predict("doc-linear", [[1.0, 1.0], [2.0, 0.0]]).round(3).tolist()
         [[3.0], [2.0]]
         """
-        from registry.export import export_sklearn
+        from llmopt.registry.export import export_sklearn
 
         exported = export_sklearn(estimator, n_features, sample=sample)
         if create:

@@ -1,6 +1,6 @@
-"""Plain values the Python client (``server.client``) takes and returns, and their proto mapping.
+"""Plain values the Python client (``llmopt.client``) takes and returns, and their proto mapping.
 
-Callers of ``server.client.Client`` never touch protobuf: they pass and get these frozen
+Callers of ``llmopt.client.Client`` never touch protobuf: they pass and get these frozen
 dataclasses, strings, dicts and numpy arrays. The ``to_x`` / ``from_x`` functions below are the
 only place that knows both sides.
 """
@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 from google.protobuf import json_format
-
-from server.api.convert import DTYPE_BY_NUMPY, NUMPY_BY_DTYPE
-from server.gen.llmopt.v1 import (
+from llmopt.api.convert import DTYPE_BY_NUMPY, NUMPY_BY_DTYPE
+from llmopt.gen.llmopt.v1 import (
     bandits_pb2,
     common_pb2,
     features_pb2,

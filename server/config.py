@@ -208,7 +208,7 @@ def tune_gc(settings: Settings) -> None:
     about a fifth faster (the collector had 12-15 % of the server's CPU walking the ten
     thousand tuples each write makes), but in interleaved A/B runs SelectArm was 3-7 % slower
     (its young objects no longer fit the caches when a collection walks them). Those tuples
-    are now created off the collector's lists (``native.features.merge_latest``), which gave
+    are now created off the collector's lists (``llmopt.native.features.merge_latest``), which gave
     the writes the same gain at 700.
     """
     gc.freeze()

@@ -9,8 +9,9 @@ reports SERVING, through the domain objects on the AppContext (no network round 
   cost 0.12, latency 0.03) and ``DEMO_MAX_COST`` as the cost scale;
 - model ``quality-predictor``: two gradient-boosted regressors trained on synthetic request
   features (``QUALITY_FEATURES``) that predict an answer's quality, exported through skl2onnx
-  (``registry.export``): version 1 is ``champion``, version 2 (more trees) ``challenger``, with a
-  SPLIT traffic policy sending ``DEMO_CHALLENGER_PERCENT`` % of routed requests to the challenger;
+  (``llmopt.registry.export``): version 1 is ``champion``, version 2 (more trees) ``challenger``,
+  with a SPLIT traffic policy sending ``DEMO_CHALLENGER_PERCENT`` % of routed requests to the
+  challenger;
 - feature set ``request-context``: the request facts (task, lengths, priority, hour) as
   transformed features, keyed by ``user_id``, with one stored per-user feature.
 
@@ -29,9 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from server.client_types import Arm, Feature
-from server.storage import Database
+from llmopt.client_types import Arm, Feature
+from llmopt.storage import Database
 
 log = logging.getLogger("llmopt.demo")
 
@@ -162,7 +162,7 @@ def _holds_data(ctx: Any) -> bool:
     if ctx.registry is not None and ctx.registry.list_models():
         return True
     if ctx.features is not None:
-        from server.features import ARM_OUTCOMES_SET, CONTEXT_SET
+        from llmopt.features import ARM_OUTCOMES_SET, CONTEXT_SET
 
         sets, _ = ctx.features.list_sets(100, "")
         if any(s.name not in (ARM_OUTCOMES_SET, CONTEXT_SET) for s in sets):
@@ -174,9 +174,9 @@ def _holds_data(ctx: Any) -> bool:
 
 
 def _seed_bandit(ctx: Any) -> None:
-    from server.api import convert_bandits as cb
-    from server.client_types import to_arm
-    from server.gen.llmopt.v1 import bandits_pb2
+    from llmopt.api import convert_bandits as cb
+    from llmopt.client_types import to_arm
+    from llmopt.gen.llmopt.v1 import bandits_pb2
 
     # LinUCB on the request-context feature set when it exists (seeded just before), else on
     # the default 10-dim context vector: examples/llm_router.py compares the two.
@@ -217,11 +217,10 @@ def quality_training_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _seed_model(ctx: Any) -> None:
+    from llmopt.inference import TrafficMode, TrafficPolicy
+    from llmopt.registry import ModelTask, VersionMetadata
+    from llmopt.registry.export import export_sklearn
     from sklearn.ensemble import GradientBoostingRegressor
-
-    from registry import ModelTask, VersionMetadata
-    from registry.export import export_sklearn
-    from server.inference import TrafficMode, TrafficPolicy
 
     x, y = quality_training_data(4000, DEMO_SEED)
     x_test, y_test = quality_training_data(1000, DEMO_SEED + 1)
@@ -256,9 +255,9 @@ def _seed_model(ctx: Any) -> None:
 
 
 def _seed_features(ctx: Any) -> None:
-    from server.api import convert_features as cf
-    from server.client_types import to_feature
-    from server.gen.llmopt.v1 import features_pb2
+    from llmopt.api import convert_features as cf
+    from llmopt.client_types import to_feature
+    from llmopt.gen.llmopt.v1 import features_pb2
 
     msg = features_pb2.FeatureSet(
         name=DEMO_FEATURE_SET,

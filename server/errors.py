@@ -1,6 +1,6 @@
 """Domain exceptions. They know nothing of transports.
 
-Domain code (bandits, features, inference, the registry) raises these; ``server.api.errors`` is
+Domain code (bandits, features, inference, the registry) raises these; ``llmopt.api.errors`` is
 the one place that turns them into gRPC status codes. Messages name the field and the value at
 fault, because they reach the caller verbatim.
 """

@@ -12,9 +12,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as v1alpha_pb2
-
-from server.gen.grpc.reflection.v1 import reflection_pb2 as v1_pb2
-from server.gen.grpc.reflection.v1 import reflection_pb2_grpc as v1_grpc
+from llmopt.gen.grpc.reflection.v1 import reflection_pb2 as v1_pb2
+from llmopt.gen.grpc.reflection.v1 import reflection_pb2_grpc as v1_grpc
 
 V1_SERVICE_NAME: str = v1_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
 

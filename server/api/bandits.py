@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from server.api import convert_bandits as cb
-from server.api.binding import AppContext, ServiceBinding, answers_serialized, service_name
-from server.api.convert import from_request_context
-from server.bandits.arms import Arm
-from server.bandits.service import BanditService
-from server.gen.llmopt.v1 import bandits_pb2, bandits_pb2_grpc
+from llmopt.api import convert_bandits as cb
+from llmopt.api.binding import AppContext, ServiceBinding, answers_serialized, service_name
+from llmopt.api.convert import from_request_context
+from llmopt.bandits.arms import Arm
+from llmopt.bandits.service import BanditService
+from llmopt.gen.llmopt.v1 import bandits_pb2, bandits_pb2_grpc
 
 MAX_CACHED_ARMS = 10_000
 

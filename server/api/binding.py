@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import grpc
-
-from server.config import Settings
-from server.storage import DataDir
+from llmopt.config import Settings
+from llmopt.storage import DataDir
 
 
 class Component(Protocol):
@@ -22,7 +21,7 @@ class Component(Protocol):
 
 @dataclass
 class AppContext:
-    """Passed to each service module's ``bind`` in dependency order (see server.app)."""
+    """Passed to each service module's ``bind`` in dependency order (see llmopt.app)."""
 
     settings: Settings
     data_dir: DataDir

@@ -7,10 +7,9 @@ raises InvalidArgument naming the field, so servicers stay three lines long.
 from __future__ import annotations
 
 import numpy as np
-
-from server import errors
-from server.features.context import OutputLength, RequestContext
-from server.gen.llmopt.v1 import common_pb2
+from llmopt import errors
+from llmopt.features.context import OutputLength, RequestContext
+from llmopt.gen.llmopt.v1 import common_pb2
 
 # DataType enum value <-> numpy dtype (little-endian). STRING has no fixed itemsize: see below.
 NUMPY_BY_DTYPE: dict[int, np.dtype] = {

@@ -13,14 +13,11 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
-from native.wire import decision_answer as native_decision_answer
-from native.wire import reward_answer as native_reward_answer
-
-from server import errors
-from server.bandits.arms import Arm, LLMConfig
-from server.bandits.policies import CONFIG_BY_ONEOF, UCB1, PolicyConfig
-from server.bandits.rewards import Feedback, Outcome, RewardConfig
-from server.bandits.types import (
+from llmopt import errors
+from llmopt.bandits.arms import Arm, LLMConfig
+from llmopt.bandits.policies import CONFIG_BY_ONEOF, UCB1, PolicyConfig
+from llmopt.bandits.rewards import Feedback, Outcome, RewardConfig
+from llmopt.bandits.types import (
     DEFAULT_REWARD_WAIT,
     ArmStats,
     BanditInfo,
@@ -29,7 +26,9 @@ from server.bandits.types import (
     Decision,
     RewardReceipt,
 )
-from server.gen.llmopt.v1 import bandits_pb2, common_pb2
+from llmopt.gen.llmopt.v1 import bandits_pb2, common_pb2
+from llmopt.native.wire import decision_answer as native_decision_answer
+from llmopt.native.wire import reward_answer as native_reward_answer
 
 # Config dataclass field -> proto field, where they differ (``lambda`` is a Python keyword).
 _PROTO_FIELD = {"lambda_": "lambda"}
@@ -195,7 +194,7 @@ def to_timestamp(t: float) -> Timestamp:
 
 
 def decision_answer(d: Decision, arm_bytes: Callable[[Arm], bytes]) -> bytes:
-    """The serialized Decision message (written natively, see ``native.wire``); ``arm_bytes``
+    """The serialized Decision message (written natively, see ``llmopt.native.wire``); ``arm_bytes``
     gives an arm's serialized Arm message (arms never change: it may come from a cache)."""
     return native_decision_answer(
         d.decision_id, d.bandit, arm_bytes(d.arm), d.propensity, d.arm_ids, d.arm_scores, d.time
@@ -203,7 +202,7 @@ def decision_answer(d: Decision, arm_bytes: Callable[[Arm], bytes]) -> bytes:
 
 
 def reward_answer(receipt: RewardReceipt) -> bytes:
-    """The serialized RecordRewardResponse (written natively, see ``native.wire``)."""
+    """The serialized RecordRewardResponse (written natively, see ``llmopt.native.wire``)."""
     return native_reward_answer(receipt.decision_id, receipt.arm_id, receipt.reward)
 
 

@@ -8,12 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-from server import errors
-from server.api.convert import from_tensor, to_tensor
-from server.features.codec import KIND_BY_TRANSFORM
-from server.features.service import EntityFeatures, FeatureVector, StoredValue
-from server.features.spec import (
+from llmopt import errors
+from llmopt.api.convert import from_tensor, to_tensor
+from llmopt.features.codec import KIND_BY_TRANSFORM
+from llmopt.features.service import EntityFeatures, FeatureVector, StoredValue
+from llmopt.features.spec import (
     Clip,
     Cyclical,
     Feature,
@@ -28,7 +27,7 @@ from server.features.spec import (
     Standardize,
     Transform,
 )
-from server.gen.llmopt.v1 import features_pb2
+from llmopt.gen.llmopt.v1 import features_pb2
 
 # proto oneof field -> domain transform from the sub-message
 TRANSFORM_FROM: dict[str, Callable[[Any], Transform]] = {

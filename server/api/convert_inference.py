@@ -1,5 +1,5 @@
 """Conversion between the inference protos (llmopt.v1.Inference and the Open Inference Protocol)
-and the domain types of ``server.inference``: ``to_x`` / ``from_x`` pairs over lookup tables.
+and the domain types of ``llmopt.inference``: ``to_x`` / ``from_x`` pairs over lookup tables.
 
 Every reader validates what it reads and raises InvalidArgument naming the field.
 """
@@ -12,20 +12,18 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from native.wire import predict_answer as native_predict_answer
-
-from server import errors
-from server.api.convert import (
+from llmopt import errors
+from llmopt.api.convert import (
     DTYPE_BY_NUMPY,
     NUMPY_BY_DTYPE,
     from_request_context,
     from_tensor,
     to_tensor,
 )
-from server.features.context import RequestContext
-from server.gen.inference import grpc_service_pb2 as oip_pb2
-from server.gen.llmopt.v1 import common_pb2, inference_pb2
-from server.inference import (
+from llmopt.features.context import RequestContext
+from llmopt.gen.inference import grpc_service_pb2 as oip_pb2
+from llmopt.gen.llmopt.v1 import common_pb2, inference_pb2
+from llmopt.inference import (
     IndexEntry,
     ModelDescription,
     ModelStats,
@@ -34,7 +32,8 @@ from server.inference import (
     TrafficPolicy,
     Variant,
 )
-from server.inference.signature import IOSpec
+from llmopt.inference.signature import IOSpec
+from llmopt.native.wire import predict_answer as native_predict_answer
 
 # -- llmopt.v1.Inference ---------------------------------------------------------------------------
 
@@ -150,9 +149,9 @@ def to_predict_response(prediction: Prediction, id: str = "") -> inference_pb2.P
 
 
 def predict_answer(prediction: Prediction, id: str = "") -> bytes:
-    """``to_predict_response`` serialized, written natively (``native.wire``) when every output
-    is a contiguous little-endian array of a tensor dtype (what onnxruntime returns); otherwise
-    through the message."""
+    """``to_predict_response`` serialized, written natively (``llmopt.native.wire``) when every
+    output is a contiguous little-endian array of a tensor dtype (what onnxruntime returns);
+    otherwise through the message."""
     outputs = []
     for name, array in prediction.outputs.items():
         code = DTYPE_BY_NUMPY.get(array.dtype)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 from google.protobuf.timestamp_pb2 import Timestamp
-
-from registry.types import (
+from llmopt import errors
+from llmopt.gen.llmopt.v1 import common_pb2, registry_pb2
+from llmopt.registry.types import (
     AliasChange,
     Model,
     ModelTask,
@@ -18,8 +19,6 @@ from registry.types import (
     TensorSpec,
     VersionMetadata,
 )
-from server import errors
-from server.gen.llmopt.v1 import common_pb2, registry_pb2
 
 TASK_BY_PROTO: dict[int, ModelTask] = {
     registry_pb2.MODEL_TASK_UNSPECIFIED: ModelTask.UNSPECIFIED,

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import grpc
-
-from server import errors
+from llmopt import errors
 
 STATUS_BY_ERROR: dict[type[errors.LLMOptError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,

@@ -1,13 +1,13 @@
-"""llmopt.v1.Features: feature sets, the online store and dense vectors (server.features)."""
+"""llmopt.v1.Features: feature sets, the online store and dense vectors (llmopt.features)."""
 
 from __future__ import annotations
 
-from server import errors
-from server.api import convert_features as cf
-from server.api.binding import AppContext, ServiceBinding, service_name
-from server.api.convert import from_request_context
-from server.features import FeatureService
-from server.gen.llmopt.v1 import features_pb2, features_pb2_grpc
+from llmopt import errors
+from llmopt.api import convert_features as cf
+from llmopt.api.binding import AppContext, ServiceBinding, service_name
+from llmopt.api.convert import from_request_context
+from llmopt.features import FeatureService
+from llmopt.gen.llmopt.v1 import features_pb2, features_pb2_grpc
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000

@@ -1,4 +1,4 @@
-"""llmopt.v1.Inference servicer: converts messages, calls ``server.inference``, converts back."""
+"""llmopt.v1.Inference servicer: converts messages, calls ``llmopt.inference``, converts back."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import uuid
 from typing import Any
 
 import grpc
-
-from server import errors
-from server.api import convert_inference as conv
-from server.api.binding import AppContext, ServiceBinding, answers_serialized, service_name
-from server.api.errors import status_for
-from server.gen.llmopt.v1 import inference_pb2, inference_pb2_grpc
-from server.inference import (
+from llmopt import errors
+from llmopt.api import convert_inference as conv
+from llmopt.api.binding import AppContext, ServiceBinding, answers_serialized, service_name
+from llmopt.api.errors import status_for
+from llmopt.gen.llmopt.v1 import inference_pb2, inference_pb2_grpc
+from llmopt.inference import (
     MIGRATIONS,
     EngineConfig,
     InferenceEngine,
@@ -21,7 +20,7 @@ from server.inference import (
     SessionConfig,
     TrafficPolicyStore,
 )
-from server.storage import Database
+from llmopt.storage import Database
 
 log = logging.getLogger("llmopt.rpc.inference")
 
@@ -29,7 +28,7 @@ log = logging.getLogger("llmopt.rpc.inference")
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     def __init__(self, engine: InferenceEngine, features: Any = None) -> None:
         self.engine = engine
-        self.features = features  # server.features.FeatureService: vectors for feature_set
+        self.features = features  # llmopt.features.FeatureService: vectors for feature_set
 
     @answers_serialized
     def Predict(self, request, context):  # type: ignore[no-untyped-def]
@@ -126,7 +125,7 @@ def engine_config(ctx: AppContext) -> EngineConfig:
 
 def bind(ctx: AppContext) -> ServiceBinding:
     if ctx.registry is None:
-        raise RuntimeError("server.api.inference binds after server.api.registry")
+        raise RuntimeError("llmopt.api.inference binds after llmopt.api.registry")
     folder = ctx.data_dir.path("inference")
     folder.mkdir(parents=True, exist_ok=True)
     config = engine_config(ctx)

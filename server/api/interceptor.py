@@ -1,7 +1,7 @@
 """One interceptor for every RPC: readiness gate, error mapping, metrics.
 
 Every servicer method runs inside it, so later services get the same behaviour for free:
-domain exceptions become their status code (``server.api.errors``), anything unexpected becomes
+domain exceptions become their status code (``llmopt.api.errors``), anything unexpected becomes
 INTERNAL with a request id that also appears in the logged traceback, and each call is counted
 by method and code and timed.
 """
@@ -16,10 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-
-from server import errors
-from server.api.errors import status_for
-from server.metrics import RpcMetrics
+from llmopt import errors
+from llmopt.api.errors import status_for
+from llmopt.metrics import RpcMetrics
 
 log = logging.getLogger("llmopt.rpc")
 

@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-from server import __version__
-from server.api import convert_inference as conv
-from server.api.binding import AppContext, ServiceBinding, service_name
-from server.gen.inference import grpc_service_pb2 as pb
-from server.gen.inference import grpc_service_pb2_grpc
-from server.inference import InferenceEngine
+from llmopt import __version__
+from llmopt.api import convert_inference as conv
+from llmopt.api.binding import AppContext, ServiceBinding, service_name
+from llmopt.gen.inference import grpc_service_pb2 as pb
+from llmopt.gen.inference import grpc_service_pb2_grpc
+from llmopt.inference import InferenceEngine
 
 SERVER_NAME = "llmopt-server"
 EXTENSIONS = ("model_repository",)
@@ -57,7 +57,7 @@ class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
 def bind(ctx: AppContext) -> ServiceBinding:
     if ctx.inference is None:
-        raise RuntimeError("server.api.oip binds after server.api.inference")
+        raise RuntimeError("llmopt.api.oip binds after llmopt.api.inference")
     return ServiceBinding(
         service_name(pb, "GRPCInferenceService"),
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,

@@ -8,12 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import grpc
-
-from registry import Registry
-from server import errors
-from server.api import convert_registry as conv
-from server.api.binding import AppContext, ServiceBinding, service_name
-from server.gen.llmopt.v1 import registry_pb2, registry_pb2_grpc
+from llmopt import errors
+from llmopt.api import convert_registry as conv
+from llmopt.api.binding import AppContext, ServiceBinding, service_name
+from llmopt.gen.llmopt.v1 import registry_pb2, registry_pb2_grpc
+from llmopt.registry import Registry
 
 ACTOR_METADATA = "x-llmopt-actor"
 DEFAULT_CHUNK = 1 << 20

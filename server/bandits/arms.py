@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from server import errors
+from llmopt import errors
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
 ID_RULE = "1-128 characters: letters, digits and . _ : / @ + - (starting with a letter or digit)"
@@ -21,7 +21,7 @@ def check_id(field_name: str, value: str) -> str:
     >>> check_id("arm.arm_id", "")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    server.errors.InvalidArgument: arm.arm_id: '' is invalid: 1-128 characters: ...
+    llmopt.errors.InvalidArgument: arm.arm_id: '' is invalid: 1-128 characters: ...
     """
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise errors.invalid(field_name, value, ID_RULE)

@@ -32,13 +32,12 @@ from threading import Lock
 from typing import Any, NamedTuple
 
 import numpy as np
-
-from server import errors
-from server.bandits import store as st
-from server.bandits.arms import Arm
-from server.bandits.policies import make_policy
-from server.bandits.policy import Policy
-from server.bandits.types import (
+from llmopt import errors
+from llmopt.bandits import store as st
+from llmopt.bandits.arms import Arm
+from llmopt.bandits.policies import make_policy
+from llmopt.bandits.policy import Policy
+from llmopt.bandits.types import (
     ArmCounters,
     ArmStats,
     BanditInfo,
@@ -46,7 +45,7 @@ from server.bandits.types import (
     BanditStats,
     Decision,
 )
-from server.storage import WriteFuture
+from llmopt.storage import WriteFuture
 
 log = logging.getLogger("llmopt.bandits")
 

@@ -3,10 +3,10 @@
 ``POLICY_TABLE`` maps each config type to its implementation; ``make_policy`` builds one. The
 configs mirror the ``Policy`` oneof of ``protos/llmopt/v1/bandits.proto`` (``ONEOF`` gives each
 config's oneof field name, used in error messages: ``epsilon_greedy.epsilon``). The arithmetic
-runs in the Cython kernels of ``native.bandit_free`` and ``native.bandit_linear``; the classes
-here own parameters, validation and documentation.
+runs in the Cython kernels of ``llmopt.native.bandit_free`` and ``llmopt.native.bandit_linear``; the
+classes here own parameters, validation and documentation.
 
-Conventions shared by every policy (see ``server.bandits.policy`` for the contract):
+Conventions shared by every policy (see ``llmopt.bandits.policy`` for the contract):
 
 * Rewards are in [0, 1]. Counts and statistics are learned from rewards (``update``), not from
   selections: with delayed rewards an arm stays "unpulled" until its first reward arrives.
@@ -41,11 +41,10 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
-
-from native import bandit_free as _free  # type: ignore[attr-defined]  # compiled
-from native import bandit_linear as _linear  # type: ignore[attr-defined]  # compiled
-from server import errors
-from server.bandits.policy import Policy, Selection
+from llmopt import errors
+from llmopt.bandits.policy import Policy, Selection
+from llmopt.native import bandit_free as _free  # type: ignore[attr-defined]  # compiled
+from llmopt.native import bandit_linear as _linear  # type: ignore[attr-defined]  # compiled
 
 PROPENSITY_DRAWS = 16
 """Extra rounds of posterior draws behind a Thompson propensity estimate."""
@@ -104,7 +103,7 @@ class EpsilonGreedy:
     >>> EpsilonGreedy(epsilon=1.5)
     Traceback (most recent call last):
     ...
-    server.errors.InvalidArgument: epsilon_greedy.epsilon: 1.5 is invalid: must be in [0, 1]
+    llmopt.errors.InvalidArgument: epsilon_greedy.epsilon: 1.5 is invalid: must be in [0, 1]
     """
 
     ONEOF: ClassVar[str] = "epsilon_greedy"
@@ -131,7 +130,7 @@ class UCB1:
     >>> UCB1(exploration=-1)
     Traceback (most recent call last):
     ...
-    server.errors.InvalidArgument: ucb1.exploration: -1 is invalid: must be >= 0.0
+    llmopt.errors.InvalidArgument: ucb1.exploration: -1 is invalid: must be >= 0.0
     """
 
     ONEOF: ClassVar[str] = "ucb1"
@@ -194,7 +193,7 @@ class DiscountedUCB:
     >>> DiscountedUCB(gamma=0)
     Traceback (most recent call last):
     ...
-    server.errors.InvalidArgument: discounted_ucb.gamma: 0 is invalid: must be in (0, 1]
+    llmopt.errors.InvalidArgument: discounted_ucb.gamma: 0 is invalid: must be in (0, 1]
     """
 
     ONEOF: ClassVar[str] = "discounted_ucb"

@@ -2,11 +2,11 @@
 
 A policy owns the learned state of one bandit over arm *slots* 0..n-1. Slots are never reused:
 removing an arm masks its slot out of selection, adding an arm appends a slot. The service layer
-(``server.bandits.service``) maps arm ids to slots, holds one lock per bandit, and calls the policy
+(``llmopt.bandits.service``) maps arm ids to slots, holds one lock per bandit, and calls the policy
 under that lock, so implementations need not be thread-safe.
 
 Each policy has a frozen config (validated once, in ``__post_init__``) and one implementation
-class; ``server.bandits.policies.POLICY_TABLE`` maps the config type to its class.
+class; ``llmopt.bandits.policies.POLICY_TABLE`` maps the config type to its class.
 """
 
 from __future__ import annotations

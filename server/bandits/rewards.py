@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from server import errors
+from llmopt import errors
 
 # Inferred-quality increments (the reference system's values).
 FEEDBACK_START = 0.5

@@ -11,8 +11,8 @@ Contexts: a ready vector, else the bandit's feature set through ``features.vecto
 also feed ``features.record_arm_outcome`` under the arm key ``"<bandit>/<arm_id>"``.
 
 >>> import tempfile, pathlib
->>> from server.bandits.arms import Arm, LLMConfig
->>> from server.bandits.policies import UCB1
+>>> from llmopt.bandits.arms import Arm, LLMConfig
+>>> from llmopt.bandits.policies import UCB1
 >>> svc = BanditService(pathlib.Path(tempfile.mkdtemp()))
 >>> svc.warm_up()
 >>> arms = (Arm("small", LLMConfig("gpt-4o-mini")), Arm("large", LLMConfig("gpt-4o")))
@@ -36,21 +36,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from native.context import DEFAULT_CONTEXT_DIM
-
-from server import errors
-from server.bandits import store as st
-from server.bandits.arms import Arm, check_id
-from server.bandits.bandit import Bandit
-from server.bandits.rewards import Outcome, check_raw_reward, compute_reward, outcome_quality
-from server.bandits.types import (
+from llmopt import errors
+from llmopt.bandits import store as st
+from llmopt.bandits.arms import Arm, check_id
+from llmopt.bandits.bandit import Bandit
+from llmopt.bandits.rewards import Outcome, check_raw_reward, compute_reward, outcome_quality
+from llmopt.bandits.types import (
     BanditInfo,
     BanditSpec,
     BanditStats,
     Decision,
     RewardReceipt,
 )
-from server.features.context import RequestContext, default_context
+from llmopt.features.context import RequestContext, default_context
+from llmopt.native.context import DEFAULT_CONTEXT_DIM
 
 log = logging.getLogger("llmopt.bandits")
 

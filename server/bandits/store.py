@@ -13,7 +13,7 @@ a bandit's rows are deleted, because snapshot watermarks compare against them.
 - ``snapshots``: the latest policy state and counters per bandit, with the watermarks it covers.
 
 Decisions and rewards, the writes on the request path, are durable once appended to the journal
-(``bandits-<n>.journal``, ``server.storage.journal``): a copy into a mapped file instead of a
+(``bandits-<n>.journal``, ``llmopt.storage.journal``): a copy into a mapped file instead of a
 SQLite transaction each. They are applied to SQLite in the background, many per statement, and the
 journal is replayed at start-up (idempotently: rows carry the sequence numbers given when they
 were journaled). Every other write goes through ``Database.write_async`` (group commit). Both
@@ -38,11 +38,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from native.records import DECISION, HEADER, decision_record, decode, reward_record
-
-from server import errors
-from server.storage import Database, WriteFuture
-from server.storage.journal import Journal
+from llmopt import errors
+from llmopt.native.records import DECISION, HEADER, decision_record, decode, reward_record
+from llmopt.storage import Database, WriteFuture
+from llmopt.storage.journal import Journal
 
 log = logging.getLogger("llmopt.bandits")
 T = TypeVar("T")
@@ -52,7 +51,7 @@ OPEN, REWARDED, EXPIRED = 0, 1, 2
 # events.kind
 REWARD, EXPIRY, ARM_ADDED, ARM_REMOVED = 1, 2, 3, 4
 
-# Journal records are built and read by ``native.records`` (kinds 3 and 4). Kinds 1 and 2, a
+# Journal records are built and read by ``llmopt.native.records`` (kinds 3 and 4). Kinds 1 and 2, a
 # kind (u8) and sequence number (u64) then the pickled row without its seq, are what journals
 # written before it hold: replay still reads them.
 _PICKLED = struct.Struct("<BQ")

@@ -7,11 +7,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-
-from server import errors
-from server.bandits.arms import Arm, check_id
-from server.bandits.policies import CONFIG_BY_ONEOF, UCB1, PolicyConfig
-from server.bandits.rewards import RewardConfig
+from llmopt import errors
+from llmopt.bandits.arms import Arm, check_id
+from llmopt.bandits.policies import CONFIG_BY_ONEOF, UCB1, PolicyConfig
+from llmopt.bandits.rewards import RewardConfig
 
 DEFAULT_REWARD_WAIT = 24 * 3600.0
 MAX_REWARD_WAIT = 366 * 24 * 3600.0

@@ -7,7 +7,7 @@ The API other parts of the server call (the bandits and inference services recei
     A float32 row (``.values``) with ``.slot_names``, ``.feature_set`` and ``.version``.
     ``feature_set`` ``""`` or ``"context"`` is the built-in 10-dim request context vector
     (DESIGN.md, bit-exact); any other name is a stored feature set, whose latest version is
-    compiled once into a plan that ``native.features`` executes. Stored features are read for
+    compiled once into a plan that ``llmopt.native.features`` executes. Stored features are read for
     the entity named by ``entity_ids`` (a sequence of one id, or a mapping entity key -> id),
     or, when none is given, by the request field named like the set's entity key (e.g.
     ``user_id``, or ``context.metadata[key]``); features with a ``context.*`` source come from
@@ -28,8 +28,8 @@ Also: ``create_set``, ``get_set``, ``list_sets``, ``write``, ``read`` (behind th
 ``llmopt.v1.Features`` RPCs), and ``warm_up()`` / ``close()`` for the server's lifecycle.
 """
 
-from server.features.context import OutputLength, RequestContext
-from server.features.service import (
+from llmopt.features.context import OutputLength, RequestContext
+from llmopt.features.service import (
     ARM_OUTCOMES_SET,
     CONTEXT_SET,
     EntityFeatures,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from server.features.spec import (
+from llmopt.features.spec import (
     Clip,
     Cyclical,
     Feature,

@@ -1,7 +1,7 @@
 """Request contexts and the default 10-dim context vector (DESIGN.md, bit-exact).
 
-The arithmetic runs in the Cython kernel ``native.context``; this module validates the request
-facts and maps strings to the codes the definition gives.
+The arithmetic runs in the Cython kernel ``llmopt.native.context``; this module validates the
+request facts and maps strings to the codes the definition gives.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
-from native.context import (
+from llmopt import errors
+from llmopt.native.context import (
     DEFAULT_CONTEXT_DIM,
     context_vector,
     default_context_matrix,
     default_context_vector,
 )
-
-from server import errors
 
 DEFAULT_CONTEXT_SLOTS: tuple[str, ...] = (
     "input_length_log",

@@ -4,7 +4,7 @@ Only transforms left without parameters are fitted (``Standardize`` with std 0, 
 lo == hi, ``OneHot`` with no vocabulary). Fitting is deterministic: sums are exact (``math.fsum``)
 and vocabularies are ordered by descending count, then by value.
 
->>> from server.features.spec import Feature, FeatureSet, Standardize
+>>> from llmopt.features.spec import Feature, FeatureSet, Standardize
 >>> fs = FeatureSet("s", "id", (Feature("x", transform=Standardize()),))
 >>> fit(fs, [{"x": 1.0}, {"x": 3.0}]).features[0].transform
 Standardize(mean=2.0, std=1.0)
@@ -17,8 +17,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from server import errors
-from server.features.spec import (
+from llmopt import errors
+from llmopt.features.spec import (
     MAX_VOCABULARY,
     Feature,
     FeatureSet,

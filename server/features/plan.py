@@ -1,4 +1,5 @@
-"""A feature set compiled once into the op arrays the Cython kernel ``native.features`` executes.
+"""A feature set compiled once into the op arrays the Cython kernel ``llmopt.native.features``
+executes.
 
 The slot layout is the features in declaration order, each taking its transform's width; the
 names (``CompiledPlan.slot_names``) travel with every vector so a reader never guesses.
@@ -12,10 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from native.features import INPUTS, OPS, Plan
-
-from server.features.context import DEFAULT_CONTEXT_SLOTS, RequestContext
-from server.features.spec import (
+from llmopt.features.context import DEFAULT_CONTEXT_SLOTS, RequestContext
+from llmopt.features.spec import (
     CONTEXT_PREFIX,
     Clip,
     Cyclical,
@@ -28,6 +27,7 @@ from server.features.spec import (
     OneHot,
     Standardize,
 )
+from llmopt.native.features import INPUTS, OPS, Plan
 
 # transform type -> (op name, p0, p1) from its parameters
 _OPS: dict[type, Callable[[Any], tuple[str, float, float]]] = {
@@ -163,7 +163,7 @@ def compile_plan(fs: FeatureSet) -> CompiledPlan:
 
 def default_context_plan() -> Plan:
     """The built-in 10-dim context vector as a one-op plan over the six facts of
-    ``RequestContext.facts`` (bit-exact with ``server.features.context.default_context``)."""
+    ``RequestContext.facts`` (bit-exact with ``llmopt.features.context.default_context``)."""
     z = np.zeros(1, dtype=np.float64)
     return Plan(
         len(DEFAULT_CONTEXT_SLOTS),

@@ -12,14 +12,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from native.features import clean_rows
-
-from server import errors
-from server.features.aggregates import BUCKET_US, HOUR_BUCKETS
-from server.features.context import DEFAULT_CONTEXT_SLOTS, RequestContext
-from server.features.fitting import fit
-from server.features.plan import CompiledPlan, default_context_plan
-from server.features.spec import (
+from llmopt import errors
+from llmopt.features.aggregates import BUCKET_US, HOUR_BUCKETS
+from llmopt.features.context import DEFAULT_CONTEXT_SLOTS, RequestContext
+from llmopt.features.fitting import fit
+from llmopt.features.plan import CompiledPlan, default_context_plan
+from llmopt.features.spec import (
     AGGREGATE_STATS,
     AGGREGATE_WINDOWS,
     CONTEXT_FIELDS,
@@ -29,7 +27,7 @@ from server.features.spec import (
     check_value,
     coerce,
 )
-from server.features.store import (
+from llmopt.features.store import (
     COMPACT_ROWS,
     DEFAULT_MAX_ENTITIES,
     MAX_US,
@@ -38,6 +36,7 @@ from server.features.store import (
     Latest,
     SetState,
 )
+from llmopt.native.features import clean_rows
 
 log = logging.getLogger("llmopt.features")
 
@@ -393,7 +392,7 @@ class FeatureService:
 
 
 def state_types(fs: FeatureSet) -> dict[str, int]:
-    """Stored feature name -> FeatureType number, for ``native.features.clean_rows``."""
+    """Stored feature name -> FeatureType number, for ``llmopt.native.features.clean_rows``."""
     return {f.name: int(f.type) for f in fs.stored_features}
 
 

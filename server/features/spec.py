@@ -2,7 +2,7 @@
 
 A transform is a small frozen config (a NamedTuple) that knows its output width, its slot names,
 its formula and, where the maths allows, its inverse. Everything here is validated once, where a
-set enters the system (``FeatureSet.validate``); the compiled plan (``server.features.plan``)
+set enters the system (``FeatureSet.validate``); the compiled plan (``llmopt.features.plan``)
 trusts what it is given.
 
 >>> Standardize(mean=10.0, std=2.0).apply(14.0)
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any, NamedTuple
 
-from server import errors
+from llmopt import errors
 
 # One stored or requested raw value. bool is checked before int (bool is an int in Python).
 RawValue = float | int | bool | str
@@ -85,7 +85,7 @@ class Log1p(NamedTuple):
 
 
 class Standardize(NamedTuple):
-    """``(x - mean) / std``; std 0 means "fit me" (see ``server.features.fitting``)."""
+    """``(x - mean) / std``; std 0 means "fit me" (see ``llmopt.features.fitting``)."""
 
     mean: float = 0.0
     std: float = 0.0

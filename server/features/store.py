@@ -1,7 +1,7 @@
 """The online store: feature set versions and feature rows in SQLite, latest values in memory.
 
 Durable writes are appends. Each write (one request's rows) is one record in a journal
-(``features-<n>.journal``, ``server.storage.journal``): the sequence number of its first row,
+(``features-<n>.journal``, ``llmopt.storage.journal``): the sequence number of its first row,
 then the set's name and the rows pickled together. An append is a copy into a mapped file, so a
 write waits for no commit, and it survives the process being killed as a WAL commit does.
 
@@ -62,15 +62,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from native.features import merge_latest, merge_rows, remember_rows
-
-from server import errors
-from server.features.aggregates import AggregateTable
-from server.features.codec import set_from_json, set_to_json
-from server.features.plan import CompiledPlan, compile_plan
-from server.features.spec import FeatureSet, RawValue
-from server.storage import Database, Migration, WriteFuture, statements
-from server.storage.journal import Journal
+from llmopt import errors
+from llmopt.features.aggregates import AggregateTable
+from llmopt.features.codec import set_from_json, set_to_json
+from llmopt.features.plan import CompiledPlan, compile_plan
+from llmopt.features.spec import FeatureSet, RawValue
+from llmopt.native.features import merge_latest, merge_rows, remember_rows
+from llmopt.storage import Database, Migration, WriteFuture, statements
+from llmopt.storage.journal import Journal
 
 log = logging.getLogger("llmopt.features")
 

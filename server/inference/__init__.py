@@ -1,7 +1,7 @@
 """Model serving: onnxruntime sessions for registry models, champion/challenger routing, shadow
 traffic, hot swap, input validation and serving stats. No gRPC types in here."""
 
-from server.inference.engine import (
+from llmopt.inference.engine import (
     EngineConfig,
     IndexEntry,
     InferenceEngine,
@@ -9,17 +9,17 @@ from server.inference.engine import (
     ModelSource,
     Prediction,
 )
-from server.inference.policy_store import MIGRATIONS, TrafficPolicyStore
-from server.inference.routing import (
+from llmopt.inference.policy_store import MIGRATIONS, TrafficPolicyStore
+from llmopt.inference.routing import (
     ChampionChallengerRouter,
     TrafficMode,
     TrafficPolicy,
     Variant,
     bucket_of,
 )
-from server.inference.session import LoadedModel, ModelLoadError, ModelRunError, SessionConfig
-from server.inference.signature import IOSpec, Signature, signature_from, validate_inputs
-from server.inference.stats import LoadFailure, ModelStats, ShadowStats, VariantStats
+from llmopt.inference.session import LoadedModel, ModelLoadError, ModelRunError, SessionConfig
+from llmopt.inference.signature import IOSpec, Signature, signature_from, validate_inputs
+from llmopt.inference.stats import LoadFailure, ModelStats, ShadowStats, VariantStats
 
 __all__ = [
     "MIGRATIONS",

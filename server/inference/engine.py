@@ -23,14 +23,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-
-from server import errors
-from server.inference.policy_store import TrafficPolicyStore
-from server.inference.routing import ChampionChallengerRouter, TrafficMode, TrafficPolicy, Variant
-from server.inference.session import LoadedModel, SessionConfig
-from server.inference.shadow import ShadowJob, ShadowRunner
-from server.inference.signature import Signature, row_count, signature_from
-from server.inference.stats import LoadFailure, ModelStats, ModelStatsBook
+from llmopt import errors
+from llmopt.inference.policy_store import TrafficPolicyStore
+from llmopt.inference.routing import ChampionChallengerRouter, TrafficMode, TrafficPolicy, Variant
+from llmopt.inference.session import LoadedModel, SessionConfig
+from llmopt.inference.shadow import ShadowJob, ShadowRunner
+from llmopt.inference.signature import Signature, row_count, signature_from
+from llmopt.inference.stats import LoadFailure, ModelStats, ModelStatsBook
 
 log = logging.getLogger("llmopt.inference")
 
@@ -155,7 +154,7 @@ class InferenceEngine:
         self._unsubscribe = registry.subscribe(self._on_alias_event)
         self.warm = False
 
-    # -- lifecycle (server.api.binding.Component) ------------------------------------------------
+    # -- lifecycle (llmopt.api.binding.Component) ------------------------------------------------
 
     def warm_up(self) -> None:
         """Load and warm every model's champion and challenger before the server takes traffic."""

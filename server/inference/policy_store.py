@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from server.inference.routing import TrafficMode, TrafficPolicy
-from server.storage import Database
+from llmopt.inference.routing import TrafficMode, TrafficPolicy
+from llmopt.storage import Database
 
 MIGRATIONS = [
     """

@@ -14,7 +14,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from server import errors
+from llmopt import errors
 
 BUCKETS = 10_000  # 100 % at a resolution of 0.01 %
 
@@ -41,7 +41,7 @@ class TrafficPolicy:
     >>> TrafficPolicy("m", TrafficMode.SPLIT, 10.005)
     Traceback (most recent call last):
     ...
-    server.errors.InvalidArgument: policy.challenger_percent: 10.005 is invalid: ...
+    llmopt.errors.InvalidArgument: policy.challenger_percent: 10.005 is invalid: ...
     """
 
     model: str

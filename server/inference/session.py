@@ -8,6 +8,7 @@ already running on it have finished (``acquire`` / ``release`` count them).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -16,15 +17,14 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
-
-from server import errors
-from server.inference.signature import (
+from llmopt import errors
+from llmopt.inference.signature import (
     Signature,
     signature_of_session,
     validate_inputs,
     warm_up_inputs,
 )
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 log = logging.getLogger("llmopt.inference")
 
@@ -142,7 +142,9 @@ class LoadedModel:
         self._in_flight = 0
         self._retired = False
         self.last_used = time.monotonic()
-        self.pinned_at = 0.0
+        # Never pinned: -inf (monotonic time starts at boot, so 0.0 would read "recently" on a
+        # machine up for less than the idle timeout).
+        self.pinned_at = -math.inf
         self.loaded_at = time.time()
         self.warm_up()
 

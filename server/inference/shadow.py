@@ -14,11 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from server.inference.routing import Variant
-from server.inference.session import LoadedModel
-from server.inference.signature import row_count
-from server.inference.stats import ModelStatsBook, compare_outputs
+from llmopt.inference.routing import Variant
+from llmopt.inference.session import LoadedModel
+from llmopt.inference.signature import row_count
+from llmopt.inference.stats import ModelStatsBook, compare_outputs
 
 log = logging.getLogger("llmopt.inference.shadow")
 

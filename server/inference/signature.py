@@ -14,8 +14,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-
-from server import errors
+from llmopt import errors
 
 # onnxruntime's "tensor(<type>)" element names -> numpy dtype.
 NUMPY_BY_ORT_TYPE: dict[str, np.dtype] = {

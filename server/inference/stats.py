@@ -12,8 +12,7 @@ from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from server.inference.routing import Variant
+from llmopt.inference.routing import Variant
 
 LATENCY_WINDOW = 2048
 

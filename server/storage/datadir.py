@@ -6,7 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from server import errors
+from llmopt import errors
 
 
 class DataDir:

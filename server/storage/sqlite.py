@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from server import errors
+from llmopt import errors
 
 T = TypeVar("T")
 # A schema migration: an SQL script, or a function run on the writer connection.

@@ -12,9 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
-
-from server.gen.llmopt.v1 import bandits_pb2 as pb
-from server.gen.llmopt.v1 import bandits_pb2_grpc, common_pb2
+from llmopt.gen.llmopt.v1 import bandits_pb2 as pb
+from llmopt.gen.llmopt.v1 import bandits_pb2_grpc, common_pb2
 
 pytestmark = pytest.mark.integration
 Code = grpc.StatusCode

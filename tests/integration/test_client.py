@@ -10,11 +10,10 @@ import threading
 from collections.abc import Iterator
 
 import grpc
+import llmopt.client as client_module
 import numpy as np
 import pytest
-
-import server.client as client_module
-from server.client import (
+from llmopt.client import (
     Arm,
     Client,
     ClientError,
@@ -200,7 +199,7 @@ def test_registry_and_predict(client):
     )
     assert v2.version == 2 and v2.parent_version == 1 and v2.sha256 == v1.sha256
 
-    from registry.export import export_sklearn
+    from llmopt.registry.export import export_sklearn
 
     v3 = client.upload_onnx(
         "client-clf", export_sklearn(challenger).onnx_bytes, parent_version=1, chunk_size=1000

@@ -6,8 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from server.client import Arm, Client, ClientError, Context, Feature
+from llmopt.client import Arm, Client, ClientError, Context, Feature
 
 
 @pytest.fixture

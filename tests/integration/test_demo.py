@@ -5,9 +5,8 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
-
-from server.client import Client, ClientError
-from server.demo import (
+from llmopt.client import Client, ClientError
+from llmopt.demo import (
     DEMO_ARMS,
     DEMO_BANDIT,
     DEMO_CHALLENGER_PERCENT,
@@ -20,7 +19,7 @@ from server.demo import (
 def demo_server(server_factory, data_dir=None):  # type: ignore[no-untyped-def]
     proc = server_factory("--demo", data_dir=data_dir)
     if "demo:" not in proc.log():
-        pytest.skip("the server does not call server.demo.seed_demo yet (App.start wiring)")
+        pytest.skip("the server does not call llmopt.demo.seed_demo yet (App.start wiring)")
     return proc
 
 
@@ -71,7 +70,7 @@ def test_demo_leaves_a_used_data_dir_alone(server_factory, tmp_path):
     plain.terminate()
     proc = server_factory("--demo", data_dir=data)
     if "demo:" not in proc.log():
-        pytest.skip("the server does not call server.demo.seed_demo yet (App.start wiring)")
+        pytest.skip("the server does not call llmopt.demo.seed_demo yet (App.start wiring)")
     with Client(proc.address) as client, pytest.raises(ClientError) as exc:
         client.get_bandit(DEMO_BANDIT)
     assert exc.value.code == grpc.StatusCode.NOT_FOUND
@@ -79,9 +78,9 @@ def test_demo_leaves_a_used_data_dir_alone(server_factory, tmp_path):
 
 def test_seed_demo_in_process(tmp_path):
     """seed_demo on a running App's context (what App.start calls with --demo)."""
-    from server.app import create_app
-    from server.config import Settings
-    from server.demo import seed_demo
+    from llmopt.app import create_app
+    from llmopt.config import Settings
+    from llmopt.demo import seed_demo
 
     app = create_app(Settings(port=0, data_dir=tmp_path / "inproc"))
     try:

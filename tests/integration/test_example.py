@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from server.client import Client
+from llmopt.client import Client
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "llm_router.py"
 
@@ -25,7 +24,7 @@ def llm_router():  # type: ignore[no-untyped-def]
 
 
 def test_simulator_is_seeded_and_cheap_models_suffice_only_on_easy_tasks(llm_router):
-    from server.demo import DEMO_ARMS
+    from llmopt.demo import DEMO_ARMS
 
     sim = llm_router.Simulator(DEMO_ARMS, seed=3)
     requests = llm_router.make_requests(400, seed=3, rate=10.0)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from server.config import settings_table
+from llmopt.config import settings_table
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_ADDRESS = "127.0.0.1:50051"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from llmopt.gen.llmopt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
-from server.gen.llmopt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from tests.support.server import ServerProcess
 from tests.unit.registry.onnx_models import failing_checker_model, large_model, linear_model
 
@@ -326,7 +326,16 @@ def test_list_paging_and_tag_filter(stub: registry_pb2_grpc.RegistryStub, model:
 def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
     """The installed command line, in its own process."""
     return subprocess.run(
-        [sys.executable, "-m", "registry.cli", "--address", server.address, "--actor", "ci", *args],
+        [
+            sys.executable,
+            "-m",
+            "llmopt.registry.cli",
+            "--address",
+            server.address,
+            "--actor",
+            "ci",
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -338,9 +347,8 @@ def test_cli_register_alias_promote_history(
 ) -> None:
     import joblib
     import numpy as np
+    from llmopt.registry.cli import main
     from sklearn.linear_model import LogisticRegression
-
-    from registry.cli import main
 
     def run(*args: str) -> tuple[int, str, str]:
         code = main(["--address", server.address, "--actor", "ci", *args])
@@ -392,7 +400,7 @@ def test_cli_register_alias_promote_history(
 
 
 def test_cli_help_for_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
-    from registry.cli import build_parser, main
+    from llmopt.registry.cli import build_parser, main
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
@@ -412,7 +420,10 @@ def test_cli_help_for_every_subcommand(capsys: pytest.CaptureFixture[str]) -> No
         assert exited.value.code == 0
         assert f"usage: llmopt-registry {command}" in capsys.readouterr().out
     r = subprocess.run(
-        [sys.executable, "-m", "registry.cli", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "llmopt.registry.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 0 and "promote" in r.stdout
 

@@ -11,8 +11,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from llmopt.gen.llmopt.v1 import common_pb2, features_pb2, features_pb2_grpc, registry_pb2_grpc
 
-from server.gen.llmopt.v1 import common_pb2, features_pb2, features_pb2_grpc, registry_pb2_grpc
 from tests.support.grpcurl import grpcurl
 
 SERVICES = [
@@ -80,8 +80,8 @@ def test_grpcurl_calls_a_method_without_proto_files(server):
 
 
 def test_reflection_v1_answers_like_v1alpha(channel):
-    from server.gen.grpc.reflection.v1 import reflection_pb2 as v1_pb2
-    from server.gen.grpc.reflection.v1 import reflection_pb2_grpc as v1_grpc
+    from llmopt.gen.grpc.reflection.v1 import reflection_pb2 as v1_pb2
+    from llmopt.gen.grpc.reflection.v1 import reflection_pb2_grpc as v1_grpc
 
     v1 = v1_grpc.ServerReflectionStub(channel)
     alpha = reflection_pb2_grpc.ServerReflectionStub(channel)
@@ -296,7 +296,7 @@ def test_json_logs_are_one_object_per_line(server_factory):
 
 
 def test_registry_unimplemented_call_through_stub_keeps_channel_usable(channel):
-    from server.gen.llmopt.v1 import registry_pb2
+    from llmopt.gen.llmopt.v1 import registry_pb2
 
     stub = registry_pb2_grpc.RegistryStub(channel)
     try:

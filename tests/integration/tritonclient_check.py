@@ -1,7 +1,7 @@
 """Run by test_oip.py in its own process: the official Triton client against our server.
 
 tritonclient registers its own ``inference.*`` protobuf messages in the default descriptor pool,
-which clash with server.gen's; so this script never imports server.gen (or anything that does).
+which clash with llmopt.gen's; so this script never imports llmopt.gen (or anything that does).
 
 usage: python tritonclient_check.py ADDRESS FLOAT_MODEL CLASSIFIER DATA.npz
 DATA.npz holds X (float32 rows), variable (expected regression output), label and

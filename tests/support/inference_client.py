@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import grpc
 import numpy as np
-
-from server.api.convert import to_tensor
-from server.gen.llmopt.v1 import inference_pb2, inference_pb2_grpc, registry_pb2, registry_pb2_grpc
+from llmopt.api.convert import to_tensor
+from llmopt.gen.llmopt.v1 import inference_pb2, inference_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 
 def register(channel: grpc.Channel, model: str, onnx: bytes, alias: str = "") -> int:

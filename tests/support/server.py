@@ -18,7 +18,7 @@ _LISTENING = re.compile(r"listening on ([\w.:\[\]-]+)")
 
 
 class ServerProcess:
-    """``python -m server`` on a free port with its own data dir; log in ``log_path``."""
+    """``python -m llmopt`` on a free port with its own data dir; log in ``log_path``."""
 
     def __init__(self, data_dir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None):
         self.data_dir = Path(data_dir)

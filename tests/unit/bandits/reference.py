@@ -1,10 +1,10 @@
 """Plain numpy reference implementations of every bandit policy.
 
-The same maths as the Cython kernels of ``native.bandit_free`` and ``native.bandit_linear``,
-written the obvious way (Python loops over arms, ``numpy.linalg`` for the contextual policies:
-matrices are kept as sums and inverted or factored when needed, never updated by
-Sherman-Morrison), drawing from a ``numpy.random.Generator(PCG64(seed))`` in the same order as
-the kernels, so that a kernel and its reference fed the same calls make the same choices.
+The same maths as the Cython kernels of ``llmopt.native.bandit_free`` and
+``llmopt.native.bandit_linear``, written the obvious way (Python loops over arms, ``numpy.linalg``
+for the contextual policies: matrices are kept as sums and inverted or factored when needed, never
+updated by Sherman-Morrison), drawing from a ``numpy.random.Generator(PCG64(seed))`` in the same
+order as the kernels, so that a kernel and its reference fed the same calls make the same choices.
 ``state()`` gives the learned statistics under the names of the kernel's ``get_state``.
 """
 
@@ -14,8 +14,7 @@ import math
 from typing import Any
 
 import numpy as np
-
-from server.bandits import policies as P
+from llmopt.bandits import policies as P
 
 PRUNE_SD = 5.0
 

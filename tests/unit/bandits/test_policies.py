@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from llmopt import errors
+from llmopt.bandits import policies as P
+from llmopt.bandits.policy import Policy
+from llmopt.native import bandit_free as native
 
-from native import bandit_free as native
-from server import errors
-from server.bandits import policies as P
-from server.bandits.policy import Policy
 from tests.unit.bandits import reference as R
 
 DIM = 10
@@ -385,7 +385,7 @@ def test_bad_config_is_refused_naming_the_field(make: Callable[[], Any], field: 
 
 
 def test_every_proto_policy_has_a_config_and_an_implementation() -> None:
-    from server.gen.llmopt.v1 import bandits_pb2
+    from llmopt.gen.llmopt.v1 import bandits_pb2
 
     oneof = {f.name for f in bandits_pb2.Policy.DESCRIPTOR.oneofs_by_name["kind"].fields}
     assert set(P.CONFIG_BY_ONEOF) == oneof

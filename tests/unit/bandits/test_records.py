@@ -1,13 +1,12 @@
-"""native.records: the bandit journal's records, built and read back field for field."""
+"""llmopt.native.records: the bandit journal's records, built and read back field for field."""
 
 import struct
 import zlib
 
 import numpy as np
 import pytest
-
-from native import records
-from server.storage.journal import frame
+from llmopt.native import records
+from llmopt.storage.journal import frame
 
 
 def test_a_decision_record_is_framed_as_the_journal_frames_and_reads_back() -> None:

@@ -7,10 +7,9 @@ import doctest
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from server import errors
-from server.bandits import rewards
-from server.bandits.rewards import (
+from llmopt import errors
+from llmopt.bandits import rewards
+from llmopt.bandits.rewards import (
     Feedback,
     Outcome,
     RewardConfig,

@@ -10,18 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from server import errors
-from server.bandits import arms as arms_module
-from server.bandits import bandit as bandit_module
-from server.bandits import policies as P
-from server.bandits import service as service_module
-from server.bandits import types as types_module
-from server.bandits.arms import Arm, LLMConfig
-from server.bandits.rewards import Feedback, Outcome, RewardConfig, compute_reward
-from server.bandits.service import BanditService
-from server.bandits.types import BanditSpec
-from server.features.context import RequestContext, default_context
+from llmopt import errors
+from llmopt.bandits import arms as arms_module
+from llmopt.bandits import bandit as bandit_module
+from llmopt.bandits import policies as P
+from llmopt.bandits import service as service_module
+from llmopt.bandits import types as types_module
+from llmopt.bandits.arms import Arm, LLMConfig
+from llmopt.bandits.rewards import Feedback, Outcome, RewardConfig, compute_reward
+from llmopt.bandits.service import BanditService
+from llmopt.bandits.types import BanditSpec
+from llmopt.features.context import RequestContext, default_context
 
 
 class Clock:

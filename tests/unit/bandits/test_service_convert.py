@@ -1,18 +1,17 @@
-"""Bandit proto <-> domain converters (server.api.convert_bandits), both ways."""
+"""Bandit proto <-> domain converters (llmopt.api.convert_bandits), both ways."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from google.protobuf.duration_pb2 import Duration
-
-from server import errors
-from server.api import convert_bandits as cb
-from server.bandits import policies as P
-from server.bandits.arms import Arm, LLMConfig
-from server.bandits.types import MAX_ARMS, BanditInfo, Decision, RewardReceipt
-from server.gen.llmopt.v1 import bandits_pb2 as pb
-from server.gen.llmopt.v1 import common_pb2
+from llmopt import errors
+from llmopt.api import convert_bandits as cb
+from llmopt.bandits import policies as P
+from llmopt.bandits.arms import Arm, LLMConfig
+from llmopt.bandits.types import MAX_ARMS, BanditInfo, Decision, RewardReceipt
+from llmopt.gen.llmopt.v1 import bandits_pb2 as pb
+from llmopt.gen.llmopt.v1 import common_pb2
 
 ALL_CONFIGS = [
     P.EpsilonGreedy(epsilon=0.0, decay=P.EpsilonDecay.LOGARITHMIC, decay_rate=0.5, min_epsilon=0),

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from server import errors
-from server.bandits import policies as P
-from server.bandits.arms import Arm, LLMConfig
-from server.bandits.rewards import Feedback, Outcome
-from server.bandits.service import BanditService
-from server.bandits.types import BanditSpec
-from server.features import ARM_OUTCOMES_SET, FeatureService, RequestContext
-from server.features.spec import Feature, FeatureSet
+from llmopt import errors
+from llmopt.bandits import policies as P
+from llmopt.bandits.arms import Arm, LLMConfig
+from llmopt.bandits.rewards import Feedback, Outcome
+from llmopt.bandits.service import BanditService
+from llmopt.bandits.types import BanditSpec
+from llmopt.features import ARM_OUTCOMES_SET, FeatureService, RequestContext
+from llmopt.features.spec import Feature, FeatureSet
 
 
 @pytest.fixture

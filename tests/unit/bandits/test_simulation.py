@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from server.bandits import policies as P
-from server.features.context import OutputLength, RequestContext, default_context
+from llmopt.bandits import policies as P
+from llmopt.features.context import OutputLength, RequestContext, default_context
 
 PROBS = np.array([0.1, 0.15, 0.3, 0.12, 0.1])
 HORIZON = 4000

@@ -6,8 +6,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-
-from server.bandits import store as st
+from llmopt.bandits import store as st
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -22,10 +21,10 @@ def die_after(root: Path, body: str, *, apply: bool, segment_bytes: int = 1 << 2
             f"""
         import os, numpy as np
         from pathlib import Path
-        from server.storage import sqlite
+        from llmopt.storage import sqlite
         if not {apply!r}:
             sqlite._IDLE_POLL_SECONDS = 3600
-        from server.bandits import store as st
+        from llmopt.bandits import store as st
         s = st.BanditStore(Path({str(root)!r}), journal_segment_bytes={segment_bytes})
         def bandit(name):
             arms = [{{"arm_id": f"a{{i}}"}} for i in range(3)]
@@ -137,7 +136,7 @@ def test_journals_written_with_pickled_records_are_still_replayed(tmp_path: Path
     """Kinds 1 and 2 (pickled rows) are what a journal left by an earlier version holds."""
     import pickle
 
-    from server.storage.journal import Journal
+    from llmopt.storage.journal import Journal
 
     s = st.BanditStore(tmp_path)
     b = s.create_bandit("b", {"initial_arms": 3}, 4, [{"arm_id": f"a{i}"} for i in range(3)], 0.0)

@@ -3,8 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from server.config import Settings, parse_settings, settings_table
+from llmopt.config import Settings, parse_settings, settings_table
 
 
 def test_defaults_without_flags_or_env():

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from server import errors
-from server.features.context import (
+from llmopt import errors
+from llmopt.features.context import (
     DEFAULT_CONTEXT_SLOTS,
     OutputLength,
     RequestContext,
@@ -113,7 +112,7 @@ def test_out_of_range_fields_are_named(kwargs, field):
 
 
 def test_kernel_refuses_wrong_output_length():
-    from native.context import default_context_vector
+    from llmopt.native.context import default_context_vector
 
     with pytest.raises(ValueError, match="length 10"):
         default_context_vector(1, 0.5, 5, 0, 0, 0.5, np.empty(9))

@@ -3,17 +3,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-from server import errors
-from server.api.convert import (
+from llmopt import errors
+from llmopt.api.convert import (
     NUMPY_BY_DTYPE,
     from_request_context,
     from_tensor,
     to_request_context,
     to_tensor,
 )
-from server.features.context import OutputLength, RequestContext
-from server.gen.llmopt.v1 import common_pb2
+from llmopt.features.context import OutputLength, RequestContext
+from llmopt.gen.llmopt.v1 import common_pb2
 
 dtypes = st.sampled_from(sorted({d.str for d in NUMPY_BY_DTYPE.values()}))
 

@@ -1,8 +1,7 @@
 import grpc
 import pytest
-
-from server import errors
-from server.api.errors import STATUS_BY_ERROR, status_for
+from llmopt import errors
+from llmopt.api.errors import STATUS_BY_ERROR, status_for
 
 
 def test_every_domain_error_kind_has_a_status():

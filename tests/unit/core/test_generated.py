@@ -3,7 +3,7 @@
 import hashlib
 from pathlib import Path
 
-from server.gen import _manifest
+from llmopt.gen import _manifest
 
 PROTOS = Path(__file__).resolve().parents[3] / "protos"
 

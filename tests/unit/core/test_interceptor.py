@@ -8,12 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from llmopt import errors
+from llmopt.api.interceptor import ServingInterceptor
+from llmopt.gen.llmopt.v1 import registry_pb2, registry_pb2_grpc
+from llmopt.metrics import RpcMetrics
 from prometheus_client import CollectorRegistry
-
-from server import errors
-from server.api.interceptor import ServingInterceptor
-from server.gen.llmopt.v1 import registry_pb2, registry_pb2_grpc
-from server.metrics import RpcMetrics
 
 
 class PartlyBuilt(registry_pb2_grpc.RegistryServicer):

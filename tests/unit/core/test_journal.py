@@ -2,8 +2,7 @@ import logging
 from pathlib import Path
 
 import pytest
-
-from server.storage.journal import Journal
+from llmopt.storage.journal import Journal
 
 
 def opened(path: Path, **kw) -> Journal:
@@ -136,7 +135,7 @@ def test_pages_unmapped_behind_the_writer_keep_their_records(tmp_path: Path) -> 
 
 
 def test_without_fallocate_the_segment_is_sized_by_ftruncate(tmp_path: Path, monkeypatch) -> None:
-    from server.storage import journal
+    from llmopt.storage import journal
 
     monkeypatch.setattr(journal, "_fallocate", journal._no_fallocate)
     j = opened(tmp_path, segment_bytes=8192)

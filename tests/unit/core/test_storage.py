@@ -5,9 +5,8 @@ import threading
 import time
 
 import pytest
-
-from server import errors
-from server.storage import Database, DataDir
+from llmopt import errors
+from llmopt.storage import Database, DataDir
 
 SCHEMA = ["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE)"]
 
@@ -84,7 +83,7 @@ def test_acknowledged_writes_survive_kill_9(tmp_path):
     script = textwrap.dedent(
         f"""
         import sys, threading
-        from server.storage import Database
+        from llmopt.storage import Database
         db = Database({str(path)!r}, migrations={SCHEMA!r})
         out = threading.Lock()
         def worker(k):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from server import errors
-from server.api import convert_features as cf
-from server.features.spec import (
+from llmopt import errors
+from llmopt.api import convert_features as cf
+from llmopt.features.spec import (
     Clip,
     Cyclical,
     Feature,
@@ -19,7 +18,7 @@ from server.features.spec import (
     OneHot,
     Standardize,
 )
-from server.gen.llmopt.v1 import features_pb2 as F
+from llmopt.gen.llmopt.v1 import features_pb2 as F
 
 EVERY_TRANSFORM = FeatureSet(
     name="s",

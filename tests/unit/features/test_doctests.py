@@ -8,10 +8,10 @@ import importlib
 import pytest
 
 MODULES = [
-    "server.features.spec",
-    "server.features.fitting",
-    "server.features.aggregates",
-    "server.features.context",
+    "llmopt.features.spec",
+    "llmopt.features.fitting",
+    "llmopt.features.aggregates",
+    "llmopt.features.context",
 ]
 
 

@@ -7,12 +7,10 @@ import random
 from pathlib import Path
 
 import pytest
-from native.features import clean_rows
-
-from server import errors
-from server.features import ARM_OUTCOMES_SET, FeatureService, RequestContext
-from server.features.service import MAX_ENTITY_ID, _row_problems, from_us, state_types, to_us
-from server.features.spec import (
+from llmopt import errors
+from llmopt.features import ARM_OUTCOMES_SET, FeatureService, RequestContext
+from llmopt.features.service import MAX_ENTITY_ID, _row_problems, from_us, state_types, to_us
+from llmopt.features.spec import (
     Feature,
     FeatureSet,
     FeatureType,
@@ -20,6 +18,7 @@ from server.features.spec import (
     OneHot,
     Standardize,
 )
+from llmopt.native.features import clean_rows
 
 T0 = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
 T0_US = to_us(T0)
@@ -286,7 +285,7 @@ def test_concurrent_writers_keep_the_newest_value(svc):
 def test_stored_payloads_never_load_classes():
     import pickle
 
-    from server.features.store import decode, encode
+    from llmopt.features.store import decode, encode
 
     assert decode(encode({"a": 1.5, "b": "x", "c": True, "d": 3})) == {
         "a": 1.5,
@@ -320,8 +319,8 @@ def test_latest_values_cache_is_bounded_and_reads_back_what_it_dropped(tmp_path,
 
 
 def test_the_native_fast_path_accepts_exactly_the_rows_the_slow_path_accepts():
-    """``native.features.clean_rows`` (sets without INT features) against the per-field checks
-    that name each problem: random rows with random defects; each is accepted by one exactly
+    """``llmopt.native.features.clean_rows`` (sets without INT features) against the per-field
+    checks that name each problem: random rows with random defects; each is accepted by one exactly
     when the other finds nothing wrong with it, and accepted rows come back with their time."""
     fs = FeatureSet(
         "mixed",

@@ -11,11 +11,11 @@ import textwrap
 import time
 from pathlib import Path
 
-from server.features import FeatureService
-from server.features import store as fstore
-from server.features.service import from_us, to_us
-from server.features.spec import Feature, FeatureSet, FeatureType
-from server.storage import Database
+from llmopt.features import FeatureService
+from llmopt.features import store as fstore
+from llmopt.features.service import from_us, to_us
+from llmopt.features.spec import Feature, FeatureSet, FeatureType
+from llmopt.storage import Database
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
@@ -129,8 +129,8 @@ def run_and_die(root: Path, body: str) -> None:
             f"""
         import os
         from pathlib import Path
-        from server.features import FeatureService
-        from server.features.spec import Feature, FeatureSet, FeatureType
+        from llmopt.features import FeatureService
+        from llmopt.features.spec import Feature, FeatureSet, FeatureType
         svc = FeatureService(Path({str(root)!r}), compact_rows=5)
         svc.create_set(FeatureSet("users", "user_id",
                        (Feature("age", FeatureType.INT), Feature("spend"))))
@@ -259,7 +259,7 @@ def test_sealed_journal_segments_are_deleted_once_compacted(tmp_path) -> None:
 def test_merge_latest_keeps_the_greatest_time_and_seq_off_the_collector() -> None:
     import gc
 
-    from native.features import merge_latest
+    from llmopt.native.features import merge_latest
 
     latest: dict = {}
     merge_latest(latest, {"a": 1.5, "b": "x"}, T0_US, 5)

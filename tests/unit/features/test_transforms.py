@@ -7,10 +7,9 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from server import errors
-from server.features.fitting import fit
-from server.features.spec import (
+from llmopt import errors
+from llmopt.features.fitting import fit
+from llmopt.features.spec import (
     Clip,
     Cyclical,
     Feature,

@@ -7,15 +7,14 @@ import zlib
 
 import numpy as np
 import pytest
-
-from server.features.context import (
+from llmopt.features.context import (
     DEFAULT_CONTEXT_SLOTS,
     OutputLength,
     RequestContext,
     default_context,
 )
-from server.features.plan import compile_plan, default_context_plan
-from server.features.spec import (
+from llmopt.features.plan import compile_plan, default_context_plan
+from llmopt.features.spec import (
     Clip,
     Cyclical,
     Feature,

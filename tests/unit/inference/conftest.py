@@ -4,16 +4,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from registry import Registry, VersionMetadata
-from server.inference import (
+from llmopt.inference import (
     MIGRATIONS,
     EngineConfig,
     InferenceEngine,
     SessionConfig,
     TrafficPolicyStore,
 )
-from server.storage import Database
+from llmopt.registry import Registry, VersionMetadata
+from llmopt.storage import Database
+
 from tests.support import onnx_models
 
 

@@ -1,18 +1,17 @@
-"""server.api.convert_inference: both directions, and the errors it raises."""
+"""llmopt.api.convert_inference: both directions, and the errors it raises."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from server import errors
-from server.api import convert_inference as conv
-from server.api.convert import from_tensor, to_tensor
-from server.gen.inference import grpc_service_pb2 as pb
-from server.gen.llmopt.v1 import common_pb2, inference_pb2
-from server.inference import Prediction, TrafficMode, TrafficPolicy, Variant
-from server.inference.signature import IOSpec, Signature
-from server.inference.stats import (
+from llmopt import errors
+from llmopt.api import convert_inference as conv
+from llmopt.api.convert import from_tensor, to_tensor
+from llmopt.gen.inference import grpc_service_pb2 as pb
+from llmopt.gen.llmopt.v1 import common_pb2, inference_pb2
+from llmopt.inference import Prediction, TrafficMode, TrafficPolicy, Variant
+from llmopt.inference.signature import IOSpec, Signature
+from llmopt.inference.stats import (
     LatencySummary,
     LoadFailure,
     ModelStats,
@@ -128,7 +127,7 @@ def test_the_native_predict_answer_is_the_bytes_protobuf_would_write(
 
 
 def test_the_native_encoder_refuses_arrays_it_cannot_copy_as_they_are() -> None:
-    from native.wire import predict_answer
+    from llmopt.native.wire import predict_answer
 
     for array in (np.arange(6.0)[::2], np.arange(3, dtype=">f8")):
         with pytest.raises(ValueError, match="C-contiguous and little-endian"):
@@ -239,7 +238,7 @@ def test_infer_response_and_metadata() -> None:
     assert strings.outputs[0].datatype == "BYTES"
     assert strings.raw_output_contents[0] == b"\x02\0\0\0ab\x01\0\0\0c"
 
-    from server.inference import ModelDescription
+    from llmopt.inference import ModelDescription
 
     sig = Signature(
         (IOSpec("X", np.dtype(np.float32), (-1, 16)),),

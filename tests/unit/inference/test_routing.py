@@ -3,9 +3,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from server import errors
-from server.inference.routing import (
+from llmopt import errors
+from llmopt.inference.routing import (
     ChampionChallengerRouter,
     TrafficMode,
     TrafficPolicy,

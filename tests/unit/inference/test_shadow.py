@@ -5,9 +5,8 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-
-from server.inference.shadow import ShadowJob, ShadowRunner
-from server.inference.stats import ModelStatsBook
+from llmopt.inference.shadow import ShadowJob, ShadowRunner
+from llmopt.inference.stats import ModelStatsBook
 
 
 class BlockingChallenger:

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from server import errors
-from server.inference.signature import (
+from llmopt import errors
+from llmopt.inference.signature import (
     IOSpec,
     Signature,
     row_count,

@@ -1,13 +1,12 @@
-"""server.api.convert_registry: every to_x/from_x pair round-trips; unset conventions hold."""
+"""llmopt.api.convert_registry: every to_x/from_x pair round-trips; unset conventions hold."""
 
 from __future__ import annotations
 
 import pytest
-
-from registry import AliasChange, Model, ModelTask, ModelVersion, TensorSpec, VersionMetadata
-from server import errors
-from server.api import convert_registry as conv
-from server.gen.llmopt.v1 import common_pb2, registry_pb2
+from llmopt import errors
+from llmopt.api import convert_registry as conv
+from llmopt.gen.llmopt.v1 import common_pb2, registry_pb2
+from llmopt.registry import AliasChange, Model, ModelTask, ModelVersion, TensorSpec, VersionMetadata
 
 
 def test_model_round_trip() -> None:

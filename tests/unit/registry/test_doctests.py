@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import doctest
 
+import llmopt.registry.export
+import llmopt.registry.model_registry
 import pytest
-
-import registry.export
-import registry.model_registry
 
 
 @pytest.mark.parametrize(
-    "module", [registry.model_registry, registry.export], ids=lambda m: m.__name__
+    "module", [llmopt.registry.model_registry, llmopt.registry.export], ids=lambda m: m.__name__
 )
 def test_docstring_examples(module: object) -> None:
     failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""registry.export: scikit-learn -> ONNX with plain tensor outputs, checked against sklearn."""
+"""llmopt.registry.export: scikit-learn -> ONNX with plain tensor outputs, checked against
+sklearn."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from llmopt import errors
+from llmopt.registry import Registry
+from llmopt.registry.export import DEFAULT_TARGET_OPSET, ExportMismatch, export_sklearn
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-
-from registry import Registry
-from registry.export import DEFAULT_TARGET_OPSET, ExportMismatch, export_sklearn
-from server import errors
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((120, 5))

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from registry import (
+from llmopt import errors
+from llmopt.registry import (
     AliasEvent,
     ArtifactCorrupted,
     ModelTask,
@@ -20,7 +20,7 @@ from registry import (
     TensorSpec,
     VersionMetadata,
 )
-from server import errors
+
 from tests.unit.registry.onnx_models import failing_checker_model, linear_model
 
 
