@@ -10,7 +10,7 @@ DATA   ?= ./data
 # Reinstall (regenerate protobuf modules, recompile Cython) whenever an input of the build changes.
 BUILD_INPUTS := pyproject.toml setup.py $(shell find protos native -name '*.proto' -o -name '*.pyx' -o -name '*.pxd' 2>/dev/null)
 
-.PHONY: help install dev serve test test-only lint format bench bench-quick wheel clean
+.PHONY: help install dev serve test test-only test-kernels-debug lint format bench bench-quick wheel clean
 
 help:
 	@echo "make serve   install and run the server on $(HOST):$(PORT), data in $(DATA)"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench   every benchmark with its target (bench-quick: a short run)"
 	@echo "make lint    ruff (lint + format check) and mypy"
 	@echo "make wheel   build a wheel into dist/"
+	@echo "make test-kernels-debug  the kernel tests against a bounds-checked build (own venv)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,19 @@ test: lint test-only
 
 test-only: dev
 	$(BIN)/pytest
+
+# The Cython kernels built with bounds checking and wrap-around on (LLMOPT_CYTHON_DEBUG=1), as a
+# wheel in a venv of their own (build/debug: the release build's files are left alone), and the
+# tests marked ``kernels`` run against them.
+DEBUG_VENV := build/debug/venv
+test-kernels-debug: $(PY)
+	rm -rf $(DEBUG_VENV) build/debug/wheel
+	$(PYTHON) -m venv $(DEBUG_VENV)
+	$(DEBUG_VENV)/bin/pip install --quiet --upgrade pip
+	LLMOPT_CYTHON_DEBUG=1 $(DEBUG_VENV)/bin/pip wheel --quiet --no-deps -w build/debug/wheel .
+	$(DEBUG_VENV)/bin/pip install --quiet build/debug/wheel/*.whl pytest hypothesis
+	$(DEBUG_VENV)/bin/python -c "import llmopt.native.bandit_base as k, sys; sys.exit('llmopt is not the debug build' if 'build/debug' not in k.__file__ and 'debug/venv' not in k.__file__ else 0)"
+	$(DEBUG_VENV)/bin/pytest -m kernels -p no:cacheprovider
 
 format: dev
 	$(BIN)/ruff check --fix server registry native benchmarks tests examples setup.py

@@ -10,6 +10,8 @@
 * Compiles every Cython module (``*.pyx``) of those folders, named by the mapping
   (``native/context.pyx`` is ``llmopt.native.context``). Compiler directives are set here, once;
   set ``LLMOPT_CYTHON_DEBUG=1`` to turn bounds checking and wrap-around back on for a debug build.
+  A debug build keeps its generated C and its objects under ``build/debug`` (``DEBUG``), so that
+  it never leaves a debug kernel where a release build would take it as up to date.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ PROTO_ROOT = ROOT / "protos"
 # Import package -> repository folder. Sub-packages of a folder follow its own layout.
 PACKAGE_DIRS = {"llmopt": "server", "llmopt.native": "native", "llmopt.registry": "registry"}
 GEN_ROOT = ROOT / "server" / "gen"
+DEBUG = os.environ.get("LLMOPT_CYTHON_DEBUG") == "1"
+DEBUG_BUILD = ROOT / "build" / "debug"
 # Where ``link_tree`` lays the package out as links to the real folders.
 TREE_ROOT = ROOT / "build" / "tree"
 # Proto packages whose generated modules live under server/gen (google.* comes from protobuf).
@@ -164,7 +168,6 @@ def extensions() -> list[Extension]:
     import numpy as np
     from Cython.Build import cythonize
 
-    debug = os.environ.get("LLMOPT_CYTHON_DEBUG") == "1"
     only = {n for n in os.environ.get("LLMOPT_ONLY_EXT", "").split(",") if n}
     random_lib = Path(np.get_include()).parent.parent / "random" / "lib"
     sources = sorted(
@@ -178,7 +181,7 @@ def extensions() -> list[Extension]:
             library_dirs=[str(random_lib)],
             libraries=["npyrandom", "m"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-            extra_compile_args=["-O3"] if not debug else ["-O0", "-g"],
+            extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
         )
         for pyx in sources
         # LLMOPT_ONLY_EXT=name[,name]: build just those kernels (quick rebuilds while developing).
@@ -188,10 +191,12 @@ def extensions() -> list[Extension]:
         exts,
         language_level=3,
         include_path=[str(link_tree())],
+        # cythonize decides by timestamps alone whether C is current: keep DEBUG C apart.
+        build_dir=str(DEBUG_BUILD / "c") if DEBUG else None,
         compiler_directives={
-            "boundscheck": debug,
-            "wraparound": debug,
-            "initializedcheck": debug,
+            "boundscheck": DEBUG,
+            "wraparound": DEBUG,
+            "initializedcheck": DEBUG,
             "cdivision": True,
             "embedsignature": True,
         },
@@ -206,4 +211,5 @@ if __name__ == "__main__":
         package_dir=PACKAGE_DIRS,
         ext_modules=extensions(),
         cmdclass={"build_py": BuildPyWithProtos, "generate_protos": GenerateProtos},
+        options={"build": {"build_base": str(DEBUG_BUILD)}} if DEBUG else {},
     )

@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
+from llmopt import __version__
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 SYNC_MODES = ("normal", "full")
@@ -251,6 +253,7 @@ def build_parser(prog: str = "llmopt-server") -> argparse.ArgumentParser:
             **extra,
             help=f"{help_text} [env {env_name(name)}, default {getattr(defaults, name)}]",
         )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
