@@ -3,7 +3,8 @@
 A new artifact is streamed into ``tmp/`` while it is hashed, fsynced, and only renamed to its
 final name (``sha256/<2 hex>/<64 hex>.onnx``) when the caller is ready to commit the row that
 refers to it. Files are immutable once placed; a file whose bytes no longer hash to its name is
-reported as corrupted and never served.
+reported as corrupted and never served. ``chunks`` turns what an uploader hands over (bytes, an
+iterable of chunks, a binary file) into the chunks that ``ArtifactStore.receive`` streams.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from llmopt import errors
 
 READ_CHUNK = 1 << 20
 LOCK_STRIPES = 64
+
+# What an upload may hand over: the ONNX bytes, an iterable of byte chunks, or a binary file.
+Artifact = bytes | bytearray | memoryview | Iterable[bytes] | BinaryIO
 
 
 class ArtifactCorrupted(errors.DataLoss):
@@ -156,6 +160,24 @@ class ArtifactStore:
                 path.unlink()
                 removed += 1
         return removed
+
+
+def chunks(artifact: Artifact) -> Iterator[bytes]:
+    """The artifact's bytes, as chunks: a file is read ``READ_CHUNK`` bytes at a time, an iterable
+    is checked to hold only bytes."""
+    if isinstance(artifact, bytes | bytearray | memoryview):
+        yield bytes(artifact) if not isinstance(artifact, bytes) else artifact
+    elif hasattr(artifact, "read"):
+        # Not isinstance(io.IOBase) nor a runtime-checkable Protocol: tempfile's wrappers are
+        # neither IOBase nor, from Python 3.12, seen by the Protocol (they delegate ``read``
+        # through __getattr__); both would read them line by line instead of in blocks.
+        while block := artifact.read(READ_CHUNK):
+            yield block
+    else:
+        for chunk in artifact:
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise errors.invalid("artifact", type(chunk).__name__, "chunks of bytes")
+            yield chunk
 
 
 def _fsync_dir(path: Path) -> None:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 
 from llmopt import errors
+from llmopt.registry.types import VersionMetadata
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -123,3 +124,27 @@ def sha256(value: str, field: str = "sha256") -> str:
     if value and (not isinstance(value, str) or not SHA256.fullmatch(value.lower())):
         raise errors.invalid(field, _shown(value), "empty or 64 hexadecimal digits")
     return value.lower()
+
+
+def version_metadata(meta: VersionMetadata) -> VersionMetadata:
+    """The uploader's metadata, checked field by field, with its text normalised."""
+    if meta.parent_version is not None:
+        version_number(meta.parent_version, "parent_version")
+    if meta.alias:
+        alias_name(meta.alias)
+    if (
+        isinstance(meta.size_bytes, bool)
+        or not isinstance(meta.size_bytes, int)
+        or meta.size_bytes < 0
+    ):
+        raise errors.invalid("size_bytes", meta.size_bytes, "0 (unknown) or the artifact's size")
+    return VersionMetadata(
+        semver=semver(meta.semver),
+        parent_version=meta.parent_version,
+        metrics=metrics(meta.metrics),
+        tags=tags(meta.tags),
+        description=description(meta.description),
+        sha256=sha256(meta.sha256),
+        alias=meta.alias,
+        size_bytes=meta.size_bytes,
+    )
