@@ -1,7 +1,9 @@
 """Conversion between protobuf messages and domain objects: ``to_x`` / ``from_x`` pairs.
 
-Lookup tables, not ``if`` chains. Every function that reads a request validates what it reads and
-raises InvalidArgument naming the field, so servicers stay three lines long.
+Lookup tables, not ``if`` chains. A function that reads a request refuses what the domain type
+cannot hold (an unknown enum value, a tensor whose bytes do not fit its shape) with
+InvalidArgument naming the field, so servicers stay three lines long; the domain validates the
+values themselves where they enter it.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ _OUTPUT_LENGTHS = tuple(OutputLength)  # by enum value: a tuple index is cheaper
 
 
 def from_request_context(msg: common_pb2.RequestContext, field: str = "context") -> RequestContext:
-    """Domain RequestContext from the proto; priority 0 means the default 5."""
+    """Domain RequestContext from the proto; priority 0 means the default 5. Its ranges are
+    checked once, where it is used (``default_context``, ``FeatureService.vector``)."""
     code = msg.output_length_category
     if not 0 <= code < len(_OUTPUT_LENGTHS):
         raise errors.invalid(f"{field}.output_length_category", code, "unknown enum value")
     has = msg.HasField
-    ctx = RequestContext(
+    return RequestContext(
         user_id=msg.user_id,
         task_type=msg.task_type,
         input_length=msg.input_length,
@@ -51,7 +54,6 @@ def from_request_context(msg: common_pb2.RequestContext, field: str = "context")
         metadata=dict(msg.metadata) if msg.metadata else {},
         features=dict(msg.features) if msg.features else {},
     )
-    return ctx.validate()
 
 
 def to_request_context(ctx: RequestContext) -> common_pb2.RequestContext:

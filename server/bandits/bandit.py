@@ -1,4 +1,8 @@
-"""One bandit: its policy, arms, open decisions and statistics, behind its own lock.
+"""One bandit behind its own lock: the order in which its changes become durable and apply.
+
+The in-memory state (arms, policy, open decisions, statistics) is ``BanditState``
+(``llmopt.bandits.state``); ``Bandit`` adds the store and the lock, recovery (snapshot, then the
+log after it), snapshots and the expiry sweep.
 
 Ordering. Every change (a decision, a reward, an expiry, an arm added or removed) is handed to the
 store *under the bandit lock*. Decisions and rewards are journaled: durable when the store
@@ -29,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from threading import Lock
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from llmopt import errors
@@ -37,14 +41,8 @@ from llmopt.bandits import store as st
 from llmopt.bandits.arms import Arm
 from llmopt.bandits.policies import make_policy
 from llmopt.bandits.policy import Policy
-from llmopt.bandits.types import (
-    ArmCounters,
-    ArmStats,
-    BanditInfo,
-    BanditSpec,
-    BanditStats,
-    Decision,
-)
+from llmopt.bandits.state import BanditState, OpenDecision
+from llmopt.bandits.types import BanditInfo, BanditSpec, BanditStats, Decision
 from llmopt.storage import WriteFuture
 
 log = logging.getLogger("llmopt.bandits")
@@ -72,23 +70,6 @@ def new_decision_id() -> str:
     return f"{time.time_ns():016x}{_ids.getrandbits(64):016x}"
 
 
-class OpenDecision(NamedTuple):
-    """A decision that may still receive a reward, with the context it was made for.
-
-    Deliberately one flat object of atoms and (untracked) arrays: with millions of open
-    decisions (24 h of traffic) the collector's passes stay cheap, where a decision object with
-    its future, nested tuples and dicts made them cost a third of SelectArm's handler time.
-    Mutable state lives in the bandit's small ``_state`` map.
-    """
-
-    slot: int
-    x: np.ndarray
-    propensity: float
-    scores: np.ndarray
-    time: float
-    expires: float
-
-
 def _ignore(exc: BaseException) -> None:
     """A journaled change cannot fail once queued: it is already durable."""
 
@@ -100,8 +81,12 @@ class _Pending:
     fail: Callable[[BaseException], None]
 
 
-class Bandit:
-    """Thread-safe: every public method takes this bandit's lock (and only it)."""
+class Bandit(BanditState):
+    """Thread-safe: every public method takes this bandit's lock (and only it).
+
+    Beside the state it inherits, a bandit keeps what ordering needs: the writes in flight
+    (``_pending``), the decisions whose reward or expiry is being written (``_writing``), the
+    expiry queue, and the log positions applied so far (the snapshot's watermarks)."""
 
     def __init__(
         self,
@@ -116,31 +101,15 @@ class Bandit:
         *,
         snapshot_every: int,
     ) -> None:
+        super().__init__(spec, arms, policy, dim, create_time)
         self.id = bandit_id
-        self.spec = spec
-        self.name = spec.name
-        self.dim = dim
-        self.create_time = create_time
         self._store = store
         self._index = index  # open decision id -> bandit id, shared by the service
         self._snapshot_every = snapshot_every
         self._lock = Lock()
-        self._policy = policy
-        self._contextual = policy.contextual
-        self._arms: list[Arm] = [a for a, _ in arms]
-        self._removed: list[bool] = [r for _, r in arms]
-        self._slot_of = {a.arm_id: i for i, a in enumerate(self._arms)}
-        # Replaced, never changed in place, so a select can hand it to the kernel uncopied.
-        self._active = np.array([not r for r in self._removed], dtype=np.uint8)
-        self._arm_ids = tuple(a.arm_id for a in self._arms)  # by slot, for decisions' scores
-        self._any_active = bool(self._active.any())  # kept, not derived: .any() costs ~2 us
-        self._counters = [ArmCounters() for _ in self._arms]
-        self._open: dict[str, OpenDecision] = {}
-        self._state: dict[str, int] = {}  # decision id -> _REWARDING / _EXPIRING
+        self._writing: dict[str, int] = {}  # decision id -> _REWARDING / _EXPIRING
         self._expiry: deque[tuple[float, str]] = deque()
         self._pending: deque[_Pending] = deque()
-        self._decisions = 0
-        self._expired = 0
         self._event_seq = 0  # last event applied
         self._decision_rowid = 0  # last decision applied
         self._changes = 0  # since the last snapshot
@@ -191,13 +160,13 @@ class Bandit:
         if snapshot is None:
             n_arms = int(row.definition["initial_arms"])
             policy = make_policy(spec.policy, n_arms, row.dim, spec.seed)
-            state: dict[str, Any] = {"counters": [], "decisions": 0, "expired": 0}
+            learned: dict[str, Any] = {"counters": [], "decisions": 0, "expired": 0}
             event_seq, decision_rowid = 0, 0
         else:
             event_seq, decision_rowid, blob = snapshot
-            state = pickle.loads(blob)
+            learned = pickle.loads(blob)
             policy = make_policy(spec.policy, 0, row.dim, spec.seed)
-            policy.set_state(state["policy"])
+            policy.set_state(learned["policy"])
         bandit = cls(
             row.id,
             spec,
@@ -209,21 +178,12 @@ class Bandit:
             index,
             snapshot_every=snapshot_every,
         )
-        for slot, values in enumerate(state["counters"]):
-            bandit._counters[slot] = ArmCounters.from_tuple(tuple(values))
-        bandit._decisions = state["decisions"]
-        bandit._expired = state["expired"]
+        bandit._restore_counts(learned)
         bandit._event_seq, bandit._decision_rowid = event_seq, decision_rowid
         store.replay_events(row.id, event_seq, bandit._replay, contexts=policy.contextual)
         counts, top = store.decision_counts_after(row.id, decision_rowid)
-        for slot, n, last in counts:
-            c = bandit._counters[slot]
-            c.pulls += n
-            c.last_selected = last if c.last_selected is None else max(c.last_selected, last)
-            bandit._decisions += n
-        # Decisions after the snapshot were selections too (epsilon-greedy's decay counts them);
-        # exact unless a decision was in flight when the snapshot was taken (then one too many).
-        policy.add_selections(sum(n for _, n, _ in counts))
+        # Exact unless a decision was in flight when the snapshot was taken (then one too many).
+        bandit._count_logged_decisions(counts)
         bandit._decision_rowid = max(decision_rowid, top)
         if policy.n_arms != len(arms):
             raise RuntimeError(
@@ -237,15 +197,13 @@ class Bandit:
         return bandit
 
     def _replay(self, e: st.Event) -> None:
-        if e.kind in (st.REWARD, st.EXPIRY):
-            if e.kind == st.EXPIRY:
-                self._expired += 1
+        if e.kind == st.REWARD:
             if e.reward is not None:
                 self._learn(e.slot, e.reward, e.context, e.propensity)
+        elif e.kind == st.EXPIRY:
+            self._count_expiry(e.slot, e.reward, e.context, e.propensity)
         elif e.kind == st.ARM_ADDED:
-            self._policy.add_arm()
-            if len(self._counters) < self._policy.n_arms:
-                self._counters.append(ArmCounters())
+            self._grow_policy()
         self._event_seq = e.seq
 
     # -- the pending queue ----------------------------------------------------------------------
@@ -269,14 +227,17 @@ class Bandit:
             raise errors.NotFound(f"bandit: {self.name!r} does not exist (deleted)")
         self._drain()
 
-    # -- decisions ------------------------------------------------------------------------------
+    def _applied(self, apply: Callable[..., None], *args: Any) -> None:
+        """A journaled change is durable: ``apply(*args)`` now, or after the writes ahead of it
+        (the usual case, nothing pending, builds no closure)."""
+        if self._pending:
+            self._pending.append(
+                _Pending(WriteFuture.completed(None), lambda _: apply(*args), _ignore)
+            )
+        else:
+            apply(*args)
 
-    def _decision(
-        self, decision_id: str, slot: int, propensity: float, scores: np.ndarray, when: float
-    ) -> Decision:
-        return Decision(
-            decision_id, self.name, self._arms[slot], propensity, self._arm_ids, scores, when
-        )
+    # -- decisions ------------------------------------------------------------------------------
 
     def select(
         self, x: np.ndarray, excluded: Iterable[str], decision_id: str | None, now: float
@@ -296,16 +257,6 @@ class Bandit:
         """Whether ``decision_id`` is one of this bandit's open decisions (no lock: a hint)."""
         return decision_id in self._open
 
-    def _applied(self, apply: Callable[..., None], *args: Any) -> None:
-        """A journaled change is durable: ``apply(*args)`` now, or after the writes ahead of it
-        (the usual case, nothing pending, builds no closure)."""
-        if self._pending:
-            self._pending.append(
-                _Pending(WriteFuture.completed(None), lambda _: apply(*args), _ignore)
-            )
-        else:
-            apply(*args)
-
     def _new_decision(
         self, x: np.ndarray, excluded: Iterable[str], decision_id: str, now: float
     ) -> OpenDecision:
@@ -314,30 +265,15 @@ class Bandit:
                 f"decision_id: {decision_id!r} is already used by another bandit's decision"
             )
         try:
-            return self._choose(x, excluded, decision_id, now)
+            return self._log_decision(x, excluded, decision_id, now)
         except BaseException:
             self._forget(decision_id)
             raise
 
-    def _choose(
+    def _log_decision(
         self, x: np.ndarray, excluded: Iterable[str], decision_id: str, now: float
     ) -> OpenDecision:
-        allowed, any_left = self._active, self._any_active
-        if excluded:
-            allowed = allowed.copy()
-            for arm_id in excluded:
-                slot = self._slot_of.get(arm_id)
-                if slot is None:
-                    raise errors.invalid(
-                        "excluded_arms", arm_id, f"is not an arm of bandit {self.name!r}"
-                    )
-                allowed[slot] = 0
-            any_left = bool(allowed.any())
-        if not any_left:
-            raise errors.FailedPrecondition(
-                f"bandit {self.name!r}: no arm left to choose (every arm is removed or excluded)"
-            )
-        sel = self._policy.select(x if self._contextual else None, allowed)
+        sel = self._select(x, excluded)
         propensity = float(sel.propensity)
         expires = now + self.spec.reward_wait
         seq = self._store.log_decision(
@@ -350,14 +286,13 @@ class Bandit:
         return od
 
     def _apply_decision(self, od: OpenDecision, seq: int) -> None:
-        self._counters[od.slot].add_pull(od.time)
-        self._decisions += 1
+        self._count_decision(od)
         self._decision_rowid = seq
         self._changes += 1
 
     def _forget(self, decision_id: str) -> None:
         self._open.pop(decision_id, None)
-        self._state.pop(decision_id, None)
+        self._writing.pop(decision_id, None)
         if self._index.get(decision_id) == self.id:
             del self._index[decision_id]
 
@@ -367,26 +302,24 @@ class Bandit:
 
     # -- rewards and expiry ---------------------------------------------------------------------
 
-    def _learn(
-        self, slot: int, reward: float, x: np.ndarray | None, propensity: float | None
-    ) -> None:
-        self._policy.update(slot, reward, x if self._contextual else None, propensity)  # type: ignore[call-arg]
-        self._counters[slot].add_reward(reward)
-
     def record_reward(
         self, decision_id: str, reward: float, detail: dict[str, Any] | None, now: float
     ) -> str | None:
         """Reward an open decision; the arm id once durable and learned, None when this bandit
-        holds no open decision of that id (the caller then asks the store why)."""
+        holds no open decision of that id (the caller then asks the store why).
+
+        ``reward`` must be a float in [0, 1] already (``BanditService.record_reward`` checks a
+        caller's reward where it enters): it is journaled before the policy learns it, and a
+        journaled reward is replayed at every start."""
         with self._lock:
             self._check_live()
             od = self._open.get(decision_id)
             if od is None:
                 return None
-            state = self._state.get(decision_id)
-            if state == _REWARDING:
+            writing = self._writing.get(decision_id)
+            if writing == _REWARDING:
                 raise errors.AlreadyExists(f"decision_id: {decision_id!r} already has a reward")
-            if state == _EXPIRING or now >= od.expires:
+            if writing == _EXPIRING or now >= od.expires:
                 raise errors.FailedPrecondition(
                     f"decision_id: {decision_id!r} expired (reward_wait "
                     f"{self.spec.reward_wait:g}s passed) and takes no reward"
@@ -394,7 +327,7 @@ class Bandit:
             seq = self._store.record_reward(
                 self.id, decision_id, od.slot, reward, od.propensity, od.x, detail, now
             )
-            self._state[decision_id] = _REWARDING
+            self._writing[decision_id] = _REWARDING
             self._applied(self._apply_reward, decision_id, od, reward, seq)
             return self._arms[od.slot].arm_id
 
@@ -407,7 +340,7 @@ class Bandit:
     def _reopen(self, batch: list[tuple[str, OpenDecision]], exc: BaseException) -> None:
         """A reward or expiry write failed: the decisions are open again."""
         for decision_id, od in batch:
-            if self._state.pop(decision_id, None) is not None and decision_id in self._open:
+            if self._writing.pop(decision_id, None) is not None and decision_id in self._open:
                 self._expiry.append((od.expires, decision_id))
 
     def sweep(self, now: float) -> int:
@@ -421,7 +354,7 @@ class Bandit:
             while self._expiry and self._expiry[0][0] <= now:
                 _, decision_id = self._expiry.popleft()
                 od = self._open.get(decision_id)
-                if od is not None and decision_id not in self._state:
+                if od is not None and decision_id not in self._writing:
                     batch.append((decision_id, od))
             self._compact_expiry()
             if not batch:
@@ -433,7 +366,7 @@ class Bandit:
                 now,
             )
             for decision_id, _ in batch:
-                self._state[decision_id] = _EXPIRING
+                self._writing[decision_id] = _EXPIRING
             self._pending.append(
                 _Pending(future, partial(self._apply_expiry, batch), partial(self._reopen, batch))
             )
@@ -456,9 +389,7 @@ class Bandit:
     def _apply_expiry(self, batch: list[tuple[str, OpenDecision]], seqs: list[int]) -> None:
         default = self.spec.default_reward
         for (decision_id, od), seq in zip(batch, seqs, strict=True):
-            if default is not None:
-                self._learn(od.slot, default, od.x, od.propensity)
-            self._expired += 1
+            self._count_expiry(od.slot, default, od.x, od.propensity)
             self._event_seq = seq
             self._changes += 1
             self._forget(decision_id)
@@ -468,13 +399,7 @@ class Bandit:
     def add_arm(self, arm: Arm, now: float) -> BanditInfo:
         with self._lock:
             self._check_live()
-            if arm.arm_id in self._slot_of:
-                removed = self._removed[self._slot_of[arm.arm_id]]
-                raise errors.AlreadyExists(
-                    f"arm.arm_id: {arm.arm_id!r} "
-                    + ("was removed from" if removed else "already exists in")
-                    + f" bandit {self.name!r}; arm ids are never reused"
-                )
+            self._check_new_arm(arm)
             slot = len(self._arms)
             future = self._store.add_arm_async(self.id, slot, arm.to_json(), now)
             self._pending.append(_Pending(future, partial(self._apply_add, arm), lambda exc: None))
@@ -485,28 +410,14 @@ class Bandit:
             return self._info()
 
     def _apply_add(self, arm: Arm, seq: int) -> None:
-        slot = self._policy.add_arm()
-        assert slot == len(self._arms), (slot, len(self._arms))
-        self._arms.append(arm)
-        self._removed.append(False)
-        self._slot_of[arm.arm_id] = slot
-        self._active = np.append(self._active, np.uint8(1))
-        self._arm_ids += (arm.arm_id,)
-        self._any_active = True
-        self._counters.append(ArmCounters())
+        self._append_arm(arm)
         self._event_seq = seq
         self._changes += 1
 
     def remove_arm(self, arm_id: str, now: float) -> BanditInfo:
         with self._lock:
             self._check_live()
-            slot = self._slot_of.get(arm_id)
-            if slot is None:
-                raise errors.NotFound(f"arm_id: {arm_id!r} is not an arm of bandit {self.name!r}")
-            if self._removed[slot]:
-                raise errors.FailedPrecondition(
-                    f"arm_id: {arm_id!r} is already removed from bandit {self.name!r}"
-                )
+            slot = self._active_slot(arm_id)
             future = self._store.remove_arm_async(self.id, slot, arm_id, now)
             self._pending.append(
                 _Pending(future, partial(self._apply_remove, slot), lambda exc: None)
@@ -518,35 +429,11 @@ class Bandit:
             return self._info()
 
     def _apply_remove(self, slot: int, seq: int) -> None:
-        self._removed[slot] = True
-        active = self._active.copy()
-        active[slot] = 0
-        self._active = active
-        self._any_active = bool(active.any())
+        self._remove_slot(slot)
         self._event_seq = seq
         self._changes += 1
 
     # -- reads ----------------------------------------------------------------------------------
-
-    def _info(self) -> BanditInfo:
-        arms = tuple(zip(self._arms, self._removed, strict=True))
-        spec = self.spec
-        return BanditInfo(
-            BanditSpec(
-                spec.name,
-                spec.policy,
-                tuple(self._arms),
-                spec.reward,
-                spec.reward_wait,
-                spec.default_reward,
-                spec.feature_set,
-                spec.seed,
-                spec.description,
-            ),
-            arms,
-            self.dim,
-            self.create_time,
-        )
 
     def info(self) -> BanditInfo:
         with self._lock:
@@ -556,46 +443,9 @@ class Bandit:
     def stats(self) -> BanditStats:
         with self._lock:
             self._check_live()
-            arms = []
-            total_rewards, total_sum = 0, 0.0
-            for arm, removed, c in zip(self._arms, self._removed, self._counters, strict=True):
-                low, high = c.confidence_interval()
-                arms.append(
-                    ArmStats(
-                        arm.arm_id,
-                        c.pulls,
-                        c.rewards,
-                        c.reward_sum,
-                        c.mean,
-                        c.variance,
-                        low,
-                        high,
-                        c.last_selected,
-                        removed,
-                    )
-                )
-                total_rewards += c.rewards
-                total_sum += c.reward_sum
-            return BanditStats(
-                self.name,
-                tuple(arms),
-                self._decisions,
-                total_rewards,
-                len(self._open),
-                self._expired,
-                total_sum / total_rewards if total_rewards else 0.0,
-            )
+            return self._stats()
 
     # -- snapshots and lifecycle ----------------------------------------------------------------
-
-    def _snapshot_blob(self) -> bytes:
-        state = {
-            "policy": self._policy.get_state(),
-            "counters": [c.to_tuple() for c in self._counters],
-            "decisions": self._decisions,
-            "expired": self._expired,
-        }
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _save_snapshot(self) -> WriteFuture[None]:
         """Queue a snapshot of everything applied so far (call under the lock).
@@ -609,7 +459,7 @@ class Bandit:
             self.id,
             self._event_seq,
             self._decision_rowid,
-            self._snapshot_blob(),
+            pickle.dumps(self._learned(), protocol=pickle.HIGHEST_PROTOCOL),
             time.time(),
             to_log_end=not self._pending,
         )

@@ -1,10 +1,12 @@
-"""Every bandit policy: a frozen, validated config and one implementation class per policy.
+"""Every bandit policy: a frozen, validated config and the kernel that implements it.
 
-``POLICY_TABLE`` maps each config type to its implementation; ``make_policy`` builds one. The
-configs mirror the ``Policy`` oneof of ``protos/llmopt/v1/bandits.proto`` (``ONEOF`` gives each
-config's oneof field name, used in error messages: ``epsilon_greedy.epsilon``). The arithmetic
-runs in the Cython kernels of ``llmopt.native.bandit_free`` and ``llmopt.native.bandit_linear``; the
-classes here own parameters, validation and documentation.
+``KERNELS`` maps each config type to its Cython kernel class and that kernel's arguments;
+``NativePolicy`` wraps any of them. ``POLICY_TABLE`` maps each config type to its ``Policy``
+class; ``make_policy`` builds one. The configs mirror the ``Policy`` oneof of
+``protos/llmopt/v1/bandits.proto`` (``ONEOF`` gives each config's oneof field name, used in error
+messages: ``epsilon_greedy.epsilon``). The arithmetic runs in the kernels of
+``llmopt.native.bandit_free`` and ``llmopt.native.bandit_linear``; the Python side owns
+parameters, validation and documentation.
 
 Conventions shared by every policy (see ``llmopt.bandits.policy`` for the contract):
 
@@ -37,12 +39,14 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
 from llmopt import errors
 from llmopt.bandits.policy import Policy, Selection
+from llmopt.native import bandit_base as _base  # type: ignore[attr-defined]  # compiled
 from llmopt.native import bandit_free as _free  # type: ignore[attr-defined]  # compiled
 from llmopt.native import bandit_linear as _linear  # type: ignore[attr-defined]  # compiled
 
@@ -389,26 +393,65 @@ PolicyConfig = (
 
 
 # --------------------------------------------------------------------------------------------
-# Implementations
+# Implementation
 # --------------------------------------------------------------------------------------------
 
 
-class NativePolicy(Policy):
-    """A policy whose state and arithmetic live in a ``native.bandit_*`` kernel object."""
+def _fields(config: Any) -> tuple[Any, ...]:
+    """The config's parameters in declaration order: what most kernels take."""
+    return tuple(getattr(config, f.name) for f in fields(config))
 
-    kernel_type: ClassVar[type]
+
+KernelArgs = Callable[[Any], tuple[Any, ...]]
+
+KERNELS: dict[type, tuple[type, KernelArgs]] = {
+    EpsilonGreedy: (
+        _free.EpsilonGreedyKernel,
+        lambda c: (c.epsilon, int(c.decay), c.decay_rate, c.min_epsilon),
+    ),
+    UCB1: (_free.UCB1Kernel, _fields),
+    UCBTuned: (_free.UCBTunedKernel, _fields),
+    UCBV: (_free.UCBVKernel, _fields),
+    KLUCB: (_free.KLUCBKernel, _fields),
+    DiscountedUCB: (_free.DiscountedUCBKernel, _fields),
+    SlidingWindowUCB: (_free.SlidingWindowUCBKernel, _fields),
+    ThompsonBeta: (
+        _free.ThompsonBetaKernel,
+        lambda c: (c.prior_alpha, c.prior_beta, PROPENSITY_DRAWS),
+    ),
+    ThompsonGaussian: (
+        _free.ThompsonGaussianKernel,
+        lambda c: (c.prior_mean, c.prior_variance, c.noise_variance, PROPENSITY_DRAWS),
+    ),
+    EXP3: (_free.EXP3Kernel, _fields),
+    Softmax: (_free.SoftmaxKernel, _fields),
+    LinUCB: (_linear.LinUCBKernel, _fields),
+    HybridLinUCB: (_linear.HybridLinUCBKernel, _fields),
+    LinearThompson: (_linear.LinearThompsonKernel, lambda c: (c.v, c.lambda_, PROPENSITY_DRAWS)),
+    DiagonalThompson: (
+        _linear.DiagonalThompsonKernel,
+        lambda c: (c.prior_variance, c.noise_variance, PROPENSITY_DRAWS),
+    ),
+}
+"""Config type -> (``native.bandit_*`` kernel class, the kernel's arguments after ``(n_arms,
+dim, bit_generator)`` from a config). Kernels of ``ContextKernel`` read the context vector."""
+
+
+class NativePolicy(Policy):
+    """Every policy of ``KERNELS``: its state and arithmetic live in a kernel object.
+
+    >>> p = NativePolicy(LinUCB(alpha=0.5), n_arms=2, dim=3, seed=1)
+    >>> p.contextual, p.n_arms
+    (True, 2)
+    """
 
     def __init__(self, config: Any, n_arms: int, dim: int, seed: int) -> None:
+        kernel_type, kernel_args = KERNELS[type(config)]
         self.config = config
         self.dim = dim
         self.seed = seed
-        self._kernel = self.kernel_type(
-            n_arms, dim, np.random.PCG64(seed), *self._kernel_args(config)
-        )
-
-    @staticmethod
-    def _kernel_args(config: Any) -> tuple[Any, ...]:
-        return tuple(getattr(config, f.name) for f in fields(config))
+        self.contextual = issubclass(kernel_type, _base.ContextKernel)
+        self._kernel = kernel_type(n_arms, dim, np.random.PCG64(seed), *kernel_args(config))
 
     def add_arm(self) -> int:
         return int(self._kernel.add_arm())
@@ -432,7 +475,7 @@ class NativePolicy(Policy):
         importance weighting; other policies ignore it."""
         try:
             self._kernel.update(arm, reward, x, math.nan if propensity is None else propensity)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise errors.InvalidArgument(str(exc)) from None
 
     def get_state(self) -> dict[str, Any]:
@@ -464,107 +507,8 @@ def _restore(
     return policy
 
 
-class EpsilonGreedyPolicy(NativePolicy):
-    kernel_type = _free.EpsilonGreedyKernel
-
-    @staticmethod
-    def _kernel_args(config: Any) -> tuple[Any, ...]:
-        return (config.epsilon, int(config.decay), config.decay_rate, config.min_epsilon)
-
-
-class UCB1Policy(NativePolicy):
-    kernel_type = _free.UCB1Kernel
-
-
-class UCBTunedPolicy(NativePolicy):
-    kernel_type = _free.UCBTunedKernel
-
-
-class UCBVPolicy(NativePolicy):
-    kernel_type = _free.UCBVKernel
-
-
-class KLUCBPolicy(NativePolicy):
-    kernel_type = _free.KLUCBKernel
-
-
-class DiscountedUCBPolicy(NativePolicy):
-    kernel_type = _free.DiscountedUCBKernel
-
-
-class SlidingWindowUCBPolicy(NativePolicy):
-    kernel_type = _free.SlidingWindowUCBKernel
-
-
-class ThompsonBetaPolicy(NativePolicy):
-    kernel_type = _free.ThompsonBetaKernel
-
-    @staticmethod
-    def _kernel_args(config: Any) -> tuple[Any, ...]:
-        return (config.prior_alpha, config.prior_beta, PROPENSITY_DRAWS)
-
-
-class ThompsonGaussianPolicy(NativePolicy):
-    kernel_type = _free.ThompsonGaussianKernel
-
-    @staticmethod
-    def _kernel_args(config: Any) -> tuple[Any, ...]:
-        return (config.prior_mean, config.prior_variance, config.noise_variance, PROPENSITY_DRAWS)
-
-
-class EXP3Policy(NativePolicy):
-    kernel_type = _free.EXP3Kernel
-
-
-class SoftmaxPolicy(NativePolicy):
-    kernel_type = _free.SoftmaxKernel
-
-
-class LinUCBPolicy(NativePolicy):
-    contextual = True
-    kernel_type = _linear.LinUCBKernel
-
-
-class HybridLinUCBPolicy(NativePolicy):
-    contextual = True
-    kernel_type = _linear.HybridLinUCBKernel
-
-
-class LinearThompsonPolicy(NativePolicy):
-    contextual = True
-    kernel_type = _linear.LinearThompsonKernel
-
-    @staticmethod
-    def _kernel_args(config: Any) -> tuple[Any, ...]:
-        return (config.v, config.lambda_, PROPENSITY_DRAWS)
-
-
-class DiagonalThompsonPolicy(NativePolicy):
-    contextual = True
-    kernel_type = _linear.DiagonalThompsonKernel
-
-    @staticmethod
-    def _kernel_args(config: Any) -> tuple[Any, ...]:
-        return (config.prior_variance, config.noise_variance, PROPENSITY_DRAWS)
-
-
-POLICY_TABLE: dict[type, type[NativePolicy]] = {
-    EpsilonGreedy: EpsilonGreedyPolicy,
-    UCB1: UCB1Policy,
-    UCBTuned: UCBTunedPolicy,
-    UCBV: UCBVPolicy,
-    KLUCB: KLUCBPolicy,
-    DiscountedUCB: DiscountedUCBPolicy,
-    SlidingWindowUCB: SlidingWindowUCBPolicy,
-    ThompsonBeta: ThompsonBetaPolicy,
-    ThompsonGaussian: ThompsonGaussianPolicy,
-    EXP3: EXP3Policy,
-    Softmax: SoftmaxPolicy,
-    LinUCB: LinUCBPolicy,
-    HybridLinUCB: HybridLinUCBPolicy,
-    LinearThompson: LinearThompsonPolicy,
-    DiagonalThompson: DiagonalThompsonPolicy,
-}
+POLICY_TABLE: dict[type, type[NativePolicy]] = dict.fromkeys(KERNELS, NativePolicy)
+"""Config type -> the ``Policy`` class implementing it (today every policy is a kernel)."""
 
 CONFIG_BY_ONEOF: dict[str, type] = {cfg.ONEOF: cfg for cfg in POLICY_TABLE}  # type: ignore[attr-defined]
 """Config type by its ``Policy`` oneof field name (``"ucb1"`` -> ``UCB1``)."""

@@ -5,14 +5,14 @@ removing an arm masks its slot out of selection, adding an arm appends a slot. T
 (``llmopt.bandits.service``) maps arm ids to slots, holds one lock per bandit, and calls the policy
 under that lock, so implementations need not be thread-safe.
 
-Each policy has a frozen config (validated once, in ``__post_init__``) and one implementation
-class; ``llmopt.bandits.policies.POLICY_TABLE`` maps the config type to its class.
+Each policy has a frozen config (validated once, in ``__post_init__``) and an implementation;
+``llmopt.bandits.policies.POLICY_TABLE`` maps the config type to its class.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,7 +33,8 @@ class Policy(ABC):
     """Learned state of one bandit policy. ``x`` is the float64 context vector (length ``dim``)
     for contextual policies and ``None`` for context-free ones."""
 
-    contextual: ClassVar[bool] = False
+    contextual: bool = False
+    """Whether ``select`` and ``update`` read ``x`` (set by each implementation)."""
 
     @abstractmethod
     def add_arm(self) -> int:

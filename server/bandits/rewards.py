@@ -18,6 +18,7 @@ implicit feedback (just the inferred quality when no score was measured).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 from llmopt import errors
@@ -230,14 +231,21 @@ def outcome_quality(outcome: Outcome) -> float:
 
 
 def compute_reward(outcome: Outcome, config: RewardConfig) -> float:
-    """The reward in [0, 1] of one outcome under ``config`` (validates the outcome first).
+    """The reward in [0, 1] of one outcome under ``config``, validating the outcome first (the
+    entry for a caller holding an unchecked outcome; ``outcome_reward`` computes it).
 
     >>> low = Outcome(quality_score=0.0, cost=0.0, latency_ms=0.0,
     ...               feedback=Feedback(retried=True))
     >>> round(compute_reward(low, RewardConfig()), 12)  # (0.6*0.05 + 0.3 + 0.1) * 0.8
     0.344
     """
-    outcome.validate()
+    return outcome_reward(outcome.validate(), config)
+
+
+def outcome_reward(outcome: Outcome, config: RewardConfig) -> float:
+    """The reward of an outcome already validated (``Outcome.validate``): always finite and in
+    [0, 1], as every term is (each input is finite, ``max_cost`` and ``max_latency_ms`` are > 0,
+    the weights are finite and sum to 1), so it needs no further check before it is journaled."""
     quality = outcome_quality(outcome)
     cost_term = _clamp01(1.0 - outcome.cost / config.max_cost)
     latency_term = _clamp01(1.0 - outcome.latency_ms / config.max_latency_ms)
@@ -252,7 +260,16 @@ def compute_reward(outcome: Outcome, config: RewardConfig) -> float:
 
 
 def check_raw_reward(value: float, field_name: str = "reward") -> float:
-    """A caller's raw reward, which must already lie in [0, 1]."""
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+    """A caller's raw reward as a float, refused unless it is a real number in [0, 1]: all that a
+    policy's ``update`` checks, so a reward that passes is never refused after it is journaled.
+
+    >>> check_raw_reward(1)
+    1.0
+    >>> check_raw_reward("0.5")
+    Traceback (most recent call last):
+    ...
+    llmopt.errors.InvalidArgument: reward: '0.5' is invalid: must be a finite number in [0, 1]
+    """
+    if not (isinstance(value, numbers.Real) and 0.0 <= value <= 1.0):  # NaN compares False
         raise errors.invalid(field_name, value, "must be a finite number in [0, 1]")
     return float(value)

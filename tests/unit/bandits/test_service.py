@@ -15,6 +15,7 @@ from llmopt.bandits import arms as arms_module
 from llmopt.bandits import bandit as bandit_module
 from llmopt.bandits import policies as P
 from llmopt.bandits import service as service_module
+from llmopt.bandits import store as store_module
 from llmopt.bandits import types as types_module
 from llmopt.bandits.arms import Arm, LLMConfig
 from llmopt.bandits.rewards import Feedback, Outcome, RewardConfig, compute_reward
@@ -198,6 +199,39 @@ def test_bad_rewards_are_refused(svc: BanditService) -> None:
         svc.record_reward("", reward=1.0)
     assert svc.stats("bad").rewards == 0  # the decision is still open
     svc.record_reward(d.decision_id, reward=1.0)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [1.5, -0.01, float("nan"), float("-inf"), "0.5", 10**400],
+    ids=["above", "below", "nan", "-inf", "str", "huge-int"],
+)
+def test_a_reward_the_policy_would_refuse_is_refused_before_it_is_journaled(
+    tmp_path: Path, clock: Clock, bad: object
+) -> None:
+    """A journaled reward is replayed at every start, so one that the policy's update refuses
+    must never reach the journal: it is refused where it enters, nothing is logged, and the
+    bandit reopens cleanly with the decision still open."""
+    x = np.ones(10)
+    with pytest.raises(errors.InvalidArgument):  # what the kernel itself says of it
+        P.make_policy(P.LinUCB(), 2, 10, 0).update(0, bad, x)  # type: ignore[arg-type]
+    root = tmp_path / "b"
+    svc = open_service(root, clock)
+    svc.create_bandit(BanditSpec("strict", P.LinUCB(), arms(2)))
+    d = svc.select_arm("strict", vector=x)
+    bandit_id = svc._bandits["strict"].id
+    with pytest.raises(errors.InvalidArgument, match=r"^reward: "):
+        svc.record_reward(d.decision_id, reward=bad)  # type: ignore[arg-type]
+    svc._store.flush()
+    assert svc._store.events_after(bandit_id, 0) == []
+    stored = svc._store.find_decision(d.decision_id)
+    assert stored is not None and stored.status == store_module.OPEN
+    svc.close()
+    again = open_service(root, clock)
+    stats = again.stats("strict")
+    assert stats.rewards == 0 and stats.open_decisions == 1
+    assert again.record_reward(d.decision_id, reward=1.0).reward == 1.0
+    again.close()
 
 
 def test_expiry_applies_the_default_reward(svc: BanditService, clock: Clock) -> None:
