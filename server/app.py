@@ -1,5 +1,7 @@
 """Builds the gRPC server: servicers, health, reflection, interceptor, metrics.
 
+The stores and domain services come from the composition root (``llmopt.composition.compose``);
+each service module in ``llmopt.api`` only binds its service to a servicer.
 ``create_app`` builds everything and binds the port (port 0 picks a free one) without starting;
 ``App.start`` starts serving and flips health to SERVING once every component is warm;
 ``App.stop`` drains. Tests and ``llmopt.__main__`` share this code.
@@ -20,8 +22,8 @@ from llmopt.api import features as features_api
 from llmopt.api import inference as inference_api
 from llmopt.api import oip as oip_api
 from llmopt.api import registry as registry_api
-from llmopt.api.binding import AppContext
 from llmopt.api.interceptor import ServingInterceptor
+from llmopt.composition import compose
 from llmopt.config import Settings, tune_gc
 from llmopt.demo import seed_demo
 from llmopt.metrics import MetricsHttpServer, RpcMetrics
@@ -37,8 +39,7 @@ MIB = 1024 * 1024
 DRAIN_SETTLE_SECONDS = 0.5
 
 
-# Services in dependency order: each module's bind() may use what earlier ones put on the context
-# (inference subscribes to registry alias changes; bandits read feature sets; ...).
+# The services the server registers, in this order (health and reflection list them so).
 SERVICE_MODULES = (registry_api, features_api, bandits_api, inference_api, oip_api)
 
 
@@ -50,7 +51,11 @@ class App:
         self._ready = threading.Event()
         self._stopped = False
         self.data_dir = DataDir(settings.data_dir)
-        self.context = AppContext(settings=settings, data_dir=self.data_dir)
+        try:
+            self.context = compose(settings, self.data_dir)
+        except BaseException:
+            self.data_dir.close()
+            raise
         try:
             self.metrics_registry = CollectorRegistry()
             self.metrics = RpcMetrics(self.metrics_registry)
@@ -76,7 +81,7 @@ class App:
             )
             self.health = health.HealthServicer(experimental_non_blocking=True)
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-            self.bindings = [module.bind(self.context) for module in SERVICE_MODULES]
+            self.bindings = [module.bind(self.context.services) for module in SERVICE_MODULES]
             for binding in self.bindings:
                 binding.add_to_server(binding.servicer, self.server)
             self.service_names = [b.name for b in self.bindings]
@@ -90,17 +95,10 @@ class App:
             if self.port == 0:
                 raise OSError(f"cannot listen on {settings.address} (address in use or invalid)")
         except BaseException:
-            self._close_components()
+            self.context.close()
             self.data_dir.close()
             raise
         self.metrics_http: MetricsHttpServer | None = None
-
-    def _close_components(self) -> None:
-        for component in reversed(self.context.components):
-            try:
-                component.close()
-            except Exception:
-                log.exception("closing %s failed", type(component).__name__)
 
     @property
     def address(self) -> str:
@@ -152,7 +150,7 @@ class App:
             log.error("grpc did not finish stopping within %.1f s; closing anyway", grace + 5.0)
         self._executor.shutdown(wait=stopped)
         self._stream_executor.shutdown(wait=stopped)
-        self._close_components()
+        self.context.close()
         if self.metrics_http is not None:
             self.metrics_http.close()
         self.data_dir.close()

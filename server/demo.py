@@ -1,7 +1,8 @@
 """Demo data for ``llmopt-server --demo``: something a newcomer can call with grpcurl at once.
 
 ``seed_demo(ctx)`` runs once, when the server starts on an empty data dir, before the server
-reports SERVING, through the domain objects on the AppContext (no network round trip):
+reports SERVING, through the domain services the composition root built (``AppContext.services``,
+no network round trip), in the domain's own types:
 
 - bandit ``llm-router`` (LinUCB on the ``request-context`` feature set) over five LLM
   configurations (``DEMO_ARMS``: model, temperature, max_tokens; list prices per 1k input and
@@ -15,23 +16,27 @@ reports SERVING, through the domain objects on the AppContext (no network round 
 - feature set ``request-context``: the request facts (task, lengths, priority, hour) as
   transformed features, keyed by ``user_id``, with one stored per-user feature.
 
-A part whose service is not available (its domain object is missing from the context) is
-skipped and logged. The parts seeded are recorded in ``<data dir>/demo/demo.db``; a later start
-seeds nothing twice, and a data dir that already holds anything (a bandit, a model or a feature
-set) is left untouched.
+A part that cannot be seeded is logged and skipped. The parts seeded are recorded in
+``<data dir>/demo.db``; a later start seeds nothing twice, and a data dir that already holds
+anything (a bandit, a model or a feature set) is left untouched.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-from llmopt.client_types import Arm, Feature
+from llmopt.bandits.arms import Arm, LLMConfig
+from llmopt.features.spec import Cyclical, Feature, FeatureType, Log1p, MinMax, OneHot
 from llmopt.storage import Database
+
+if TYPE_CHECKING:
+    from llmopt.composition import AppContext
 
 log = logging.getLogger("llmopt.demo")
 
@@ -54,10 +59,7 @@ def _arm(
 ) -> Arm:
     return Arm(
         arm_id=arm_id,
-        model=arm_id,
-        temperature=temperature,
-        top_p=1.0,
-        max_tokens=max_tokens,
+        config=LLMConfig(model=arm_id, temperature=temperature, top_p=1.0, max_tokens=max_tokens),
         metadata={
             "provider": provider,
             "price_per_1k_input_tokens": f"{pin:.5f}",
@@ -82,15 +84,15 @@ DEMO_ARMS: tuple[Arm, ...] = (
 DEMO_FEATURE_SET_KEY = "user_id"
 DEMO_FEATURE_SET_DESCRIPTION = "Request facts and per-user history for routing (demo)"
 DEMO_FEATURES: tuple[Feature, ...] = (
-    Feature("input_tokens", "int", "log1p", source="context.input_length"),
-    Feature("task", "category", "one_hot",
-            {"vocabulary": ["classification", "extraction", "summarization", "generation"]},
+    Feature("input_tokens", FeatureType.INT, Log1p(), source="context.input_length"),
+    Feature("task", FeatureType.CATEGORY,
+            OneHot(("classification", "extraction", "summarization", "generation")),
             source="context.task_type"),
-    Feature("output_length", "category", "one_hot", {"vocabulary": ["SHORT", "MEDIUM", "LONG"]},
+    Feature("output_length", FeatureType.CATEGORY, OneHot(("SHORT", "MEDIUM", "LONG")),
             source="context.output_length"),
-    Feature("priority", "int", "minmax", {"lo": 1, "hi": 10}, source="context.priority"),
-    Feature("hour", "int", "cyclical", {"period": 24}, source="context.hour_of_day"),
-    Feature("avg_quality_7d", "float", default=0.8),
+    Feature("priority", FeatureType.INT, MinMax(1.0, 10.0), source="context.priority"),
+    Feature("hour", FeatureType.INT, Cyclical(24.0), source="context.hour_of_day"),
+    Feature("avg_quality_7d", FeatureType.FLOAT, default=0.8),
 )  # fmt: skip
 
 # Inputs of the quality predictor, in column order.
@@ -107,18 +109,15 @@ _MIGRATIONS = ["CREATE TABLE seeded (part TEXT PRIMARY KEY, at REAL NOT NULL)"]
 @dataclass(frozen=True)
 class _Part:
     name: str
-    service: str  # attribute of the AppContext
-    seed: Callable[[Any], None]
+    seed: Callable[[AppContext], None]
 
 
-def seed_demo(ctx: Any) -> list[str]:
+def seed_demo(ctx: AppContext) -> list[str]:
     """Seed the demo into an empty data dir (see the module docstring); returns the parts seeded.
 
-    ``ctx`` is the server's ``AppContext``; call after every component is warm and before the
-    server reports SERVING.
+    ``ctx`` is what the composition root built (``App.context``); call after every component is
+    warm and before the server reports SERVING.
     """
-    import time
-
     db = Database(
         ctx.data_dir.path("demo.db"), migrations=_MIGRATIONS, synchronous=ctx.settings.sqlite_sync
     )
@@ -130,10 +129,6 @@ def seed_demo(ctx: Any) -> list[str]:
         seeded = []
         for part in _PARTS:
             if part.name in done:
-                continue
-            service = getattr(ctx, part.service, None)
-            if service is None:
-                log.info("demo: %s skipped (no %s service)", part.name, part.service)
                 continue
             try:
                 part.seed(ctx)
@@ -155,50 +150,43 @@ def _mark(part: str, at: float) -> Callable[[sqlite3.Connection], None]:
     return insert
 
 
-def _holds_data(ctx: Any) -> bool:
+def _holds_data(ctx: AppContext) -> bool:
     """Whether anything a user made is already stored (built-in feature sets aside)."""
-    if ctx.bandits is not None and ctx.bandits.list_bandits(1, "")[0]:
-        return True
-    if ctx.registry is not None and ctx.registry.list_models():
-        return True
-    if ctx.features is not None:
-        from llmopt.features import ARM_OUTCOMES_SET, CONTEXT_SET
+    from llmopt.features import ARM_OUTCOMES_SET, CONTEXT_SET
 
-        sets, _ = ctx.features.list_sets(100, "")
-        if any(s.name not in (ARM_OUTCOMES_SET, CONTEXT_SET) for s in sets):
-            return True
-    return False
+    services = ctx.services
+    if services.bandits.list_bandits(1, "")[0] or services.registry.list_models():
+        return True
+    sets, _ = services.features.list_sets(100, "")
+    return any(s.name not in (ARM_OUTCOMES_SET, CONTEXT_SET) for s in sets)
 
 
 # -- the parts ------------------------------------------------------------------------------------
 
 
-def _seed_bandit(ctx: Any) -> None:
-    from llmopt.api import convert_bandits as cb
-    from llmopt.client_types import to_arm
-    from llmopt.gen.llmopt.v1 import bandits_pb2
+def _seed_bandit(ctx: AppContext) -> None:
+    from llmopt.bandits.policies import LinUCB
+    from llmopt.bandits.rewards import RewardConfig
+    from llmopt.bandits.types import BanditSpec
 
+    features = ctx.services.features
     # LinUCB on the request-context feature set when it exists (seeded just before), else on
     # the default 10-dim context vector: examples/llm_router.py compares the two.
-    has_set = ctx.features is not None and DEMO_FEATURE_SET in {
-        s.name for s in ctx.features.list_sets(1000, "")[0]
-    }
-    msg = bandits_pb2.Bandit(
+    has_set = DEMO_FEATURE_SET in {s.name for s in features.list_sets(1000, "")[0]}
+    spec = BanditSpec(
         name=DEMO_BANDIT,
-        policy=bandits_pb2.Policy(lin_ucb=bandits_pb2.LinUCB(alpha=DEMO_LINUCB_ALPHA)),
-        feature_set=DEMO_FEATURE_SET if has_set else "",
-        arms=[to_arm(a) for a in DEMO_ARMS],
-        reward=bandits_pb2.RewardConfig(
-            quality_weight=DEMO_REWARD_WEIGHTS[0],
-            cost_weight=DEMO_REWARD_WEIGHTS[1],
-            latency_weight=DEMO_REWARD_WEIGHTS[2],
+        policy=LinUCB(alpha=DEMO_LINUCB_ALPHA),
+        arms=DEMO_ARMS,
+        reward=RewardConfig.from_spec(
+            weights=DEMO_REWARD_WEIGHTS,
             max_cost=DEMO_MAX_COST,
             max_latency_ms=DEMO_MAX_LATENCY_MS,
         ),
+        feature_set=DEMO_FEATURE_SET if has_set else "",
         seed=DEMO_SEED,
         description="Routes each LLM request to one of five model configurations (demo).",
     )
-    ctx.bandits.create_bandit(cb.from_bandit(msg))
+    ctx.services.bandits.create_bandit(spec.validate())
 
 
 def quality_training_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -216,15 +204,16 @@ def quality_training_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, quality.astype(np.float32)
 
 
-def _seed_model(ctx: Any) -> None:
+def _seed_model(ctx: AppContext) -> None:
     from llmopt.inference import TrafficMode, TrafficPolicy
     from llmopt.registry import ModelTask, VersionMetadata
     from llmopt.registry.export import export_sklearn
     from sklearn.ensemble import GradientBoostingRegressor
 
+    registry = ctx.services.registry
     x, y = quality_training_data(4000, DEMO_SEED)
     x_test, y_test = quality_training_data(1000, DEMO_SEED + 1)
-    ctx.registry.create_model(
+    registry.create_model(
         DEMO_MODEL,
         "Predicts the quality (0..1) of an LLM answer from request features and the model's "
         "capability; inputs: " + ", ".join(QUALITY_FEATURES),
@@ -236,7 +225,7 @@ def _seed_model(ctx: Any) -> None:
         est.fit(x, y)
         mae = float(np.mean(np.abs(est.predict(x_test) - y_test)))
         exported = export_sklearn(est, sample=x_test[:256])
-        ctx.registry.upload_version(
+        registry.upload_version(
             DEMO_MODEL,
             iter([exported.onnx_bytes]),
             VersionMetadata(
@@ -248,25 +237,24 @@ def _seed_model(ctx: Any) -> None:
                 alias=alias,
             ),
         )
-    if ctx.inference is not None:
-        ctx.inference.set_policy(
-            TrafficPolicy(DEMO_MODEL, TrafficMode.SPLIT, DEMO_CHALLENGER_PERCENT)
-        )
-
-
-def _seed_features(ctx: Any) -> None:
-    from llmopt.api import convert_features as cf
-    from llmopt.client_types import to_feature
-    from llmopt.gen.llmopt.v1 import features_pb2
-
-    msg = features_pb2.FeatureSet(
-        name=DEMO_FEATURE_SET,
-        entity_key=DEMO_FEATURE_SET_KEY,
-        description=DEMO_FEATURE_SET_DESCRIPTION,
-        features=[to_feature(f) for f in DEMO_FEATURES],
+    ctx.services.inference.set_policy(
+        TrafficPolicy(DEMO_MODEL, TrafficMode.SPLIT, DEMO_CHALLENGER_PERCENT)
     )
-    ctx.features.create_set(cf.from_feature_set(msg))
-    ctx.features.write(
+
+
+def _seed_features(ctx: AppContext) -> None:
+    from llmopt.features.spec import FeatureSet
+
+    features = ctx.services.features
+    features.create_set(
+        FeatureSet(
+            name=DEMO_FEATURE_SET,
+            entity_key=DEMO_FEATURE_SET_KEY,
+            features=DEMO_FEATURES,
+            description=DEMO_FEATURE_SET_DESCRIPTION,
+        )
+    )
+    features.write(
         DEMO_FEATURE_SET,
         [
             ("demo-user", {"avg_quality_7d": 0.91}, None),
@@ -276,7 +264,7 @@ def _seed_features(ctx: Any) -> None:
 
 
 _PARTS = (
-    _Part("features", "features", _seed_features),
-    _Part("bandit", "bandits", _seed_bandit),
-    _Part("model", "registry", _seed_model),
+    _Part("features", _seed_features),
+    _Part("bandit", _seed_bandit),
+    _Part("model", _seed_model),
 )

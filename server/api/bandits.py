@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from llmopt.api import convert_bandits as cb
-from llmopt.api.binding import AppContext, ServiceBinding, answers_serialized, service_name
+from llmopt.api.binding import ServiceBinding, answers_serialized, service_name
 from llmopt.api.convert import from_request_context
 from llmopt.bandits.arms import Arm
 from llmopt.bandits.service import BanditService
 from llmopt.gen.llmopt.v1 import bandits_pb2, bandits_pb2_grpc
+
+if TYPE_CHECKING:
+    from llmopt.composition import Services
 
 MAX_CACHED_ARMS = 10_000
 
@@ -84,16 +87,9 @@ class BanditsServicer(bandits_pb2_grpc.BanditsServicer):
         return cb.to_bandit_stats(self._service.stats(request.bandit))
 
 
-def bind(ctx: AppContext) -> ServiceBinding:
-    service = BanditService(
-        ctx.data_dir.path("bandits"),
-        features=ctx.features,
-        synchronous=ctx.settings.sqlite_sync,
-    )
-    ctx.bandits = service
-    ctx.components.append(service)
+def bind(services: Services) -> ServiceBinding:
     return ServiceBinding(
         service_name(bandits_pb2, "Bandits"),
         bandits_pb2_grpc.add_BanditsServicer_to_server,
-        BanditsServicer(service),
+        BanditsServicer(services.bandits),
     )

@@ -1,36 +1,17 @@
-"""What each service module hands the server: its servicer, and the domain components it owns."""
+"""What each service module hands the server: its servicer, ready to register.
+
+Each module in ``llmopt.api`` has ``bind(services) -> ServiceBinding``: it turns the domain
+service the composition root built (``llmopt.composition.Services``) into its registered servicer,
+and constructs nothing else.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
-from llmopt.config import Settings
-from llmopt.storage import DataDir
-
-
-class Component(Protocol):
-    """A domain part the server owns: warmed before SERVING, closed after draining (in reverse)."""
-
-    def warm_up(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass
-class AppContext:
-    """Passed to each service module's ``bind`` in dependency order (see llmopt.app)."""
-
-    settings: Settings
-    data_dir: DataDir
-    components: list[Component] = field(default_factory=list)
-    # Domain objects, set by the module that owns them, read by the ones bound after it.
-    registry: Any = None
-    features: Any = None
-    bandits: Any = None
-    inference: Any = None
 
 
 @dataclass(frozen=True)

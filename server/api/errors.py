@@ -1,9 +1,19 @@
-"""The one mapping from domain exceptions to gRPC status codes."""
+"""The one mapping from exceptions to gRPC status codes and messages.
+
+``status_for`` is the table of domain errors; ``status_of`` turns any exception into the
+(code, message) a caller sees. The interceptor aborts RPCs with it, and PredictStream answers a
+bad message with it, so both say the same thing for the same failure.
+"""
 
 from __future__ import annotations
 
+import logging
+import uuid
+
 import grpc
 from llmopt import errors
+
+log = logging.getLogger("llmopt.rpc")
 
 STATUS_BY_ERROR: dict[type[errors.LLMOptError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -25,3 +35,23 @@ def status_for(exc: errors.LLMOptError) -> grpc.StatusCode:
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL
+
+
+def status_of(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
+    """The status code and message for an exception raised while serving ``method``.
+
+    A domain error keeps its message, with the code of the table; a ``NotImplementedError`` (the
+    generated base servicer's) is UNIMPLEMENTED; anything else is INTERNAL with a request id, and
+    the traceback is logged under that id so the caller's report can be found, while the
+    internals stay out of the answer.
+    """
+    if isinstance(exc, errors.LLMOptError):
+        return status_for(exc), str(exc)
+    if isinstance(exc, NotImplementedError):
+        return grpc.StatusCode.UNIMPLEMENTED, f"{method} is declared but not built yet"
+    request_id = uuid.uuid4().hex
+    log.error("unexpected error in %s, request id %s", method, request_id, exc_info=exc)
+    return (
+        grpc.StatusCode.INTERNAL,
+        f"internal error in {method} (request id {request_id}); the server logged the details",
+    )

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from llmopt import errors
 from llmopt.api import convert_features as cf
-from llmopt.api.binding import AppContext, ServiceBinding, service_name
+from llmopt.api.binding import ServiceBinding, service_name
 from llmopt.api.convert import from_request_context
 from llmopt.features import FeatureService
 from llmopt.gen.llmopt.v1 import features_pb2, features_pb2_grpc
+
+if TYPE_CHECKING:
+    from llmopt.composition import Services
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -61,16 +66,9 @@ class FeaturesServicer(features_pb2_grpc.FeaturesServicer):
         return cf.to_feature_vector(vector)
 
 
-def bind(ctx: AppContext) -> ServiceBinding:
-    features = FeatureService(
-        ctx.data_dir.path("features"),
-        synchronous=ctx.settings.sqlite_sync,
-        max_entities=ctx.settings.feature_cache_entities,
-    )
-    ctx.features = features
-    ctx.components.append(features)
+def bind(services: Services) -> ServiceBinding:
     return ServiceBinding(
         service_name(features_pb2, "Features"),
         features_pb2_grpc.add_FeaturesServicer_to_server,
-        FeaturesServicer(features),
+        FeaturesServicer(services.features),
     )

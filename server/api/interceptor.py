@@ -1,26 +1,22 @@
 """One interceptor for every RPC: readiness gate, error mapping, metrics.
 
 Every servicer method runs inside it, so later services get the same behaviour for free:
-domain exceptions become their status code (``llmopt.api.errors``), anything unexpected becomes
-INTERNAL with a request id that also appears in the logged traceback, and each call is counted
-by method and code and timed.
+exceptions become a status through the one mapping (``llmopt.api.errors.status_of``: domain
+errors their code, anything unexpected INTERNAL with a request id that also appears in the logged
+traceback), and each call is counted by method and code and timed.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 from llmopt import errors
-from llmopt.api.errors import status_for
+from llmopt.api.errors import status_of
 from llmopt.metrics import RpcMetrics
-
-log = logging.getLogger("llmopt.rpc")
 
 # Services that answer while the server is starting or stopping.
 ALWAYS_OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
@@ -195,16 +191,14 @@ def _parsed_stream(requests: Iterator[Any]) -> Iterator[Any]:
 
 def _abort_for(exc: Exception, method: str, context: grpc.ServicerContext) -> None:
     """Turn an exception escaping a servicer into a status; never lets it reach grpc's core."""
-    if isinstance(exc, errors.LLMOptError):
-        context.abort(status_for(exc), str(exc))
-    if isinstance(exc, NotImplementedError):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is declared but not built yet")
-    current = context.code()  # type: ignore[attr-defined]
-    if current is not None and current != grpc.StatusCode.OK:
+    if _servicer_chose_status(exc, context):
         raise exc  # the servicer already chose a status (context.abort)
-    request_id = uuid.uuid4().hex
-    log.error("unexpected error in %s, request id %s", method, request_id, exc_info=exc)
-    context.abort(
-        grpc.StatusCode.INTERNAL,
-        f"internal error in {method} (request id {request_id}); the server logged the details",
-    )
+    context.abort(*status_of(exc, method))
+
+
+def _servicer_chose_status(exc: Exception, context: grpc.ServicerContext) -> bool:
+    """Whether ``exc`` is grpc's own after the servicer called ``context.abort``."""
+    if isinstance(exc, errors.LLMOptError | NotImplementedError):
+        return False
+    current = context.code()  # type: ignore[attr-defined]
+    return current is not None and current != grpc.StatusCode.OK

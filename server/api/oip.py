@@ -1,25 +1,34 @@
 """inference.GRPCInferenceService: the Open Inference Protocol (KServe V2) over the same engine.
 
 ``model_name`` is a registry model; an empty ``model_version`` is routed like Predict (the
-``routing_key`` string parameter makes it sticky), a number pins that version.
+``routing_key`` string parameter makes it sticky), a number pins that version. ModelInfer runs
+through the same ``Predictor`` as Predict.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from llmopt import __version__
 from llmopt.api import convert_inference as conv
-from llmopt.api.binding import AppContext, ServiceBinding, service_name
+from llmopt.api.binding import ServiceBinding, service_name
 from llmopt.gen.inference import grpc_service_pb2 as pb
 from llmopt.gen.inference import grpc_service_pb2_grpc
-from llmopt.inference import InferenceEngine
+from llmopt.inference import InferenceEngine, Predictor
+
+if TYPE_CHECKING:
+    from llmopt.composition import Services
 
 SERVER_NAME = "llmopt-server"
 EXTENSIONS = ("model_repository",)
 
 
 class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, engine: InferenceEngine) -> None:
+    """``predictor`` is the one predict path shared with Predict (default: tensors only)."""
+
+    def __init__(self, engine: InferenceEngine, predictor: Predictor | None = None) -> None:
         self.engine = engine
+        self.predictor = predictor if predictor is not None else Predictor(engine)
 
     def ServerLive(self, request, context):  # type: ignore[no-untyped-def]
         return pb.ServerLiveResponse(live=True)
@@ -42,7 +51,7 @@ class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     def ModelInfer(self, request, context):  # type: ignore[no-untyped-def]
         call = conv.from_infer_request(request)
-        prediction = self.engine.predict(
+        prediction = self.predictor.predict(
             call.model,
             call.inputs,
             version=call.version,
@@ -55,11 +64,9 @@ class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return conv.to_repository_index(self.engine.index(), request.ready)
 
 
-def bind(ctx: AppContext) -> ServiceBinding:
-    if ctx.inference is None:
-        raise RuntimeError("llmopt.api.oip binds after llmopt.api.inference")
+def bind(services: Services) -> ServiceBinding:
     return ServiceBinding(
         service_name(pb, "GRPCInferenceService"),
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
-        OpenInferenceServicer(ctx.inference),
+        OpenInferenceServicer(services.inference, services.predictor),
     )

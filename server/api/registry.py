@@ -6,13 +6,17 @@ The actor recorded with alias changes comes from the ``x-llmopt-actor`` request 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import grpc
 from llmopt import errors
 from llmopt.api import convert_registry as conv
-from llmopt.api.binding import AppContext, ServiceBinding, service_name
+from llmopt.api.binding import ServiceBinding, service_name
 from llmopt.gen.llmopt.v1 import registry_pb2, registry_pb2_grpc
 from llmopt.registry import Registry
+
+if TYPE_CHECKING:
+    from llmopt.composition import Services
 
 ACTOR_METADATA = "x-llmopt-actor"
 DEFAULT_CHUNK = 1 << 20
@@ -157,12 +161,9 @@ def _chunks(requests: Iterator[registry_pb2.UploadVersionRequest]) -> Iterator[b
         yield request.chunk
 
 
-def bind(ctx: AppContext) -> ServiceBinding:
-    registry = Registry(ctx.data_dir.path("registry"), synchronous=ctx.settings.sqlite_sync)
-    ctx.registry = registry
-    ctx.components.append(registry)
+def bind(services: Services) -> ServiceBinding:
     return ServiceBinding(
         service_name(registry_pb2, "Registry"),
         registry_pb2_grpc.add_RegistryServicer_to_server,
-        RegistryServicer(registry),
+        RegistryServicer(services.registry),
     )

@@ -40,7 +40,7 @@ from llmopt import errors
 from llmopt.bandits import store as st
 from llmopt.bandits.arms import Arm, check_id
 from llmopt.bandits.bandit import Bandit
-from llmopt.bandits.rewards import Outcome, check_raw_reward, compute_reward, outcome_quality
+from llmopt.bandits.rewards import Outcome, check_raw_reward, outcome_quality, outcome_reward
 from llmopt.bandits.types import (
     BanditInfo,
     BanditSpec,
@@ -50,6 +50,7 @@ from llmopt.bandits.types import (
 )
 from llmopt.features.context import RequestContext, default_context
 from llmopt.native.context import DEFAULT_CONTEXT_DIM
+from llmopt.ports import BanditFeatures
 
 log = logging.getLogger("llmopt.bandits")
 
@@ -66,7 +67,7 @@ class BanditService:
         self,
         root: Path,
         *,
-        features: Any = None,
+        features: BanditFeatures | None = None,
         synchronous: str = "normal",
         snapshot_every: int = SNAPSHOT_EVERY,
         snapshot_seconds: float = SNAPSHOT_SECONDS,
@@ -265,15 +266,12 @@ class BanditService:
         if not feature_set:
             return DEFAULT_CONTEXT_DIM
         features = self._features
-        if features is None or not hasattr(features, "vector"):
+        if features is None:
             raise errors.FailedPrecondition(
                 f"bandit.feature_set: {feature_set!r} cannot be used: this server has no feature "
                 "store with feature vectors"
             )
-        width = getattr(features, "vector_width", None)
-        if width is not None:
-            return int(width(feature_set))
-        return len(np.asarray(features.vector(feature_set, RequestContext(), {}).values))
+        return int(features.vector_width(feature_set))
 
     def _context_vector(
         self,
@@ -317,7 +315,11 @@ class BanditService:
     def record_reward(
         self, decision_id: str, reward: float | None = None, outcome: Outcome | None = None
     ) -> RewardReceipt:
-        """Reward a decision exactly once, from a raw reward in [0, 1] or an outcome."""
+        """Reward a decision exactly once, from a raw reward in [0, 1] or an outcome.
+
+        The one place a reward is validated: a raw reward is checked for everything a policy's
+        update checks, and an outcome's reward is in [0, 1] by construction, before either is
+        journaled (a journaled reward is replayed at every start, so it must never be refused)."""
         if not self._ready:
             raise errors.Unavailable("bandits are loading; retry shortly")
         if (reward is None) == (outcome is None):
@@ -325,16 +327,17 @@ class BanditService:
         if outcome is not None:
             outcome.validate()
         elif reward is not None:
-            check_raw_reward(reward)
+            reward = check_raw_reward(reward)
         # An id in the index was checked when its decision was made.
         bandit_id = self._index.get(decision_id)
         bandit = self._by_id.get(bandit_id) if bandit_id is not None else None
         if bandit is not None:
             if outcome is not None:
-                value = compute_reward(outcome, bandit.spec.reward)
+                value = outcome_reward(outcome, bandit.spec.reward)
                 detail = _outcome_detail(outcome)
             else:
-                value, detail = float(reward), None  # type: ignore[arg-type]
+                assert reward is not None  # exactly one of the two, checked above
+                value, detail = reward, None
             arm_id = bandit.record_reward(decision_id, value, detail, self._clock())
             if arm_id is not None:
                 if outcome is not None:
@@ -356,11 +359,10 @@ class BanditService:
         return errors.NotFound(f"decision_id: {decision_id!r} belongs to no live bandit")
 
     def _arm_outcome(self, bandit: Bandit, arm_id: str, outcome: Outcome, reward: float) -> None:
-        hook = getattr(self._features, "record_arm_outcome", None)
-        if hook is None:
+        if self._features is None:
             return
         try:
-            hook(
+            self._features.record_arm_outcome(
                 f"{bandit.name}/{arm_id}",
                 latency_ms=outcome.latency_ms,
                 cost=outcome.cost,

@@ -1,15 +1,20 @@
 """Model serving: onnxruntime sessions for registry models, champion/challenger routing, shadow
-traffic, hot swap, input validation and serving stats. No gRPC types in here."""
+traffic, hot swap, input validation and serving stats. No gRPC types in here.
+
+``Predictor`` is the one predict path (tensors, or a request's features); ``InferenceEngine``
+routes each request to a version (``engine``) whose session ``ModelLoader`` loads and unloads.
+"""
 
 from llmopt.inference.engine import (
     EngineConfig,
     IndexEntry,
     InferenceEngine,
     ModelDescription,
-    ModelSource,
     Prediction,
 )
+from llmopt.inference.loader import ModelLoader
 from llmopt.inference.policy_store import MIGRATIONS, TrafficPolicyStore
+from llmopt.inference.predictor import Predictor
 from llmopt.inference.routing import (
     ChampionChallengerRouter,
     TrafficMode,
@@ -20,6 +25,7 @@ from llmopt.inference.routing import (
 from llmopt.inference.session import LoadedModel, ModelLoadError, ModelRunError, SessionConfig
 from llmopt.inference.signature import IOSpec, Signature, signature_from, validate_inputs
 from llmopt.inference.stats import LoadFailure, ModelStats, ShadowStats, VariantStats
+from llmopt.ports import ModelSource
 
 __all__ = [
     "MIGRATIONS",
@@ -32,10 +38,12 @@ __all__ = [
     "LoadedModel",
     "ModelDescription",
     "ModelLoadError",
+    "ModelLoader",
     "ModelRunError",
     "ModelSource",
     "ModelStats",
     "Prediction",
+    "Predictor",
     "SessionConfig",
     "ShadowStats",
     "Signature",

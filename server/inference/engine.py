@@ -1,14 +1,15 @@
-"""The model server: registry models served from onnxruntime sessions with champion/challenger
-routing, shadow traffic, hot swap and bounded memory.
+"""The model server: registry models served from onnxruntime sessions, and the routing that
+picks which version answers (champion/challenger, traffic policy, shadow copies, hot swap).
 
 Per model, a ``_ModelSlot`` holds an immutable ``_Routing`` snapshot (champion, challenger,
 policy). Requests read the snapshot without a lock; alias changes and policy changes build a new
 snapshot under the model's lock and replace it in one assignment, after the new version is loaded
-and warmed. A version no longer routed to is retired and closes once its in-flight requests end.
+and warmed. A version no longer routed to is handed back to the loader, which retires it unless a
+caller pinned it recently.
 
-Loaded versions live in one table bounded by ``max_loaded_models``: the champion and challenger
-of every model always stay; other versions (pinned by callers) go least recently used first, and
-after ``idle_seconds`` without use.
+Loading, warming and unloading sessions (the bounded table of loaded versions, LRU and idle
+eviction) is ``llmopt.inference.loader.ModelLoader``'s job; the champion and challenger it is told
+about (``routed``) are never evicted.
 """
 
 from __future__ import annotations
@@ -18,18 +19,23 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from llmopt import errors
+from llmopt.inference.loader import ModelLoader
 from llmopt.inference.policy_store import TrafficPolicyStore
 from llmopt.inference.routing import ChampionChallengerRouter, TrafficMode, TrafficPolicy, Variant
 from llmopt.inference.session import LoadedModel, SessionConfig
 from llmopt.inference.shadow import ShadowJob, ShadowRunner
 from llmopt.inference.signature import Signature, row_count, signature_from
 from llmopt.inference.stats import LoadFailure, ModelStats, ModelStatsBook
+from llmopt.ports import ModelSource
+
+if TYPE_CHECKING:
+    from llmopt.registry.types import AliasEvent
 
 log = logging.getLogger("llmopt.inference")
 
@@ -37,22 +43,6 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 VARIANT_BY_ALIAS = {CHAMPION: Variant.CHAMPION, CHALLENGER: Variant.CHALLENGER}
 _ACQUIRE_ATTEMPTS = 16
-
-
-class ModelSource(Protocol):
-    """What the engine needs of the registry (``registry.Registry`` provides it)."""
-
-    def get_version(
-        self, model: str, version: int | None = None, alias: str | None = None
-    ) -> Any: ...
-
-    def read_artifact(self, model: str, version: int) -> bytes: ...
-
-    def aliases(self, model: str) -> dict[str, int]: ...
-
-    def list_models(self) -> Iterable[Any]: ...
-
-    def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]: ...
 
 
 @dataclass(frozen=True)
@@ -122,10 +112,6 @@ def _row_feed(loaded: LoadedModel, row: np.ndarray) -> dict[str, np.ndarray]:
     return {specs[0].name: np.ascontiguousarray(row, dtype=specs[0].dtype).reshape(1, -1)}
 
 
-def _model_name(entry: Any) -> str:
-    return entry if isinstance(entry, str) else str(entry.name)
-
-
 class InferenceEngine:
     """Serves every registry model; safe to call from many threads."""
 
@@ -141,25 +127,26 @@ class InferenceEngine:
         self._router = ChampionChallengerRouter(config.seed)
         self._slots: dict[str, _ModelSlot] = {}
         self._slots_lock = threading.Lock()
-        self._loaded: dict[tuple[str, int], LoadedModel] = {}
-        self._loaded_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
         self._closed = threading.Event()
         self._shadow = ShadowRunner(config.shadow_queue_size)
-        self._janitor = threading.Thread(
-            target=self._unload_idle_loop, name="model-janitor", daemon=True
+        self._loader = ModelLoader(
+            registry,
+            config.session,
+            max_loaded_models=config.max_loaded_models,
+            idle_seconds=config.idle_seconds,
+            routed=self._routed,
         )
-        self._janitor.start()
         self._unsubscribe = registry.subscribe(self._on_alias_event)
         self.warm = False
 
-    # -- lifecycle (llmopt.api.binding.Component) ------------------------------------------------
+    # -- lifecycle (llmopt.ports.Component) ------------------------------------------------------
 
     def warm_up(self) -> None:
         """Load and warm every model's champion and challenger before the server takes traffic."""
         for entry in self._registry.list_models():
-            name = _model_name(entry)
+            name = entry.name
             try:
                 self._slot(name)
             except Exception as exc:
@@ -172,15 +159,8 @@ class InferenceEngine:
         self._closed.set()
         self._unsubscribe()
         self._shadow.close()
-        self._janitor.join(timeout=5)
-        with self._loaded_lock:
-            loaded = list(self._loaded.values())
-            self._loaded.clear()
-        for slot in list(self._slots.values()):
-            for m in (slot.routing.champion, slot.routing.challenger):
-                if m is not None:
-                    loaded.append(m)
-        for m in loaded:
+        self._loader.close()
+        for m in self._routed():
             m.retire()
 
     # -- predictions ----------------------------------------------------------------------------
@@ -254,10 +234,10 @@ class InferenceEngine:
             version = int(self._registry.get_version(slot.name, alias=alias).version)
         key = (slot.name, version)
         for _ in range(_ACQUIRE_ATTEMPTS):
-            loaded = self._loaded.get(key)
+            loaded = self._loader.get(*key)
             if loaded is None or loaded.closed:
                 with slot.lock:
-                    loaded = self._ensure_loaded(slot.name, version)
+                    loaded = self._loader.ensure_loaded(slot.name, version)
             if loaded.acquire():
                 break
         else:
@@ -338,7 +318,7 @@ class InferenceEngine:
         if version:
             mv = self._registry.get_version(model, version=version)
             signature = signature_from(mv.inputs, mv.outputs)
-            loaded = self._loaded.get((model, version))
+            loaded = self._loader.get(model, version)
             if loaded is not None:
                 signature = loaded.signature
             return ModelDescription(model, version, signature, versions)
@@ -362,14 +342,14 @@ class InferenceEngine:
             for m in (routing.champion, routing.challenger)
         ):
             return True
-        loaded = self._loaded.get((model, version))
+        loaded = self._loader.get(model, version)
         return loaded is not None and not loaded.closed
 
     def index(self) -> list[IndexEntry]:
         """Every model's champion and challenger with their state, and failed loads."""
         entries: list[IndexEntry] = []
         for entry in self._registry.list_models():
-            name = _model_name(entry)
+            name = entry.name
             try:
                 slot = self._slot(name)
             except errors.LLMOptError as exc:
@@ -387,14 +367,11 @@ class InferenceEngine:
 
     def loaded_versions(self) -> list[tuple[str, int]]:
         """(model, version) of every open session, routed or not."""
-        seen = {k for k, m in list(self._loaded.items()) if not m.closed}
-        for slot in list(self._slots.values()):
-            for m in (slot.routing.champion, slot.routing.challenger):
-                if m is not None and not m.closed:
-                    seen.add((m.model, m.version))
+        seen = self._loader.loaded_versions()
+        seen.update((m.model, m.version) for m in self._routed() if not m.closed)
         return sorted(seen)
 
-    # -- models, loading and swapping -----------------------------------------------------------
+    # -- routing: which versions serve each model -----------------------------------------------
 
     def _slot(self, model: str) -> _ModelSlot:
         slot = self._slots.get(model)
@@ -418,7 +395,7 @@ class InferenceEngine:
                 slot.ready = True
         return slot
 
-    def _on_alias_event(self, event: Any) -> None:
+    def _on_alias_event(self, event: AliasEvent) -> None:
         """Registry callback after an alias change commits: load, warm, then switch."""
         if event.alias not in VARIANT_BY_ALIAS or self._closed.is_set():
             return
@@ -457,8 +434,8 @@ class InferenceEngine:
         for gone in {old.champion, old.challenger} - {champion, challenger, None}:
             assert gone is not None
             log.info("model %r: version %d no longer routed", slot.name, gone.version)
-            self._drop(gone)
-        self._evict()
+            self._loader.drop(gone)
+        self._loader.evict()
         if deleted:
             with self._slots_lock:
                 if self._slots.get(slot.name) is slot:
@@ -482,7 +459,7 @@ class InferenceEngine:
         if current is not None and current.version == version and not current.closed:
             return current
         try:
-            loaded = self._ensure_loaded(slot.name, int(version), evict=False)
+            loaded = self._loader.ensure_loaded(slot.name, int(version), evict=False)
         except Exception as exc:
             message = str(exc)
             slot.failures[alias] = LoadFailure(int(version), alias, message)
@@ -498,78 +475,9 @@ class InferenceEngine:
         slot.failures.pop(alias, None)
         return loaded
 
-    def _ensure_loaded(self, model: str, version: int, evict: bool = True) -> LoadedModel:
-        """The open session of a version, loading and warming it if needed (slot lock held)."""
-        key = (model, version)
-        loaded = self._loaded.get(key)
-        if loaded is not None and not loaded.closed:
-            return loaded
-        slot = self._slots.get(model)
-        if slot is not None:
-            for m in (slot.routing.champion, slot.routing.challenger):
-                if m is not None and m.version == version and not m.closed:
-                    return m
-        mv = self._registry.get_version(model, version=version)
-        artifact = self._registry.read_artifact(model, version)
-        start = time.perf_counter()
-        loaded = LoadedModel(
-            model, version, artifact, self.config.session, signature_from(mv.inputs, mv.outputs)
-        )
-        log.info(
-            "model %r version %d loaded and warmed in %.1f ms",
-            model,
-            version,
-            (time.perf_counter() - start) * 1e3,
-        )
-        with self._loaded_lock:
-            self._loaded[key] = loaded
-        if evict:
-            self._evict(keep=loaded)
-        return loaded
-
     def _routed(self) -> set[LoadedModel]:
         routed: set[LoadedModel] = set()
         for slot in list(self._slots.values()):
             routing = slot.routing
             routed.update(m for m in (routing.champion, routing.challenger) if m is not None)
         return routed
-
-    def _drop(self, loaded: LoadedModel) -> None:
-        """A version left the routing: keep it if a caller pinned it recently, else retire it."""
-        if time.monotonic() - loaded.pinned_at < self.config.idle_seconds:
-            return
-        with self._loaded_lock:
-            if self._loaded.get((loaded.model, loaded.version)) is loaded:
-                del self._loaded[(loaded.model, loaded.version)]
-        loaded.retire()
-
-    def _evict(self, keep: LoadedModel | None = None, idle_before: float | None = None) -> None:
-        """Retire unrouted versions beyond ``max_loaded_models`` (LRU first) or idle too long."""
-        routed = self._routed()
-        with self._loaded_lock:
-            candidates = sorted(
-                (m for m in self._loaded.values() if m not in routed and m is not keep),
-                key=lambda m: m.last_used,
-            )
-            excess = len(self._loaded) - self.config.max_loaded_models
-            victims = candidates[: max(excess, 0)]
-            if idle_before is not None:
-                victims += [m for m in candidates[len(victims) :] if m.last_used < idle_before]
-            for m in victims:
-                del self._loaded[(m.model, m.version)]
-        for m in victims:
-            log.info(
-                "model %r version %d unloaded (%s)",
-                m.model,
-                m.version,
-                "idle" if idle_before is not None and m.last_used < idle_before else "LRU",
-            )
-            m.retire()
-
-    def _unload_idle_loop(self) -> None:
-        period = min(max(self.config.idle_seconds / 4, 0.05), 30.0)
-        while not self._closed.wait(period):
-            try:
-                self._evict(idle_before=time.monotonic() - self.config.idle_seconds)
-            except Exception:
-                log.exception("unloading idle models failed")

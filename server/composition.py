@@ -1,0 +1,144 @@
+"""The composition root: the one place that builds the stores and domain services of a server.
+
+``compose(settings, data_dir)`` builds, in dependency order, each part against the Protocol of
+what it needs (``llmopt.ports``), under the data dir:
+
+1. ``Registry`` (``registry/``): needs nothing.
+2. ``FeatureService`` (``features/``): needs nothing.
+3. ``BanditService`` (``bandits/``): the feature service, as ``BanditFeatures``.
+4. the traffic policy database (``inference/inference.db``), then ``InferenceEngine``: the
+   registry as ``ModelSource`` and a ``TrafficPolicyStore`` on that database.
+5. ``Predictor``: the engine, and the feature service as ``FeatureVectors``.
+
+It returns an ``AppContext``: the typed, frozen ``Services`` that ``llmopt.api`` binds to
+servicers, and the components the server warms in that order and closes in reverse. A part that
+fails to build closes the ones built before it. The translation of ``Settings`` into domain
+configuration (``engine_config``) lives here too, so no servicer module builds domain objects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from llmopt.bandits.service import BanditService
+from llmopt.config import Settings
+from llmopt.features import FeatureService
+from llmopt.inference import (
+    MIGRATIONS,
+    EngineConfig,
+    InferenceEngine,
+    Predictor,
+    SessionConfig,
+    TrafficPolicyStore,
+)
+from llmopt.ports import Component
+from llmopt.registry import Registry
+from llmopt.storage import Database, DataDir
+
+log = logging.getLogger("llmopt.server")
+
+C = TypeVar("C", bound=Component)
+
+
+@dataclass(frozen=True)
+class Services:
+    """The domain services of one server process, as the servicers receive them."""
+
+    registry: Registry
+    features: FeatureService
+    bandits: BanditService
+    inference: InferenceEngine
+    predictor: Predictor
+
+
+@dataclass(frozen=True)
+class AppContext:
+    """What ``compose`` built: the services, and the components in the order they were built.
+
+    The server warms ``components`` in order before it reports SERVING and ``close`` closes them
+    in reverse after draining.
+    """
+
+    settings: Settings
+    data_dir: DataDir
+    services: Services
+    components: list[Component]
+
+    def close(self) -> None:
+        close_all(self.components)
+
+
+@dataclass(frozen=True)
+class DatabaseComponent:
+    """A database the server closes in turn with the services that use it; nothing to warm."""
+
+    db: Database
+
+    def warm_up(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """The inference engine's configuration from the server's settings."""
+    return EngineConfig(
+        session=SessionConfig(
+            intra_op_threads=settings.onnx_intra_op_threads,
+            inter_op_threads=settings.onnx_inter_op_threads,
+            providers=tuple(settings.onnx_providers.split(",")),
+        ),
+        max_loaded_models=settings.max_loaded_models,
+        idle_seconds=settings.model_idle_seconds,
+        shadow_queue_size=settings.shadow_queue_size,
+    )
+
+
+def compose(settings: Settings, data_dir: DataDir) -> AppContext:
+    """Build every store and service under ``data_dir`` (see the module docstring)."""
+    built: list[Component] = []
+
+    def keep(component: C) -> C:
+        built.append(component)
+        return component
+
+    sync = settings.sqlite_sync
+    try:
+        registry = keep(Registry(data_dir.path("registry"), synchronous=sync))
+        features = keep(
+            FeatureService(
+                data_dir.path("features"),
+                synchronous=sync,
+                max_entities=settings.feature_cache_entities,
+            )
+        )
+        bandits = keep(BanditService(data_dir.path("bandits"), features=features, synchronous=sync))
+        folder = data_dir.path("inference")
+        folder.mkdir(parents=True, exist_ok=True)
+        policies = keep(
+            DatabaseComponent(
+                Database(folder / "inference.db", migrations=MIGRATIONS, synchronous=sync)
+            )
+        )
+        inference = keep(
+            InferenceEngine(registry, TrafficPolicyStore(policies.db), engine_config(settings))
+        )
+        predictor = Predictor(inference, features)
+    except BaseException:
+        close_all(built)
+        raise
+    services = Services(registry, features, bandits, inference, predictor)
+    return AppContext(settings, data_dir, services, built)
+
+
+def close_all(components: Sequence[Component]) -> None:
+    """Close ``components`` in reverse order; a failure is logged and the others still close."""
+    for component in reversed(components):
+        try:
+            component.close()
+        except Exception:
+            log.exception("closing %s failed", type(component).__name__)

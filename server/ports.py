@@ -1,0 +1,80 @@
+"""What one part of the server needs of another, as small Protocols.
+
+A consumer is typed against the Protocol that names what it calls, not against the class that
+provides it: the composition root (``llmopt.composition``) hands each part its dependencies, and
+a test can hand it a fake with only those methods.
+
+- ``Component``: what the server warms and closes; every store and service it builds.
+- ``ArtifactSource``: what ``inference.loader.ModelLoader`` needs of ``registry.Registry``.
+- ``ModelSource``: what ``inference.InferenceEngine`` needs of ``registry.Registry``.
+- ``FeatureVectors``: what ``inference.Predictor`` needs of ``features.FeatureService``.
+- ``BanditFeatures``: what ``bandits.service.BanditService`` needs of ``features.FeatureService``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from llmopt.features.context import RequestContext
+    from llmopt.features.service import FeatureVector
+    from llmopt.registry.types import AliasEvent, Model, ModelVersion
+
+
+class Component(Protocol):
+    """A part the server owns: warmed before SERVING, closed after draining (in reverse)."""
+
+    def warm_up(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ArtifactSource(Protocol):
+    """What loading a model version needs of the registry: its signature and its bytes."""
+
+    def get_version(
+        self, model: str, version: int | None = None, alias: str | None = None
+    ) -> ModelVersion: ...
+
+    def read_artifact(self, model: str, version: int) -> bytes: ...
+
+
+class ModelSource(ArtifactSource, Protocol):
+    """What the inference engine needs of the registry: versions and artifacts, the aliases that
+    say which versions to route to, and a callback after each alias change commits."""
+
+    def aliases(self, model: str) -> dict[str, int]: ...
+
+    def list_models(self) -> Iterable[Model]: ...
+
+    def subscribe(self, callback: Callable[[AliasEvent], None]) -> Callable[[], None]: ...
+
+
+class FeatureVectors(Protocol):
+    """What predicting from a request's facts needs of the feature service: a dense row."""
+
+    def vector(
+        self,
+        feature_set: str,
+        context: RequestContext | None,
+        entity_ids: Sequence[str] | Mapping[str, str] = (),
+    ) -> FeatureVector: ...
+
+
+class BanditFeatures(FeatureVectors, Protocol):
+    """What the bandit service needs of the feature service: vectors and their width, and the
+    per-arm outcome aggregates it feeds."""
+
+    def vector_width(self, feature_set: str) -> int: ...
+
+    def record_arm_outcome(
+        self,
+        arm_key: str,
+        latency_ms: float,
+        cost: float,
+        quality: float | None,
+        error: bool,
+        at: dt.datetime | None = None,
+    ) -> None: ...

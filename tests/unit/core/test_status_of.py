@@ -1,0 +1,56 @@
+"""status_of: the one mapping from any exception to what a caller sees."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import pytest
+from llmopt import errors
+from llmopt.api.errors import status_of
+
+
+def test_a_domain_error_keeps_its_message_and_gets_its_code() -> None:
+    code, message = status_of(errors.NotFound("name: 'x' does not exist"), "/s/M")
+    assert (code, message) == (grpc.StatusCode.NOT_FOUND, "name: 'x' does not exist")
+
+
+def test_not_implemented_is_unimplemented() -> None:
+    code, message = status_of(NotImplementedError(), "/s/M")
+    assert code is grpc.StatusCode.UNIMPLEMENTED
+    assert message == "/s/M is declared but not built yet"
+
+
+def test_anything_else_is_internal_with_a_logged_request_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="llmopt.rpc"):
+        code, message = status_of(RuntimeError("a bug"), "/s/M")
+    assert code is grpc.StatusCode.INTERNAL
+    assert "a bug" not in message and "/s/M" in message
+    request_id = message.split("request id ")[1].split(")")[0]
+    assert any(request_id in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_predict_stream_answers_a_bad_message_through_the_same_mapping() -> None:
+    import numpy as np
+    from llmopt.api.convert import to_tensor
+    from llmopt.api.inference import InferenceServicer
+    from llmopt.gen.llmopt.v1 import inference_pb2
+
+    class Failing:
+        def __init__(self) -> None:
+            self.errors = iter([errors.NotFound("model: 'm' does not exist"), RuntimeError("bug")])
+
+        def predict(self, *args: object, **kwargs: object) -> object:
+            raise next(self.errors)
+
+    servicer = InferenceServicer(None, Failing())  # type: ignore[arg-type]
+    tensor = to_tensor(np.zeros((1, 2), np.float32), "X")
+    requests = [inference_pb2.PredictRequest(id=i, model="m", inputs=[tensor]) for i in "ab"]
+    missing, bug = servicer.PredictStream(iter(requests), None)
+    assert (missing.id, missing.error.code) == ("a", grpc.StatusCode.NOT_FOUND.value[0])
+    assert missing.error.message == "model: 'm' does not exist"
+    assert (bug.id, bug.error.code) == ("b", grpc.StatusCode.INTERNAL.value[0])
+    assert "PredictStream message 'b'" in bug.error.message and "request id" in bug.error.message
+    assert "bug" not in bug.error.message  # internals stay in the log
