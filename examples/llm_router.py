@@ -74,18 +74,43 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmopt.client import Arm, Client, ClientError, Context, Reward
+from llmopt import demo
+from llmopt.client import Arm, Client, ClientError, Context, Feature, NotFound, Reward
 from llmopt.demo import (
-    DEMO_ARMS,
     DEMO_BANDIT,
     DEMO_FEATURE_SET,
     DEMO_FEATURE_SET_DESCRIPTION,
     DEMO_FEATURE_SET_KEY,
-    DEMO_FEATURES,
     DEMO_MAX_COST,
     DEMO_MAX_LATENCY_MS,
     DEMO_REWARD_WEIGHTS,
 )
+
+# The demo's arms (server/demo.py states them in the server's domain types) as client values.
+DEMO_ARMS = tuple(
+    Arm(
+        a.arm_id,
+        model=a.config.model,
+        temperature=a.config.temperature,
+        top_p=a.config.top_p,
+        max_tokens=a.config.max_tokens,
+        metadata=dict(a.metadata),
+    )
+    for a in demo.DEMO_ARMS
+)
+# The demo's request-context feature set as a client defines it (the demo server has the same
+# definition, so creating it there makes no new version: tests/integration/test_example.py).
+DEMO_FEATURES = (
+    Feature("input_tokens", "int", "log1p", source="context.input_length"),
+    Feature("task", "category", "one_hot",
+            {"vocabulary": ["classification", "extraction", "summarization", "generation"]},
+            source="context.task_type"),
+    Feature("output_length", "category", "one_hot", {"vocabulary": ["SHORT", "MEDIUM", "LONG"]},
+            source="context.output_length"),
+    Feature("priority", "int", "minmax", {"lo": 1, "hi": 10}, source="context.priority"),
+    Feature("hour", "int", "cyclical", {"period": 24}, source="context.hour_of_day"),
+    Feature("avg_quality_7d", "float", default=0.8),
+)  # fmt: skip
 
 WINDOW = 300  # requests per window of the settle test
 STEP = 50  # windows start every STEP requests
@@ -507,18 +532,19 @@ def demo_arms(client: Client) -> list[Arm]:
     """The demo bandit's arms when the server has it, else the same definitions from the code."""
     try:
         return list(client.get_bandit(DEMO_BANDIT).arms)
-    except ClientError:
+    except NotFound:
         return list(DEMO_ARMS)
 
 
-def ensure_demo_feature_set(client: Client) -> None:
-    """The demo's request-context feature set (the same definition is no new version)."""
-    client.create_feature_set(
+def ensure_demo_feature_set(client: Client) -> int:
+    """The demo's request-context feature set (the same definition is no new version); returns
+    its version."""
+    return client.create_feature_set(
         DEMO_FEATURE_SET,
         DEMO_FEATURES,
         entity_key=DEMO_FEATURE_SET_KEY,
         description=DEMO_FEATURE_SET_DESCRIPTION,
-    )
+    ).version
 
 
 def compare(client: Client, n: int, seed: int, rate: float, policies: Sequence[str]) -> Report:

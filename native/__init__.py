@@ -1,5 +1,8 @@
-"""Cython kernels: arm selection and updates, feature vectorization.
+"""Cython kernels, and only kernels: arm selection and updates (``bandit_*``), default context
+vectors (``context``) and feature vectorization (``features``).
 
 Each ``.pyx`` here is compiled by setup.py; Python wrappers that validate input and carry the
-documentation live in the domain packages (``llmopt.features``, ``llmopt.bandits``).
+documentation live in the domain packages (``llmopt.features``, ``llmopt.bandits``). Native code
+that encodes a layer's own data sits with that layer: the protobuf answers in
+``llmopt.api.wire``, the journal's record framing in ``llmopt.storage.records``.
 """

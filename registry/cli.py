@@ -8,25 +8,36 @@ Examples::
     llmopt-registry versions quality
     llmopt-registry promote quality --reason "beats champion on holdout"
     llmopt-registry history quality --json
+
+It talks to the server only through the Python client (``llmopt.client.Client``); ``--json``
+prints the server's answer as the proto JSON mapping (field names as in the .proto).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
-from llmopt.gen.llmopt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from llmopt.client import (
+    DEFAULT_ADDRESS,
+    AliasChange,
+    AlreadyExists,
+    Client,
+    ClientError,
+    Model,
+    ModelVersion,
+    TensorSpec,
+)
+from llmopt.client import types as ct
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
 TASKS = ("regression", "classification", "ranking", "policy", "other")
 ONNX_SUFFIXES = (".onnx",)
 
@@ -65,21 +76,14 @@ def _ref(text: str) -> tuple[int, str]:
     return 0, text.removeprefix("@")
 
 
-def _chunks(path: Path, chunk: int) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            yield block
-
-
-def _artifact(args: argparse.Namespace) -> tuple[Iterator[bytes], int, str]:
-    """The bytes to upload: an .onnx file as is, anything else loaded as a scikit-learn
-    estimator (joblib or pickle) and exported. Returns (chunks, size, note)."""
+def _artifact(args: argparse.Namespace) -> tuple[bytes | Path, str]:
+    """What to upload: an .onnx file as is (streamed from disk), anything else loaded as a
+    scikit-learn estimator (joblib or pickle) and exported. Returns (file or bytes, note)."""
     path = Path(args.file)
     if not path.is_file():
         raise CliError(f"{path}: no such file")
-    chunk = args.chunk_kib * 1024
     if path.suffix.lower() in ONNX_SUFFIXES:
-        return _chunks(path, chunk), path.stat().st_size, ""
+        return path, ""
     import joblib
     from llmopt.registry.export import export_sklearn
 
@@ -88,49 +92,71 @@ def _artifact(args: argparse.Namespace) -> tuple[Iterator[bytes], int, str]:
     except Exception as exc:
         raise CliError(f"{path}: not an .onnx file, and not a joblib/pickle file ({exc})") from None
     result = export_sklearn(estimator, args.n_features, target_opset=args.opset)
-    data = result.onnx_bytes
     note = (
         f"exported {type(estimator).__name__} with skl2onnx (opset {result.target_opset}, "
         f"max |onnxruntime - sklearn| {result.max_abs_error:.3g})"
     )
-    return iter([data[i : i + chunk] for i in range(0, len(data), chunk)]), len(data), note
+    return result.onnx_bytes, note
 
 
 # -- output -------------------------------------------------------------------------------------
 
+# Client value type -> its proto message, for ``--json`` (the proto JSON mapping of the answer).
+_MESSAGES: dict[type, Callable[[Any], Any]] = {
+    Model: ct.to_model,
+    ModelVersion: ct.to_version,
+    AliasChange: ct.to_alias_change,
+}
 
-def _as_dict(msg: Message) -> dict[str, Any]:
-    return MessageToDict(
-        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+
+def _as_dict(value: Any) -> Any:
+    """The JSON of an answer: a client value as its message's JSON (every field, names as in the
+    .proto, int64 as strings), inside the dicts and lists that stand for the response message."""
+    to_message = _MESSAGES.get(type(value))
+    if to_message is not None:
+        return MessageToDict(
+            to_message(value),
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+        )
+    if isinstance(value, dict):
+        return {k: _as_dict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_dict(v) for v in value]
+    return value
 
 
-def _fmt_version(v: int) -> str:
+def _fmt_version(v: int | None) -> str:
     return str(v) if v else "-"
 
 
-def _spec(s: registry_pb2.TensorSpec) -> str:
+def _when(seconds: float) -> str:
+    return ct.to_timestamp(seconds).ToJsonString()
+
+
+def _spec(s: TensorSpec) -> str:
     names = [*s.dim_names, *[""] * len(s.shape)]
     dims = [str(d) if d >= 0 else (names[i] or "?") for i, d in enumerate(s.shape)]
-    return f"{s.name}: {common_pb2.DataType.Name(s.dtype).lower()}[{', '.join(dims)}]"
+    dtype = s.dtype if s.dtype != "unknown" else "data_type_unspecified"
+    return f"{s.name}: {dtype}[{', '.join(dims)}]"
 
 
-def _show_model(m: registry_pb2.Model) -> str:
+def _show_model(m: Model) -> str:
     aliases = ", ".join(f"@{a}={v}" for a, v in sorted(m.aliases.items())) or "-"
     tags = ", ".join(f"{k}={v}" for k, v in sorted(m.tags.items())) or "-"
-    task = registry_pb2.ModelTask.Name(m.task).lower()
+    task = m.task or "model_task_unspecified"
     return (
         f"{m.name}  task={task}  latest={_fmt_version(m.latest_version)}  "
         f"aliases: {aliases}  tags: {tags}" + (f"\n  {m.description}" if m.description else "")
     )
 
 
-def _show_version(v: registry_pb2.ModelVersion) -> str:
+def _show_version(v: ModelVersion) -> str:
     lines = [
         f"{v.model} version {v.version}"
         + (f" ({v.semver})" if v.semver else "")
         + (f"  aliases: {', '.join('@' + a for a in v.aliases)}" if v.aliases else ""),
-        f"  sha256 {v.sha256}  {v.size_bytes} bytes  created {v.create_time.ToJsonString()}",
+        f"  sha256 {v.sha256}  {v.size_bytes} bytes  created {_when(v.create_time)}",
         f"  inputs:  {'; '.join(_spec(s) for s in v.inputs)}",
         f"  outputs: {'; '.join(_spec(s) for s in v.outputs)}",
     ]
@@ -145,199 +171,129 @@ def _show_version(v: registry_pb2.ModelVersion) -> str:
     return "\n".join(lines)
 
 
-def _show_change(c: registry_pb2.AliasChange) -> str:
+def _show_change(c: AliasChange) -> str:
     who = f" by {c.actor}" if c.actor else ""
     why = f": {c.reason}" if c.reason else ""
     return (
-        f"#{c.id} {c.time.ToJsonString()} {c.model} @{c.alias} "
+        f"#{c.id} {_when(c.time)} {c.model} @{c.alias} "
         f"{_fmt_version(c.from_version)} -> {_fmt_version(c.to_version)} ({c.kind}){who}{why}"
     )
 
 
 # -- commands -----------------------------------------------------------------------------------
+# Each returns (the answer for --json, the text to print).
+
+Answer = tuple[Any, str]
 
 
-class Client:
-    def __init__(self, channel: grpc.Channel, args: argparse.Namespace) -> None:
-        self.stub = registry_pb2_grpc.RegistryStub(channel)
-        self.timeout = args.timeout
-        self.metadata = (("x-llmopt-actor", args.actor),) if args.actor else ()
-
-    def __call__(self, method: str, request: Any) -> Any:
-        return getattr(self.stub, method)(request, timeout=self.timeout, metadata=self.metadata)
-
-
-def cmd_create_model(c: Client, a: argparse.Namespace) -> tuple[Message, str]:
-    m = c(
-        "CreateModel",
-        registry_pb2.CreateModelRequest(
-            name=a.name,
-            description=a.description,
-            tags=_pairs(a.tag, "tag"),
-            task=a.task.upper() if a.task else None,
-        ),
+def cmd_create_model(c: Client, a: argparse.Namespace) -> Answer:
+    m = c.create_model(
+        a.name, description=a.description, task=a.task or "", tags=_pairs(a.tag, "tag")
     )
     return m, _show_model(m)
 
 
-def cmd_model(c: Client, a: argparse.Namespace) -> tuple[Message, str]:
-    m = c("GetModel", registry_pb2.GetModelRequest(name=a.name))
+def cmd_model(c: Client, a: argparse.Namespace) -> Answer:
+    m = c.get_model(a.name)
     return m, _show_model(m)
 
 
-def cmd_models(c: Client, a: argparse.Namespace) -> tuple[Message, str]:
-    out = registry_pb2.ListModelsResponse()
-    token = ""
-    while True:
-        page = c(
-            "ListModels",
-            registry_pb2.ListModelsRequest(
-                page=common_pb2.PageRequest(page_size=1000, page_token=token),
-                tag_filter=_pairs(a.tag, "tag"),
-            ),
-        )
-        out.models.extend(page.models)
-        token = page.next_page_token
-        if not token:
-            break
-    return out, "\n".join(_show_model(m) for m in out.models) or "(no models)"
+def cmd_models(c: Client, a: argparse.Namespace) -> Answer:
+    models = c.list_models(_pairs(a.tag, "tag"))
+    text = "\n".join(_show_model(m) for m in models) or "(no models)"
+    return {"models": models, "next_page_token": ""}, text
 
 
-def cmd_delete_model(c: Client, a: argparse.Namespace) -> tuple[Message, str]:
-    r = c("DeleteModel", registry_pb2.DeleteModelRequest(name=a.name, force=a.force))
-    return r, f"deleted model {a.name} and {r.versions_deleted} version(s)"
+def cmd_delete_model(c: Client, a: argparse.Namespace) -> Answer:
+    n = c.delete_model(a.name, force=a.force)
+    return {"versions_deleted": str(n)}, f"deleted model {a.name} and {n} version(s)"
 
 
-def cmd_register(c: Client, a: argparse.Namespace) -> tuple[Message, str]:
-    chunks, size, note = _artifact(a)
+def cmd_register(c: Client, a: argparse.Namespace) -> Answer:
+    artifact, note = _artifact(a)
     if a.create:
-        try:
-            c(
-                "CreateModel",
-                registry_pb2.CreateModelRequest(
-                    name=a.model, task=a.task.upper() if a.task else None
-                ),
-            )
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
-                raise
-    meta = registry_pb2.UploadVersionMetadata(
-        model=a.model,
+        with contextlib.suppress(AlreadyExists):
+            c.create_model(a.model, task=a.task or "")
+    v = c.upload_onnx(
+        a.model,
+        artifact,
         semver=a.semver,
         parent_version=a.parent,
         metrics=_metrics(a.metric),
         tags=_pairs(a.tag, "tag"),
         description=a.description,
         alias=a.alias,
-        size_bytes=size,
+        chunk_size=a.chunk_kib * 1024,
     )
-
-    def requests() -> Iterator[registry_pb2.UploadVersionRequest]:
-        yield registry_pb2.UploadVersionRequest(metadata=meta)
-        for block in chunks:
-            yield registry_pb2.UploadVersionRequest(chunk=block)
-
-    v = c.stub.UploadVersion(requests(), timeout=c.timeout, metadata=c.metadata)
     return v, (note + "\n" if note else "") + _show_version(v)
 
 
-def cmd_versions(c: Client, a: argparse.Namespace) -> tuple[Message, str]:
-    out = registry_pb2.ListVersionsResponse()
+def cmd_versions(c: Client, a: argparse.Namespace) -> Answer:
+    versions: list[ModelVersion] = []
+    tags = _pairs(a.tag, "tag")
     token = ""
-    while len(out.versions) < a.limit:
-        page = c(
-            "ListVersions",
-            registry_pb2.ListVersionsRequest(
-                model=a.model,
-                tag_filter=_pairs(a.tag, "tag"),
-                page=common_pb2.PageRequest(
-                    page_size=min(1000, a.limit - len(out.versions)), page_token=token
-                ),
-            ),
+    while len(versions) < a.limit:
+        page = c.list_versions_page(
+            a.model,
+            page_size=min(1000, a.limit - len(versions)),
+            page_token=token,
+            tag_filter=tags,
         )
-        out.versions.extend(page.versions)
+        versions.extend(page.items)
         token = page.next_page_token
         if not token:
             break
-    out.next_page_token = token
     lines = [
         f"{v.version:>6}  {v.semver or '-':<10} {v.size_bytes:>12} B  {v.sha256[:12]}  "
         f"{' '.join('@' + x for x in v.aliases)}"
-        for v in out.versions
+        for v in versions
     ]
-    return out, "\n".join(lines) or "(no versions)"
+    return {"versions": versions, "next_page_token": token}, "\n".join(lines) or "(no versions)"
 
 
-def cmd_version(c: Client, a: argparse.Namespace) -> tuple[Message, str]:
+def cmd_version(c: Client, a: argparse.Namespace) -> Answer:
     version, alias = _ref(a.ref)
-    v = c("GetVersion", registry_pb2.GetVersionRequest(model=a.model, version=version, alias=alias))
+    v = c.get_version(a.model, version, alias=alias)
     return v, _show_version(v)
 
 
-def cmd_download(c: Client, a: argparse.Namespace) -> tuple[Message, str]:
+def cmd_download(c: Client, a: argparse.Namespace) -> Answer:
     version, alias = _ref(a.ref)
-    stream = c(
-        "DownloadVersion",
-        registry_pb2.DownloadVersionRequest(model=a.model, version=version, alias=alias),
-    )
     out = Path(a.output)
-    tmp = out.with_name(out.name + ".part")
-    meta = registry_pb2.ModelVersion()
-    with open(tmp, "wb") as f:
-        for part in stream:
-            if part.WhichOneof("part") == "metadata":
-                meta = part.metadata
-            else:
-                f.write(part.chunk)
-    os.replace(tmp, out)
-    return meta, f"wrote {meta.model} version {meta.version} ({meta.size_bytes} bytes) to {out}"
+    v = c.download_to_file(a.model, out, version, alias=alias)
+    return v, f"wrote {v.model} version {v.version} ({v.size_bytes} bytes) to {out}"
 
 
-def cmd_delete_version(c: Client, a: argparse.Namespace) -> tuple[Message, str]:
-    r = c("DeleteVersion", registry_pb2.DeleteVersionRequest(model=a.model, version=a.version))
-    return r, f"deleted {a.model} version {a.version}"
+def cmd_delete_version(c: Client, a: argparse.Namespace) -> Answer:
+    c.delete_version(a.model, a.version)
+    return {}, f"deleted {a.model} version {a.version}"
 
 
-def cmd_set_alias(c: Client, a: argparse.Namespace) -> tuple[Message, str]:
-    r = c(
-        "SetAlias",
-        registry_pb2.SetAliasRequest(
-            model=a.model, alias=a.alias.removeprefix("@"), version=a.version, reason=a.reason
-        ),
-    )
+def cmd_set_alias(c: Client, a: argparse.Namespace) -> Answer:
+    r = c.set_alias(a.model, a.alias.removeprefix("@"), a.version, reason=a.reason)
     return r, _show_change(r)
 
 
-def cmd_delete_alias(c: Client, a: argparse.Namespace) -> tuple[Message, str]:
-    r = c(
-        "DeleteAlias",
-        registry_pb2.DeleteAliasRequest(
-            model=a.model, alias=a.alias.removeprefix("@"), reason=a.reason
-        ),
-    )
+def cmd_delete_alias(c: Client, a: argparse.Namespace) -> Answer:
+    r = c.delete_alias(a.model, a.alias.removeprefix("@"), reason=a.reason)
     return r, _show_change(r)
 
 
-def cmd_promote(c: Client, a: argparse.Namespace) -> tuple[Message, str]:
-    r = c("Promote", registry_pb2.PromoteRequest(model=a.model, reason=a.reason))
-    return r, _show_change(r.champion) + "\n" + _show_change(r.challenger_removed)
+def cmd_promote(c: Client, a: argparse.Namespace) -> Answer:
+    r = c.promote_challenger(a.model, reason=a.reason)
+    answer = {"champion": r.champion, "challenger_removed": r.challenger_removed}
+    return answer, _show_change(r.champion) + "\n" + _show_change(r.challenger_removed)
 
 
-def cmd_rollback(c: Client, a: argparse.Namespace) -> tuple[Message, str]:
-    r = c("Rollback", registry_pb2.RollbackRequest(model=a.model, reason=a.reason))
+def cmd_rollback(c: Client, a: argparse.Namespace) -> Answer:
+    r = c.rollback(a.model, reason=a.reason)
     return r, _show_change(r)
 
 
-def cmd_history(c: Client, a: argparse.Namespace) -> tuple[Message, str]:
-    r = c(
-        "GetAliasHistory",
-        registry_pb2.GetAliasHistoryRequest(
-            model=a.model,
-            alias=(a.alias or "").removeprefix("@"),
-            page=common_pb2.PageRequest(page_size=a.limit),
-        ),
-    )
-    return r, "\n".join(_show_change(x) for x in r.changes) or "(no alias changes)"
+def cmd_history(c: Client, a: argparse.Namespace) -> Answer:
+    page = c.alias_history_page(a.model, (a.alias or "").removeprefix("@"), page_size=a.limit)
+    text = "\n".join(_show_change(x) for x in page.items) or "(no alias changes)"
+    return {"changes": page.items, "next_page_token": page.next_page_token}, text
 
 
 # -- parser -------------------------------------------------------------------------------------
@@ -471,15 +427,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.actor = getattr(args, "actor", None) or os.environ.get("LLMOPT_ACTOR") or _login()
     args.json = getattr(args, "json", False)
     args.timeout = getattr(args, "timeout", None) or 60.0
-    options = [
-        ("grpc.max_receive_message_length", 64 << 20),
-        ("grpc.max_send_message_length", 64 << 20),
-    ]
     try:
-        with grpc.insecure_channel(args.address, options=options) as channel:
-            message, text = args.fn(Client(channel, args), args)
-    except grpc.RpcError as exc:
-        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        with Client(
+            args.address, timeout=args.timeout, upload_timeout=args.timeout, actor=args.actor
+        ) as client:
+            answer, text = args.fn(client, args)
+    except ClientError as exc:
+        print(f"error: {exc.code.name}: {exc.message}", file=sys.stderr)
         return 1
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -487,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # export failures and local file problems
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(_as_dict(message), indent=2) if args.json else text)
+    print(json.dumps(_as_dict(answer), indent=2) if args.json else text)
     return 0
 
 

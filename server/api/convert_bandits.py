@@ -1,6 +1,8 @@
 """Conversion between llmopt.v1 bandit messages and the bandit domain: ``to_x`` / ``from_x``.
 
-Every ``from_x`` validates what it reads and raises InvalidArgument naming the field.
+A ``from_x`` refuses what only the wire can get wrong (an output-only field set, a negative
+duration) with InvalidArgument naming the field. The values themselves are validated once, where
+they enter the domain: policy configs when built, specs, arms and outcomes by ``BanditService``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from llmopt import errors
+from llmopt.api.wire import decision_answer as native_decision_answer
+from llmopt.api.wire import reward_answer as native_reward_answer
 from llmopt.bandits.arms import Arm, LLMConfig
 from llmopt.bandits.policies import CONFIG_BY_ONEOF, UCB1, PolicyConfig
 from llmopt.bandits.rewards import Feedback, Outcome, RewardConfig
@@ -27,8 +31,6 @@ from llmopt.bandits.types import (
     RewardReceipt,
 )
 from llmopt.gen.llmopt.v1 import bandits_pb2, common_pb2
-from llmopt.native.wire import decision_answer as native_decision_answer
-from llmopt.native.wire import reward_answer as native_reward_answer
 
 # Config dataclass field -> proto field, where they differ (``lambda`` is a Python keyword).
 _PROTO_FIELD = {"lambda_": "lambda"}
@@ -71,10 +73,10 @@ def to_policy(config: PolicyConfig) -> bandits_pb2.Policy:
 # -- arms -----------------------------------------------------------------------------------------
 
 
-def from_arm(msg: common_pb2.Arm, field: str = "arm") -> Arm:
+def from_arm(msg: common_pb2.Arm) -> Arm:
     c = msg.config
     extra = json_format.MessageToDict(c.extra) if c.HasField("extra") else {}
-    arm = Arm(
+    return Arm(
         arm_id=msg.arm_id,
         config=LLMConfig(
             model=c.model,
@@ -88,7 +90,6 @@ def from_arm(msg: common_pb2.Arm, field: str = "arm") -> Arm:
         ),
         metadata=dict(msg.metadata),
     )
-    return arm.validate(field)
 
 
 def to_arm(arm: Arm) -> common_pb2.Arm:
@@ -135,7 +136,7 @@ def to_reward_config(config: RewardConfig) -> bandits_pb2.RewardConfig:
 
 
 def from_bandit(msg: bandits_pb2.Bandit) -> BanditSpec:
-    """A validated BanditSpec from a CreateBandit request's bandit."""
+    """The BanditSpec of a CreateBandit request's bandit (``BanditService`` validates it)."""
     reward_wait = DEFAULT_REWARD_WAIT
     if msg.HasField("reward_wait"):
         d = msg.reward_wait
@@ -146,10 +147,10 @@ def from_bandit(msg: bandits_pb2.Bandit) -> BanditSpec:
         raise errors.invalid("bandit.context_dim", msg.context_dim, "is output only; leave unset")
     if len(msg.removed_arms):
         raise errors.invalid("bandit.removed_arms", len(msg.removed_arms), "is output only")
-    spec = BanditSpec(
+    return BanditSpec(
         name=msg.name,
         policy=from_policy(msg.policy),
-        arms=tuple(from_arm(a, f"bandit.arms[{i}]") for i, a in enumerate(msg.arms)),
+        arms=tuple(from_arm(a) for a in msg.arms),
         reward=from_reward_config(msg.reward),
         reward_wait=reward_wait,
         default_reward=msg.default_reward if msg.HasField("default_reward") else None,
@@ -157,7 +158,6 @@ def from_bandit(msg: bandits_pb2.Bandit) -> BanditSpec:
         seed=msg.seed,
         description=msg.description,
     )
-    return spec.validate()
 
 
 def to_bandit(info: BanditInfo) -> bandits_pb2.Bandit:
@@ -194,7 +194,7 @@ def to_timestamp(t: float) -> Timestamp:
 
 
 def decision_answer(d: Decision, arm_bytes: Callable[[Arm], bytes]) -> bytes:
-    """The serialized Decision message (written natively, see ``llmopt.native.wire``); ``arm_bytes``
+    """The serialized Decision message (written natively, see ``llmopt.api.wire``); ``arm_bytes``
     gives an arm's serialized Arm message (arms never change: it may come from a cache)."""
     return native_decision_answer(
         d.decision_id, d.bandit, arm_bytes(d.arm), d.propensity, d.arm_ids, d.arm_scores, d.time
@@ -202,13 +202,14 @@ def decision_answer(d: Decision, arm_bytes: Callable[[Arm], bytes]) -> bytes:
 
 
 def reward_answer(receipt: RewardReceipt) -> bytes:
-    """The serialized RecordRewardResponse (written natively, see ``llmopt.native.wire``)."""
+    """The serialized RecordRewardResponse (written natively, see ``llmopt.api.wire``)."""
     return native_reward_answer(receipt.decision_id, receipt.arm_id, receipt.reward)
 
 
 def from_outcome(msg: bandits_pb2.Outcome) -> Outcome:
+    """The Outcome of a RecordReward request (``BanditService`` validates it)."""
     f = msg.feedback
-    outcome = Outcome(
+    return Outcome(
         quality_score=msg.quality_score if msg.HasField("quality_score") else None,
         cost=msg.cost,
         latency_ms=msg.latency_ms,
@@ -223,7 +224,6 @@ def from_outcome(msg: bandits_pb2.Outcome) -> Outcome:
         ),
         error=msg.error,
     )
-    return outcome.validate()
 
 
 def to_arm_stats(s: ArmStats) -> bandits_pb2.ArmStats:

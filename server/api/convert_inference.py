@@ -20,6 +20,7 @@ from llmopt.api.convert import (
     from_tensor,
     to_tensor,
 )
+from llmopt.api.wire import predict_answer as native_predict_answer
 from llmopt.features.context import RequestContext
 from llmopt.gen.inference import grpc_service_pb2 as oip_pb2
 from llmopt.gen.llmopt.v1 import common_pb2, inference_pb2
@@ -33,7 +34,6 @@ from llmopt.inference import (
     Variant,
 )
 from llmopt.inference.signature import IOSpec
-from llmopt.native.wire import predict_answer as native_predict_answer
 
 # -- llmopt.v1.Inference ---------------------------------------------------------------------------
 
@@ -149,7 +149,7 @@ def to_predict_response(prediction: Prediction, id: str = "") -> inference_pb2.P
 
 
 def predict_answer(prediction: Prediction, id: str = "") -> bytes:
-    """``to_predict_response`` serialized, written natively (``llmopt.native.wire``) when every
+    """``to_predict_response`` serialized, written natively (``llmopt.api.wire``) when every
     output is a contiguous little-endian array of a tensor dtype (what onnxruntime returns);
     otherwise through the message."""
     outputs = []

@@ -13,23 +13,22 @@ a bandit's rows are deleted, because snapshot watermarks compare against them.
 - ``snapshots``: the latest policy state and counters per bandit, with the watermarks it covers.
 
 Decisions and rewards, the writes on the request path, are durable once appended to the journal
-(``bandits-<n>.journal``, ``llmopt.storage.journal``): a copy into a mapped file instead of a
-SQLite transaction each. They are applied to SQLite in the background, many per statement, and the
-journal is replayed at start-up (idempotently: rows carry the sequence numbers given when they
-were journaled). Every other write goes through ``Database.write_async`` (group commit). Both
-kinds are queued to the one database writer under one lock, in the order their sequence numbers
-were given, so SQLite always holds a prefix of that order (plus journal records beyond it after a
-crash): a snapshot's watermarks and the ``events`` order mean the same before and after a crash.
-Reads that must see the journal's latest writes (``find_decision``) flush it first.
+(``bandits-<n>.journal``, ``llmopt.storage.journal``; records built and read by
+``llmopt.storage.records``): a copy into a mapped file instead of a SQLite transaction each. They
+are applied to SQLite in the background, many per statement, and the journal is replayed at
+start-up (idempotently: rows carry the sequence numbers given when they were journaled). Every
+other write goes through ``Database.write_async`` (group commit). Both kinds are queued to the one
+database writer under one lock, in the order their sequence numbers were given, so SQLite always
+holds a prefix of that order (plus journal records beyond it after a crash): a snapshot's
+watermarks and the ``events`` order mean the same before and after a crash. Reads that must see
+the journal's latest writes (``find_decision``) flush it first.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import pickle
 import sqlite3
-import struct
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,9 +38,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 from llmopt import errors
-from llmopt.native.records import DECISION, HEADER, decision_record, decode, reward_record
 from llmopt.storage import Database, WriteFuture
 from llmopt.storage.journal import Journal
+from llmopt.storage.records import DECISION, HEADER, decision_record, decode, reward_record
 
 log = logging.getLogger("llmopt.bandits")
 T = TypeVar("T")
@@ -50,13 +49,6 @@ OPEN, REWARDED, EXPIRED = 0, 1, 2
 
 # events.kind
 REWARD, EXPIRY, ARM_ADDED, ARM_REMOVED = 1, 2, 3, 4
-
-# Journal records are built and read by ``llmopt.native.records`` (kinds 3 and 4). Kinds 1 and 2, a
-# kind (u8) and sequence number (u64) then the pickled row without its seq, are what journals
-# written before it hold: replay still reads them.
-_PICKLED = struct.Struct("<BQ")
-_PICKLED_DECISION, _PICKLED_REWARD = 1, 2
-_PICKLED_KINDS = (_PICKLED_DECISION, _PICKLED_REWARD)
 
 # Events written by group-committed writes (arm changes, expiries), with their sequence number.
 _INSERT_EVENT = (
@@ -207,14 +199,8 @@ class _Rows:
 
     def add(self, record: bytes, start: int) -> None:
         """Add the row of the journal record whose payload begins at ``start``."""
-        if record[start] in _PICKLED_KINDS:  # written before native records
-            kind, seq = _PICKLED.unpack_from(record, start)
-            row = (seq, *pickle.loads(record[start + _PICKLED.size :]))
-            decision = kind == _PICKLED_DECISION
-        else:
-            kind, row = decode(record, start)
-            decision = kind == DECISION
-        (self.decisions if decision else self.rewards).append(row)
+        kind, row = decode(record, start)
+        (self.decisions if kind == DECISION else self.rewards).append(row)
 
 
 class BanditStore:

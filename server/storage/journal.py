@@ -15,9 +15,9 @@ The owner applies records to its database in the background and replays the jour
 numbered segment files ``<name>-<n>.journal`` of ``segment_bytes`` each; when the next record
 does not fit, the segment is sealed and a new one begun (``append`` returns the sealed segment's
 number), and the owner deletes it (``remove_segments``) once everything in it is committed
-elsewhere. Each record is ``length (u32) | crc32 (u32) | payload``; the unwritten rest of a
-segment is zeros, so a zero length ends it. A record whose crc does not match (a copy cut short
-by the process dying) ends the segment's replay and is logged.
+elsewhere. Records are framed by ``llmopt.storage.records`` (``length u32 | crc32 u32 |
+payload``); the unwritten rest of a segment is zeros, so a zero header ends it. A record whose crc
+does not match (a copy cut short by the process dying) ends the segment's replay and is logged.
 """
 
 from __future__ import annotations
@@ -26,15 +26,14 @@ import errno
 import logging
 import mmap
 import os
-import struct
 import threading
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from llmopt.storage.records import HEADER, frame, read_frame
+
 log = logging.getLogger("llmopt.storage")
 
-_HEADER = struct.Struct("<II")
 _DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 # Written pages are unmapped every this many bytes: they stay in the page cache (and the file),
 # dirty ones still written back, but stop counting in the process's resident memory.
@@ -47,11 +46,6 @@ def _no_fallocate(fd: int, offset: int, size: int) -> None:
 
 
 _fallocate = getattr(os, "posix_fallocate", _no_fallocate)
-
-
-def frame(payload: bytes) -> bytes:
-    """The record of ``payload`` as the journal stores it: its length and crc32, then it."""
-    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 class Journal:
@@ -105,23 +99,23 @@ class Journal:
         """Every intact record of every segment on disk, in the order written."""
         for _, path in self.segments():
             data = path.read_bytes()
-            pos, end = 0, len(data)
-            while end - pos >= _HEADER.size:
-                length, crc = _HEADER.unpack_from(data, pos)
-                if length == 0 and crc == 0:
-                    break  # the unwritten rest of the segment
-                start = pos + _HEADER.size
-                payload = data[start : start + length]
-                if len(payload) != length or zlib.crc32(payload) != crc:
+            pos = 0
+            while True:
+                try:
+                    found = read_frame(data, pos)
+                except ValueError as exc:
                     log.warning(
-                        "journal %s: the record at offset %d is torn or corrupt; replay of this "
-                        "segment stops there",
+                        "journal %s: the record at offset %d is torn or corrupt (%s); replay of "
+                        "this segment stops there",
                         path.name,
                         pos,
+                        exc,
                     )
                     break
+                if found is None:  # the unwritten rest of the segment
+                    break
+                payload, pos = found
                 yield payload
-                pos = start + length
 
     def remove_segments(self, through: int) -> None:
         """Delete the segments numbered ``through`` or lower (their records are applied)."""
@@ -176,7 +170,8 @@ class Journal:
         return self.append_framed(frame(payload))
 
     def append_framed(self, record: bytes) -> int:
-        """``append`` for a record already framed (``frame``, or built so by native code)."""
+        """``append`` for a record already framed (``frame``, or a bandit record of
+        ``llmopt.storage.records``)."""
         size = len(record)
         with self._lock:
             if self._closed:
@@ -184,12 +179,12 @@ class Journal:
             m = self._map
             sealed = 0
             # Keep a header's worth of zeros after the last record: replay's end mark.
-            if m is None or self._pos + size + _HEADER.size > len(m):
+            if m is None or self._pos + size + HEADER > len(m):
                 if m is not None:
                     sealed = self._number
                     self._close_map()
                 # (if this fails, say on a full disk, the next append tries again)
-                self._begin_segment(max(self._segment_bytes, size + _HEADER.size))
+                self._begin_segment(max(self._segment_bytes, size + HEADER))
                 m = self._map
                 assert m is not None
             pos = self._pos

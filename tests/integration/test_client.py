@@ -10,7 +10,10 @@ import threading
 from collections.abc import Iterator
 
 import grpc
-import llmopt.client as client_module
+import llmopt.client
+import llmopt.client.client
+import llmopt.client.errors
+import llmopt.client.types
 import numpy as np
 import pytest
 from llmopt.client import (
@@ -63,13 +66,24 @@ def free_port() -> int:
 # -- doctests -------------------------------------------------------------------------------------
 
 
+# The package's overview first, then each module's examples in source order (later ones use
+# what earlier ones made on the server).
+DOC_MODULES = (llmopt.client, llmopt.client.errors, llmopt.client.client, llmopt.client.types)
+
+
 def test_docstring_examples_run(server):
-    """Every example in server/client.py, in source order, against the shared server."""
-    tests = doctest.DocTestFinder().find(client_module)
-    tests = sorted((t for t in tests if t.examples), key=lambda t: t.lineno or 0)
-    assert len(tests) >= 8
+    """Every example in server/client/, in source order, against the shared server."""
+    finder = doctest.DocTestFinder()
+    tests = [
+        t
+        for module in DOC_MODULES
+        for t in sorted(finder.find(module), key=lambda t: t.lineno or 0)
+        if t.examples
+    ]
+    assert len(tests) >= 10
     with Client(server.address) as c:
-        globs = {**vars(client_module), "client": c, "address": server.address, "np": np}
+        globs = {k: v for m in DOC_MODULES for k, v in vars(m).items()}
+        globs.update(client=c, address=server.address, np=np)
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
         for test in tests:
             test.globs = dict(globs)

@@ -24,9 +24,7 @@ def llm_router():  # type: ignore[no-untyped-def]
 
 
 def test_simulator_is_seeded_and_cheap_models_suffice_only_on_easy_tasks(llm_router):
-    from llmopt.demo import DEMO_ARMS
-
-    sim = llm_router.Simulator(DEMO_ARMS, seed=3)
+    sim = llm_router.Simulator(llm_router.DEMO_ARMS, seed=3)
     requests = llm_router.make_requests(400, seed=3, rate=10.0)
     assert requests == llm_router.make_requests(400, seed=3, rate=10.0)
     assert sim.call("gpt-4o", requests[5]) == sim.call("gpt-4o", requests[5])
@@ -91,3 +89,15 @@ def test_main_starts_its_own_server_prints_the_table_and_saves_the_plot(
     for name in ("always gpt-4o-mini", "always claude-3.5-sonnet", "thompson", "linucb"):
         assert name in out
     assert "p95 ms" in out and "settled at" in out
+
+
+def test_the_examples_feature_set_is_the_demos(server_factory, llm_router):
+    """The example states the demo's request-context features in client terms: on a demo server
+    creating them is no new version, so the two definitions agree."""
+    proc = server_factory("--demo")
+    with Client(proc.address) as client:
+        client.wait_ready(60)
+        demo_set = client.get_feature_set(llm_router.DEMO_FEATURE_SET)
+        assert llm_router.ensure_demo_feature_set(client) == demo_set.version == 1
+        arms = {a.arm_id: a for a in client.get_bandit(llm_router.DEMO_BANDIT).arms}
+    assert {a.arm_id: a for a in llm_router.DEMO_ARMS} == arms

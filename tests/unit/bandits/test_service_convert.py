@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from llmopt import errors
 from llmopt.api import convert_bandits as cb
 from llmopt.bandits import policies as P
 from llmopt.bandits.arms import Arm, LLMConfig
-from llmopt.bandits.types import MAX_ARMS, BanditInfo, Decision, RewardReceipt
+from llmopt.bandits.types import BanditInfo
 from llmopt.gen.llmopt.v1 import bandits_pb2 as pb
 from llmopt.gen.llmopt.v1 import common_pb2
 
@@ -117,75 +116,3 @@ def test_outcome_optional_fields() -> None:
 def test_bad_bandits_are_refused(msg: pb.Bandit, field: str) -> None:
     with pytest.raises(errors.InvalidArgument, match=field.replace(".", r"\.")):
         cb.from_bandit(msg)
-
-
-def _library_decision(d: Decision, arm: common_pb2.Arm) -> pb.Decision:
-    """The Decision as protobuf's own runtime builds it: what the native answer must equal."""
-    msg = pb.Decision(
-        decision_id=d.decision_id,
-        bandit=d.bandit,
-        arm=arm,
-        propensity=d.propensity,
-        time=cb.to_timestamp(d.time),
-    )
-    for arm_id, score in d.scores:
-        msg.scores.add(arm_id=arm_id, score=score)
-    return msg
-
-
-ARM = Arm("a1", LLMConfig(model="gpt-x", temperature=0.3, max_tokens=256), {"tier": "b"})
-
-
-@pytest.mark.parametrize(
-    ("ids", "scores", "propensity", "when"),
-    [
-        (("a1", "a2", "a3"), [0.5, float("nan"), 0.0], 0.25, 1_764_151_200.123456),
-        (("a1", "a2", "a3"), [1e300, -1e-300], 1.0, 1_700_000_000.999999999),  # fewer scores
-        (("a1",), [-0.0], -0.0, -1.5),  # -0.0 is written, as protobuf writes it
-        (("a1", "ünïcode"), [2.0, 3.0], 0.0, 0.0),  # zero propensity and time left out
-        (tuple(f"arm-{i}" for i in range(300)), [float(i) for i in range(300)], 0.5, 12.5),
-    ],
-)
-def test_the_native_decision_answer_is_the_bytes_protobuf_would_write(
-    ids: tuple[str, ...], scores: list[float], propensity: float, when: float
-) -> None:
-    d = Decision("dec-1", "router", ARM, propensity, ids, np.array(scores), when)
-    arm = cb.to_arm(ARM)
-    answer = cb.decision_answer(d, lambda a: cb.to_arm(a).SerializeToString())
-    assert answer == _library_decision(d, arm).SerializeToString()
-    parsed = pb.Decision.FromString(answer)
-    assert [(s.arm_id, s.score) for s in parsed.scores] == list(d.scores)
-
-
-def test_the_native_decision_answer_takes_scores_of_any_float_layout() -> None:
-    ids = ("a1", "a2", "a3")
-    expected = Decision("d", "b", ARM, 0.5, ids, np.array([1.0, 2.0, 3.0]), 1.0)
-    for scores in (
-        np.array([1.0, 2.0, 3.0], dtype=">f8"),
-        np.array([1.0, 2.0, 3.0], dtype=np.float32),
-        np.arange(1.0, 6.0)[::2][[0, 0, 0]] * [1, 2, 3],
-    ):
-        d = Decision("d", "b", ARM, 0.5, ids, scores, 1.0)
-        assert cb.decision_answer(d, lambda a: b"") == cb.decision_answer(expected, lambda a: b"")
-
-
-def test_the_native_decision_answer_lists_as_many_arms_as_a_bandit_may_have() -> None:
-    ids = tuple(f"a{i}" for i in range(MAX_ARMS))
-    d = Decision("d", "b", ARM, 0.5, ids, np.linspace(-1.0, 1.0, MAX_ARMS), 1.0)
-    answer = cb.decision_answer(d, lambda a: cb.to_arm(a).SerializeToString())
-    assert answer == _library_decision(d, cb.to_arm(ARM)).SerializeToString()
-
-
-@pytest.mark.parametrize(
-    "receipt",
-    [
-        RewardReceipt("dec-1", "arm-ä", 0.75),
-        RewardReceipt("", "", 0.0),  # empty and zero fields are left out
-        RewardReceipt("d" * 300, "a", -0.0),  # -0.0 is written, as protobuf writes it
-    ],
-)
-def test_the_native_reward_answer_is_the_bytes_protobuf_would_write(receipt: RewardReceipt) -> None:
-    expected = pb.RecordRewardResponse(
-        decision_id=receipt.decision_id, arm_id=receipt.arm_id, reward=receipt.reward
-    )
-    assert cb.reward_answer(receipt) == expected.SerializeToString()

@@ -130,35 +130,3 @@ def test_sealed_segments_are_deleted_once_applied(tmp_path: Path) -> None:
     finally:
         s.close()
     assert list(tmp_path.glob("bandits-*.journal")) == []  # a clean close leaves no journal
-
-
-def test_journals_written_with_pickled_records_are_still_replayed(tmp_path: Path) -> None:
-    """Kinds 1 and 2 (pickled rows) are what a journal left by an earlier version holds."""
-    import pickle
-
-    from llmopt.storage.journal import Journal
-
-    s = st.BanditStore(tmp_path)
-    b = s.create_bandit("b", {"initial_arms": 3}, 4, [{"arm_id": f"a{i}"} for i in range(3)], 0.0)
-    s.close()
-    old = Journal(tmp_path, "bandits")
-    old.open()
-    context = np.full(4, 2.5).tobytes()
-    decision = ("old", b, 1, 0.5, np.arange(3.0).tobytes(), context, 100.0, 1e12)
-    reward = (b, st.REWARD, 1, "old", 0.75, 0.5, context, '{"why": "old"}', 200.0)
-    old.append(st._PICKLED.pack(1, 1) + pickle.dumps(decision))
-    old.append(st._PICKLED.pack(2, 1) + pickle.dumps(reward))
-    old.close()  # a clean close would have emptied it: this is what a killed process leaves
-    s = st.BanditStore(tmp_path)
-    try:
-        d = s.find_decision("old")
-        assert d is not None and d.status == st.REWARDED and d.slot == 1
-        np.testing.assert_array_equal(d.context, np.full(4, 2.5))
-        np.testing.assert_array_equal(d.scores, np.arange(3.0))
-        (e,) = s.events_after(b, 0)
-        assert (e.seq, e.decision_id, e.reward) == (1, "old", 0.75)
-        detail = s.db.read(lambda c: c.execute("SELECT detail FROM events").fetchall())
-        assert detail == [('{"why": "old"}',)]
-        assert s.log_decision("new", b, 0, 1.0, np.zeros(3), np.zeros(4), 1.0, 1e12) == 2
-    finally:
-        s.close()

@@ -94,46 +94,6 @@ def test_prediction_to_response_and_back() -> None:
     assert tensors[1].dtype == common_pb2.INT64
 
 
-@pytest.mark.parametrize(
-    "outputs",
-    [
-        {
-            "label": np.array([1, 0], np.int64),
-            "probabilities": np.array([[0.25, 0.75], [0.5, 0.5]], np.float32),
-        },
-        {"scalar": np.array(2.5, np.float64)},  # no shape: left out
-        {"none": np.zeros((0, 3), np.float32)},  # no bytes: left out
-        {"big": np.arange(300_000, dtype=np.float32).reshape(1000, 300), "b": np.ones(2, bool)},
-        {"x" * 300: np.array([-1], np.int8), "ü": np.array([7], np.uint64)},
-        {"strided": np.arange(6.0).reshape(3, 2)[:, 1], "swapped": np.arange(3, dtype=">i8")},
-        {},
-    ],
-)
-@pytest.mark.parametrize(
-    ("version", "variant", "id"), [(2, Variant.CHALLENGER, "id-9"), (0, Variant.CHAMPION, "")]
-)
-def test_the_native_predict_answer_is_the_bytes_protobuf_would_write(
-    outputs: dict[str, np.ndarray], version: int, variant: Variant, id: str
-) -> None:
-    pred = Prediction("model-ä", version, variant, outputs, "req-1" if id else "")
-    answer = conv.predict_answer(pred, id)
-    assert answer == conv.to_predict_response(pred, id).SerializeToString()
-    back = {
-        t.name: from_tensor(t) for t in inference_pb2.PredictResponse.FromString(answer).outputs
-    }
-    assert back.keys() == outputs.keys()
-    for name, array in outputs.items():
-        np.testing.assert_array_equal(back[name], array)
-
-
-def test_the_native_encoder_refuses_arrays_it_cannot_copy_as_they_are() -> None:
-    from llmopt.native.wire import predict_answer
-
-    for array in (np.arange(6.0)[::2], np.arange(3, dtype=">f8")):
-        with pytest.raises(ValueError, match="C-contiguous and little-endian"):
-            predict_answer("", "m", 1, 1, [("p", common_pb2.FLOAT64, array)], "")
-
-
 def test_traffic_policy_both_ways() -> None:
     policy = TrafficPolicy("m", TrafficMode.SPLIT, 12.34)
     msg = conv.to_traffic_policy(policy)

@@ -12,6 +12,12 @@ Arm, by protobuf, cached per arm), and the rest are scalar fields and lists: wri
 order with proto3's rules (empty strings and zero numbers left out, set sub-messages always
 present, repeated integers packed), so the bytes equal ``SerializeToString()`` of the same
 message built by protobuf; the tests hold them to that.
+
+The field numbers are not written down here: at import the module reads them from the generated
+descriptors and checks that every field is what its encoder writes (type, repeated or not,
+implicit presence, numbers in the order written, a tag of one byte, no field of the message left
+unwritten unless named so), raising ImportError naming the field otherwise. ``TAGS`` is the
+table it built: ``(number << 3) | wire type`` by the field's full name.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -20,7 +26,11 @@ from libc.math cimport floor, isnan, nearbyint
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
+from types import MappingProxyType
+
 import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
+from llmopt.gen.llmopt.v1 import bandits_pb2, inference_pb2
 
 cimport numpy as cnp
 
@@ -29,21 +39,161 @@ cnp.import_array()
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
 
-# Tags, (field number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited).
-cdef enum:
-    DECISION_ID = (1 << 3) | 2
-    BANDIT = (2 << 3) | 2
-    ARM = (3 << 3) | 2
-    PROPENSITY = (4 << 3) | 1
-    SCORES = (5 << 3) | 2
-    TIME = (6 << 3) | 2
-    SCORE_ARM_ID = (1 << 3) | 2
-    SCORE_VALUE = (2 << 3) | 1
-    SECONDS = (1 << 3) | 0
-    NANOS = (2 << 3) | 0
-    REWARD_DECISION_ID = (1 << 3) | 2
-    REWARD_ARM_ID = (2 << 3) | 2
-    REWARD_VALUE = (3 << 3) | 1
+# -- tags, from the descriptors ------------------------------------------------------------------
+
+_STRING = FieldDescriptor.TYPE_STRING
+_BYTES = FieldDescriptor.TYPE_BYTES
+_MESSAGE = FieldDescriptor.TYPE_MESSAGE
+_DOUBLE = FieldDescriptor.TYPE_DOUBLE
+_INT64 = FieldDescriptor.TYPE_INT64
+_INT32 = FieldDescriptor.TYPE_INT32
+_ENUM = FieldDescriptor.TYPE_ENUM
+
+# What the encoders write a field of each type as: its name (for errors) and wire type (0 varint,
+# 1 fixed64, 2 length-delimited; a packed repeated number is length-delimited too).
+_WIRE = {
+    _STRING: ("string", 2),
+    _BYTES: ("bytes", 2),
+    _MESSAGE: ("message", 2),
+    _DOUBLE: ("double", 1),
+    _INT64: ("int64", 0),
+    _INT32: ("int32", 0),
+    _ENUM: ("enum", 0),
+}
+
+
+def field_tag(message, str name, int field_type, bint repeated=False):
+    """The tag of field ``name`` of ``message`` (a message descriptor), checked to be a field
+    that an encoder here writes as ``field_type`` (repeated or not) in one tag byte; ImportError
+    naming the field otherwise."""
+    where = f"{message.full_name}.{name}"
+    field = message.fields_by_name.get(name)
+    if field is None:
+        raise ImportError(f"llmopt.api.wire writes {where}, which the descriptors do not have")
+    kind, wire_type = _WIRE[field_type]
+    if field.type != field_type or field.is_repeated != repeated:
+        raise ImportError(
+            f"{where} is not the {'repeated ' if repeated else ''}{kind} field that"
+            " llmopt.api.wire writes"
+        )
+    if field_type != _MESSAGE:
+        if repeated and not field.is_packed:
+            raise ImportError(f"{where} is not packed; llmopt.api.wire writes it packed")
+        if not repeated and field.has_presence:
+            raise ImportError(
+                f"{where} has explicit presence; llmopt.api.wire leaves its zero value out"
+            )
+        if repeated:
+            wire_type = 2
+    tag = (field.number << 3) | wire_type
+    if tag > 0x7F:
+        raise ImportError(
+            f"{where}: field number {field.number} needs a tag of more than one byte, and"
+            " llmopt.api.wire writes one-byte tags"
+        )
+    return tag
+
+
+def message_tags(message, list written, tuple left_out=()):
+    """``{field name: tag}`` of the fields ``written`` of ``message`` (``(name, type[,
+    repeated])``, in the order the encoder writes them, which must be protobuf's: by number);
+    every other field of it must be named in ``left_out`` (the encoder never writes those).
+    ImportError naming the field otherwise."""
+    tags = {}
+    last = 0
+    for spec in written:
+        tag = field_tag(message, *spec)
+        if tag >> 3 <= last:
+            raise ImportError(
+                f"{message.full_name}.{spec[0]}: field number {tag >> 3} is not above the one"
+                " written before it; llmopt.api.wire writes fields in number order"
+            )
+        last = tag >> 3
+        tags[spec[0]] = tag
+    for field in message.fields:
+        if field.name not in tags and field.name not in left_out:
+            raise ImportError(f"llmopt.api.wire does not write {field.full_name}")
+    return tags
+
+
+_decision = bandits_pb2.Decision.DESCRIPTOR
+_decision_tags = message_tags(
+    _decision,
+    [
+        ("decision_id", _STRING),
+        ("bandit", _STRING),
+        ("arm", _MESSAGE),  # comes serialized
+        ("propensity", _DOUBLE),
+        ("scores", _MESSAGE, True),
+        ("time", _MESSAGE),
+    ],
+)
+_score = _decision.fields_by_name["scores"].message_type
+_score_tags = message_tags(_score, [("arm_id", _STRING), ("score", _DOUBLE)])
+_timestamp = _decision.fields_by_name["time"].message_type
+_timestamp_tags = message_tags(_timestamp, [("seconds", _INT64), ("nanos", _INT32)])
+_reward = bandits_pb2.RecordRewardResponse.DESCRIPTOR
+_reward_tags = message_tags(
+    _reward, [("decision_id", _STRING), ("arm_id", _STRING), ("reward", _DOUBLE)]
+)
+_response = inference_pb2.PredictResponse.DESCRIPTOR
+_response_tags = message_tags(
+    _response,
+    [
+        ("id", _STRING),
+        ("model", _STRING),
+        ("version", _INT64),
+        ("variant", _ENUM),
+        ("outputs", _MESSAGE, True),
+        ("request_id", _STRING),
+    ],
+    left_out=("error",),  # predict_answer writes answers without one
+)
+_tensor_message = _response.fields_by_name["outputs"].message_type
+_tensor_tags = message_tags(
+    _tensor_message,
+    [("name", _STRING), ("dtype", _ENUM), ("shape", _INT64, True), ("raw_data", _BYTES)],
+)
+
+TAGS = MappingProxyType(
+    {
+        f"{message.full_name}.{name}": tag
+        for message, tags in (
+            (_decision, _decision_tags),
+            (_score, _score_tags),
+            (_timestamp, _timestamp_tags),
+            (_reward, _reward_tags),
+            (_response, _response_tags),
+            (_tensor_message, _tensor_tags),
+        )
+        for name, tag in tags.items()
+    }
+)
+
+# The tags the encoders write, as C ints.
+cdef int DECISION_ID = _decision_tags["decision_id"]
+cdef int BANDIT = _decision_tags["bandit"]
+cdef int ARM = _decision_tags["arm"]
+cdef int PROPENSITY = _decision_tags["propensity"]
+cdef int SCORES = _decision_tags["scores"]
+cdef int TIME = _decision_tags["time"]
+cdef int SCORE_ARM_ID = _score_tags["arm_id"]
+cdef int SCORE_VALUE = _score_tags["score"]
+cdef int SECONDS = _timestamp_tags["seconds"]
+cdef int NANOS = _timestamp_tags["nanos"]
+cdef int REWARD_DECISION_ID = _reward_tags["decision_id"]
+cdef int REWARD_ARM_ID = _reward_tags["arm_id"]
+cdef int REWARD_VALUE = _reward_tags["reward"]
+cdef int RESPONSE_ID = _response_tags["id"]
+cdef int RESPONSE_MODEL = _response_tags["model"]
+cdef int RESPONSE_VERSION = _response_tags["version"]
+cdef int RESPONSE_VARIANT = _response_tags["variant"]
+cdef int RESPONSE_OUTPUTS = _response_tags["outputs"]
+cdef int RESPONSE_REQUEST_ID = _response_tags["request_id"]
+cdef int TENSOR_NAME = _tensor_tags["name"]
+cdef int TENSOR_DTYPE = _tensor_tags["dtype"]
+cdef int TENSOR_SHAPE = _tensor_tags["shape"]  # packed
+cdef int TENSOR_RAW = _tensor_tags["raw_data"]
 
 cdef enum:
     ARMS_ON_STACK = 64  # more arms than this: their entries go on the heap
@@ -221,18 +371,7 @@ def reward_answer(str decision_id, str arm_id, double reward):
     return out
 
 
-# llmopt.v1.PredictResponse and its Tensor outputs.
-cdef enum:
-    RESPONSE_ID = (1 << 3) | 2
-    RESPONSE_MODEL = (2 << 3) | 2
-    RESPONSE_VERSION = (3 << 3) | 0
-    RESPONSE_VARIANT = (4 << 3) | 0
-    RESPONSE_OUTPUTS = (5 << 3) | 2
-    RESPONSE_REQUEST_ID = (6 << 3) | 2
-    TENSOR_NAME = (1 << 3) | 2
-    TENSOR_DTYPE = (2 << 3) | 0
-    TENSOR_SHAPE = (3 << 3) | 2  # packed
-    TENSOR_RAW = (4 << 3) | 2
+# -- llmopt.v1.PredictResponse and its Tensor outputs --------------------------------------------
 
 
 cdef inline Py_ssize_t _string_size(str s) except -1:

@@ -1,24 +1,29 @@
 # cython: language_level=3
-"""The bandit journal's decision and reward records, built and read in one native call each.
+"""The journal's record framing, defined here once, and the bandit journal's decision and
+reward records, built and read in one native call each.
 
-Why by hand: a journaled decision used to be a tuple of its fields, two arrays turned into
-bytes, the tuple pickled, a kind and sequence header packed in front, a crc computed and a
-length header packed in front of that: a dozen Python calls and as many objects per SelectArm
-or RecordReward, on the request path. Measured end to end, every microsecond of Python there
-costs several of server CPU (benchmarks/README.md), so the request path now makes one call that
-writes the journal's whole framed record into one new ``bytes``; the rows the database takes are
-decoded from the record later, on the writer thread, or at replay.
+Framing: every journal record (``llmopt.storage.journal`` writes them with ``frame`` and replays
+them with ``read_frame``) is ``length u32 | crc32 u32 | payload``, little-endian, the crc
+(zlib's) over the payload. The unwritten rest of a segment is zeros, so a zero header ends it.
 
-Framed record (what ``Journal.append_framed`` copies in; ``llmopt.storage.journal`` frames
-the same way): ``length u32 | crc32 u32 | payload``, the crc (zlib's) over the payload. Payload:
-``kind u8 | seq u64 | body``, all little-endian, every field at a fixed place then the variable
-parts:
+Why the bandit records by hand: a journaled decision used to be a tuple of its fields, two
+arrays turned into bytes, the tuple pickled, a kind and sequence header packed in front, a crc
+computed and a length header packed in front of that: a dozen Python calls and as many objects
+per SelectArm or RecordReward, on the request path. Measured end to end, every microsecond of
+Python there costs several of server CPU (benchmarks/README.md), so the request path now makes
+one call that writes the whole framed record (what ``Journal.append_framed`` copies in) into one
+new ``bytes``; the rows the database takes are decoded from the record later, on the writer
+thread, or at replay.
 
-* DECISION body: ``bandit_id i64 | slot i32 | id_len u32 | n_scores u32 | n_context u32 |
-  propensity f64 | time f64 | expires f64 | decision_id (utf-8) | scores f64[] | context f64[]``
-* REWARD body (an event row): ``bandit_id i64 | event_kind i32 | slot i32 | reward f64 |
-  propensity f64 | time f64 | id_len u32 | n_context u32 | detail_len i32 (-1: none) |
-  decision_id (utf-8) | detail (utf-8) | context f64[]``
+Bandit payload: ``kind u8 | seq u64 | body``, all little-endian, every field at a fixed place
+then the variable parts:
+
+* DECISION (kind 3) body: ``bandit_id i64 | slot i32 | id_len u32 | n_scores u32 |
+  n_context u32 | propensity f64 | time f64 | expires f64 | decision_id (utf-8) | scores f64[] |
+  context f64[]``
+* REWARD (kind 4) body (an event row): ``bandit_id i64 | event_kind i32 | slot i32 |
+  reward f64 | propensity f64 | time f64 | id_len u32 | n_context u32 | detail_len i32 (-1:
+  none) | decision_id (utf-8) | detail (utf-8) | context f64[]``
 
 Decoded rows are the database's: a decision ``(seq, decision_id, bandit_id, slot, propensity,
 scores, context, time, expires)`` and an event ``(seq, bandit_id, kind, slot, decision_id,
@@ -39,14 +44,15 @@ from libc.string cimport memcpy
 cnp.import_array()
 
 if sys.byteorder != "little":  # the fields are copied as the machine holds them
-    raise ImportError("llmopt.native.records writes little-endian records; this machine is big-endian")
+    raise ImportError(
+        "llmopt.storage.records writes little-endian records; this machine is big-endian"
+    )
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
     object PyMemoryView_FromMemory(char* mem, Py_ssize_t size, int flags)
     int PyBUF_READ
 
-# Record kinds 1 and 2 were pickled rows (still replayed by the store).
 cdef enum:
     KIND_DECISION = 3
     KIND_REWARD = 4
@@ -102,6 +108,45 @@ cdef bytes _seal(bytes record):
     memcpy(p, &length, 4)
     memcpy(p + 4, &crc, 4)
     return record
+
+
+# -- framing --------------------------------------------------------------------------------------
+
+
+def frame(bytes payload):
+    """The record of ``payload`` as the journal stores it: its length and crc32, then it."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    if n > 0xFFFFFFFF:
+        raise ValueError(f"journal record: a payload of {n} bytes does not fit a u32 length")
+    cdef bytes record = PyBytes_FromStringAndSize(NULL, _HEADER + n)
+    memcpy(PyBytes_AS_STRING(record) + _HEADER, PyBytes_AS_STRING(payload), n)
+    return _seal(record)
+
+
+def read_frame(bytes data, Py_ssize_t pos):
+    """``(payload, offset after it)`` of the record framed at offset ``pos`` of ``data`` (a
+    segment's bytes), or None where the segment's records end (a zero header, or less than a
+    header left); ValueError for a record cut short or whose crc does not match (torn: the
+    process died while copying it)."""
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(data)
+    if pos < 0 or end - pos < _HEADER:
+        return None
+    cdef const char* p = PyBytes_AS_STRING(data) + pos
+    cdef uint32_t length, crc
+    memcpy(&length, p, 4)
+    memcpy(&crc, p + 4, 4)
+    if length == 0 and crc == 0:
+        return None  # the unwritten rest of the segment
+    cdef Py_ssize_t start = pos + _HEADER
+    if end - start < <Py_ssize_t>length:
+        raise ValueError(f"a record of {length} bytes, cut short at {end - start}")
+    cdef bytes payload = PyBytes_FromStringAndSize(p + _HEADER, length)
+    if <uint32_t>_crc32(payload) != crc:
+        raise ValueError("the record's crc32 does not match")
+    return payload, start + length
+
+
+# -- bandit records -------------------------------------------------------------------------------
 
 
 def decision_record(

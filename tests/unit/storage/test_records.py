@@ -1,12 +1,42 @@
-"""llmopt.native.records: the bandit journal's records, built and read back field for field."""
+"""llmopt.storage.records: the journal's framing, and the bandit journal's records built and read
+back field for field."""
 
 import struct
 import zlib
 
 import numpy as np
 import pytest
-from llmopt.native import records
-from llmopt.storage.journal import frame
+from llmopt.storage import records
+from llmopt.storage.records import frame
+
+
+def test_a_frame_is_the_payloads_length_and_crc32_then_the_payload() -> None:
+    for payload in (b"x", b"record" * 1000, bytes(range(256))):
+        record = frame(payload)
+        assert record == struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+        assert records.read_frame(record, 0) == (payload, len(record))
+
+
+def test_frames_read_back_one_after_another_until_the_zeros_after_them() -> None:
+    payloads = [b"one", b"two" * 50, b"three"]
+    data = b"".join(frame(p) for p in payloads) + bytes(64)
+    pos, found = 0, []
+    while (next_frame := records.read_frame(data, pos)) is not None:
+        payload, pos = next_frame
+        found.append(payload)
+    assert found == payloads
+    assert pos == len(data) - 64
+    assert records.read_frame(data, len(data) - 3) is None  # less than a header left
+
+
+def test_a_torn_frame_is_refused() -> None:
+    record = frame(b"payload")
+    with pytest.raises(ValueError, match="cut short"):
+        records.read_frame(record[:-1], 0)
+    torn = bytearray(record)
+    torn[-1] ^= 0xFF
+    with pytest.raises(ValueError, match="crc32 does not match"):
+        records.read_frame(bytes(torn), 0)
 
 
 def test_a_decision_record_is_framed_as_the_journal_frames_and_reads_back() -> None:

@@ -1,39 +1,24 @@
-"""The Python client of llmopt-server: ``from llmopt.client import Client``.
+"""``Client``: the typed wrapper over the generated gRPC stubs (re-exported by ``llmopt.client``).
 
-A typed wrapper over the generated gRPC stubs. Callers pass and get plain Python values, numpy
-arrays and the frozen dataclasses of ``llmopt.client_types`` (re-exported here); no protobuf
-type is needed. Every call has a deadline. Calls that are safe to repeat are retried with
-exponential backoff and jitter when the server answers UNAVAILABLE (starting, draining, not up
-yet); the others never are, so a lost answer can not turn into a double write. Every failure is
-raised as ``ClientError`` carrying the gRPC status code and the server's message.
+Every call has a deadline. Calls that are safe to repeat are retried with exponential backoff and
+jitter when the server answers UNAVAILABLE (starting, draining, not up yet); the others never
+are, so a lost answer can not turn into a double write. Every failure is raised as the
+``ClientError`` subclass of its status code (``llmopt.client.errors``), carrying the code and the
+server's message.
 
-Which calls are retried: reads (Get*, List*, stats, Predict, GetFeatureVector), calls whose
-repetition changes nothing (SetAlias to the same version, SetTrafficPolicy, CreateFeatureSet
-with the same definition), SelectArm (the client picks the ``decision_id`` when the caller did
-not, and the server answers a known id with the same decision) and RecordReward (the server
-takes at most one reward per decision; a retry whose first attempt had landed raises
-ALREADY_EXISTS). Never retried: creating bandits, models and arms, uploads, Promote, Rollback,
-WriteFeatures.
-
->>> bandit = client.create_bandit(
-...     "doc-router",
-...     arms=[Arm("small", model="gpt-4o-mini", metadata={"price_per_1k": "0.0006"}),
-...           Arm("large", model="gpt-4o", metadata={"price_per_1k": "0.01"})],
-...     policy="thompson_beta", seed=7)
->>> [arm.arm_id for arm in bandit.arms]
-['small', 'large']
->>> decision = client.select_arm("doc-router", Context(task_type="classification",
-...                                                    input_length=120))
->>> decision.arm.arm_id in ("small", "large")
-True
->>> receipt = client.record_reward(decision.decision_id, quality=0.9, cost=0.001,
-...                                latency_ms=400)
->>> receipt.arm_id == decision.arm.arm_id and 0.0 <= receipt.reward <= 1.0
-True
+Which calls are retried: reads (Get*, List*, stats, Predict, GetFeatureVector, downloads), calls
+whose repetition changes nothing (SetAlias to the same version, SetTrafficPolicy,
+CreateFeatureSet with the same definition), SelectArm (the client picks the ``decision_id`` when
+the caller did not, and the server answers a known id with the same decision) and RecordReward
+(the server takes at most one reward per decision; a retry whose first attempt had landed raises
+ALREADY_EXISTS). Never retried: creating bandits, models and arms, uploads, deletions, Promote,
+Rollback, WriteFeatures.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import time
 import uuid
@@ -47,11 +32,16 @@ import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from llmopt import client_types as ct
-from llmopt.client_types import (
+from llmopt.client import types as ct
+from llmopt.client.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    NotFound,
+    error_from,
+)
+from llmopt.client.types import (
     AliasChange,
     Arm,
-    ArmStats,
     Bandit,
     BanditStats,
     Context,
@@ -62,10 +52,11 @@ from llmopt.client_types import (
     Feedback,
     Model,
     ModelVersion,
+    Page,
     Prediction,
+    Promotion,
     Reward,
     RewardReceipt,
-    TensorSpec,
     TrafficPolicy,
 )
 from llmopt.gen.llmopt.v1 import (
@@ -80,52 +71,13 @@ from llmopt.gen.llmopt.v1 import (
     registry_pb2_grpc,
 )
 
-__all__ = [
-    "AliasChange",
-    "Arm",
-    "ArmStats",
-    "Bandit",
-    "BanditStats",
-    "Client",
-    "ClientError",
-    "Context",
-    "Decision",
-    "Feature",
-    "FeatureSet",
-    "FeatureVector",
-    "Feedback",
-    "Model",
-    "ModelVersion",
-    "Prediction",
-    "RetryPolicy",
-    "Reward",
-    "RewardReceipt",
-    "TensorSpec",
-    "TrafficPolicy",
-]
+__all__ = ["DEFAULT_ADDRESS", "Client", "RetryPolicy"]
 
 T = TypeVar("T")
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 UPLOAD_CHUNK = 1 << 20
 MIB = 1 << 20
 ACTOR_METADATA = "x-llmopt-actor"
-
-
-class ClientError(Exception):
-    """A call failed: ``code`` is the gRPC status code, ``message`` the server's explanation.
-
-    >>> try:
-    ...     client.get_bandit("doc-no-such-bandit")
-    ... except ClientError as exc:
-    ...     print(exc.code.name, "bandit" in exc.message)
-    NOT_FOUND True
-    """
-
-    def __init__(self, method: str, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(f"{method}: {code.name}: {message}")
-        self.method = method
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -237,7 +189,7 @@ class Client:
             except grpc.RpcError as exc:
                 status = exc.code()
             if time.monotonic() + 0.05 >= deadline:
-                raise ClientError(
+                raise DeadlineExceeded(
                     "Health/Check",
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     f"server at {self.address} not SERVING within {timeout}s (last: {status})",
@@ -245,6 +197,22 @@ class Client:
             time.sleep(0.05)
 
     # -- plumbing -------------------------------------------------------------------------------
+
+    def _run(self, attempt: Callable[[], T], *, name: str, retry: bool) -> T:
+        """``attempt()``, again after a backoff on UNAVAILABLE when ``retry``; a failure becomes
+        the ClientError subclass of its status code."""
+        delays = self._retry.delays(self._rng) if retry else iter(())
+        while True:
+            try:
+                return attempt()
+            except grpc.RpcError as exc:
+                code = exc.code()  # type: ignore[attr-defined]
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    delay = next(delays, None)
+                    if delay is not None:
+                        time.sleep(delay)
+                        continue
+                raise error_from(name, code, exc.details() or "") from None  # type: ignore[attr-defined]
 
     def _call(
         self,
@@ -255,18 +223,10 @@ class Client:
         retry: bool,
         timeout: float | None = None,
     ) -> T:
-        delays = self._retry.delays(self._rng) if retry else iter(())
-        while True:
-            try:
-                return method(request, timeout=timeout or self._timeout, metadata=self._metadata)
-            except grpc.RpcError as exc:
-                code = exc.code()  # type: ignore[attr-defined]
-                if code == grpc.StatusCode.UNAVAILABLE:
-                    delay = next(delays, None)
-                    if delay is not None:
-                        time.sleep(delay)
-                        continue
-                raise ClientError(name, code, exc.details() or "") from None  # type: ignore[attr-defined]
+        def attempt() -> T:
+            return method(request, timeout=timeout or self._timeout, metadata=self._metadata)
+
+        return self._run(attempt, name=name, retry=retry)
 
     # -- bandits --------------------------------------------------------------------------------
 
@@ -467,9 +427,17 @@ class Client:
         alias: str = "",
         chunk_size: int = UPLOAD_CHUNK,
     ) -> ModelVersion:
-        """Upload an ONNX artifact (bytes or a file path) as the model's next version, streamed in
-        chunks, optionally pointing ``alias`` at it in the same transaction. Not retried."""
-        data = onnx if isinstance(onnx, bytes) else Path(onnx).read_bytes()
+        """Upload an ONNX artifact (bytes, or a file path read as it is sent) as the model's next
+        version, streamed in ``chunk_size`` chunks, optionally pointing ``alias`` at it in the
+        same transaction. Not retried."""
+        if isinstance(onnx, bytes):
+            size = len(onnx)
+            blocks: Iterator[bytes] = (
+                onnx[start : start + chunk_size] for start in range(0, size, chunk_size)
+            )
+        else:
+            size = Path(onnx).stat().st_size
+            blocks = _read_blocks(Path(onnx), chunk_size)
         meta = registry_pb2.UploadVersionMetadata(
             model=model,
             semver=semver,
@@ -478,13 +446,13 @@ class Client:
             tags=dict(tags or {}),
             description=description,
             alias=alias,
-            size_bytes=len(data),
+            size_bytes=size,
         )
 
         def parts() -> Iterator[registry_pb2.UploadVersionRequest]:
             yield registry_pb2.UploadVersionRequest(metadata=meta)
-            for start in range(0, len(data), chunk_size):
-                yield registry_pb2.UploadVersionRequest(chunk=data[start : start + chunk_size])
+            for block in blocks:
+                yield registry_pb2.UploadVersionRequest(chunk=block)
 
         answer = self._call(
             self._registry.UploadVersion,
@@ -516,6 +484,9 @@ class Client:
         checked against scikit-learn on ``sample``) and upload it; ``create`` registers the model
         name first when it does not exist. The graph takes one float32 input named ``input``.
 
+        The export needs the server's extras (scikit-learn, skl2onnx, onnxruntime); it is
+        imported here, on first use, so that the rest of the client never loads it.
+
         >>> from sklearn.linear_model import LinearRegression
         >>> X = np.array([[0, 0], [1, 0], [0, 1], [1, 1], [2, 1]], dtype=np.float32)
         >>> fitted = LinearRegression().fit(X, X @ [1.0, 2.0])
@@ -529,11 +500,8 @@ class Client:
 
         exported = export_sklearn(estimator, n_features, sample=sample)
         if create:
-            try:
+            with contextlib.suppress(AlreadyExists):
                 self.create_model(model, description=description, task=task)
-            except ClientError as exc:
-                if exc.code != grpc.StatusCode.ALREADY_EXISTS:
-                    raise
         all_tags = {"framework": "sklearn", "estimator": type(estimator).__name__}
         all_tags.update(tags or {})
         return self.upload_onnx(
@@ -554,35 +522,93 @@ class Client:
             self._call(self._registry.GetVersion, request, name="GetVersion", retry=True)
         )
 
-    def list_versions(self, model: str) -> list[ModelVersion]:
+    def list_versions_page(
+        self,
+        model: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        tag_filter: Mapping[str, str] | None = None,
+    ) -> Page[ModelVersion]:
+        """One page of a model's versions, newest first (``page_size`` 0: the server's default;
+        ``tag_filter``: only versions carrying every one of these tags)."""
+        request = registry_pb2.ListVersionsRequest(
+            model=model,
+            page=common_pb2.PageRequest(page_size=page_size, page_token=page_token),
+            tag_filter=dict(tag_filter or {}),
+        )
+        page = self._call(self._registry.ListVersions, request, name="ListVersions", retry=True)
+        return Page(tuple(ct.from_version(v) for v in page.versions), page.next_page_token)
+
+    def list_versions(
+        self, model: str, tag_filter: Mapping[str, str] | None = None
+    ) -> list[ModelVersion]:
+        """Every version of a model (all pages), newest first."""
         out: list[ModelVersion] = []
         token = ""
         while True:
-            request = registry_pb2.ListVersionsRequest(
-                model=model, page=common_pb2.PageRequest(page_size=1000, page_token=token)
+            page = self.list_versions_page(
+                model, page_size=1000, page_token=token, tag_filter=tag_filter
             )
-            page = self._call(self._registry.ListVersions, request, name="ListVersions", retry=True)
-            out.extend(ct.from_version(v) for v in page.versions)
+            out.extend(page.items)
             token = page.next_page_token
             if not token:
                 return out
 
+    def delete_version(self, model: str, version: int) -> None:
+        """Delete a version that no alias points at. Not retried."""
+        request = registry_pb2.DeleteVersionRequest(model=model, version=version)
+        self._call(self._registry.DeleteVersion, request, name="DeleteVersion", retry=False)
+        self._forget_inputs(model)
+
+    def _download(
+        self, model: str, version: int, alias: str, write: Callable[[bytes], object]
+    ) -> ModelVersion:
+        """Stream a version's bytes into ``write``; its metadata (the stream's first part)."""
+        request = registry_pb2.DownloadVersionRequest(model=model, version=version, alias=alias)
+        stream = self._registry.DownloadVersion(
+            request, timeout=self._upload_timeout, metadata=self._metadata
+        )
+        meta = registry_pb2.ModelVersion()
+        for part in stream:
+            if part.WhichOneof("part") == "metadata":
+                meta = part.metadata
+            else:
+                write(part.chunk)
+        return ct.from_version(meta)
+
     def download_version(self, model: str, version: int = 0, *, alias: str = "") -> bytes:
         """The ONNX bytes of a version (by number or alias)."""
-        request = registry_pb2.DownloadVersionRequest(model=model, version=version, alias=alias)
-        delays = self._retry.delays(self._rng)
-        while True:
-            try:
-                stream = self._registry.DownloadVersion(
-                    request, timeout=self._upload_timeout, metadata=self._metadata
-                )
-                return b"".join(part.chunk for part in stream if part.WhichOneof("part") == "chunk")
-            except grpc.RpcError as exc:
-                code = exc.code()  # type: ignore[attr-defined]
-                delay = next(delays, None) if code == grpc.StatusCode.UNAVAILABLE else None
-                if delay is None:
-                    raise ClientError("DownloadVersion", code, exc.details() or "") from None  # type: ignore[attr-defined]
-                time.sleep(delay)
+
+        def attempt() -> bytes:
+            parts: list[bytes] = []
+            self._download(model, version, alias, parts.append)
+            return b"".join(parts)
+
+        return self._run(attempt, name="DownloadVersion", retry=True)
+
+    def download_to_file(
+        self, model: str, path: str | Path, version: int = 0, *, alias: str = ""
+    ) -> ModelVersion:
+        """Stream a version's ONNX file (by number or alias) to ``path`` and return the version.
+
+        The bytes go to ``path`` + ".part" first, renamed when complete: ``path`` never holds
+        a partial download, and a failed one leaves nothing behind.
+        """
+        out = Path(path)
+        tmp = out.with_name(out.name + ".part")
+
+        def attempt() -> ModelVersion:
+            with open(tmp, "wb") as f:
+                return self._download(model, version, alias, f.write)
+
+        try:
+            found = self._run(attempt, name="DownloadVersion", retry=True)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, out)
+        return found
 
     def set_alias(self, model: str, alias: str, version: int, *, reason: str = "") -> AliasChange:
         """Point ``alias`` (e.g. champion, challenger) at ``version``."""
@@ -604,10 +630,16 @@ class Client:
 
         Not retried: a repeated Promote would promote whatever is challenger by then.
         """
+        return self.promote_challenger(model, reason=reason).champion
+
+    def promote_challenger(self, model: str, *, reason: str = "") -> Promotion:
+        """``promote``, returning both alias moves: the champion's and the challenger's removal."""
         request = registry_pb2.PromoteRequest(model=model, reason=reason)
         answer = self._call(self._registry.Promote, request, name="Promote", retry=False)
         self._forget_inputs(model)
-        return ct.from_alias_change(answer.champion)
+        return Promotion(
+            ct.from_alias_change(answer.champion), ct.from_alias_change(answer.challenger_removed)
+        )
 
     def rollback(self, model: str, *, reason: str = "") -> AliasChange:
         """The champion returns to the version it pointed at before its last change."""
@@ -616,20 +648,27 @@ class Client:
         self._forget_inputs(model)
         return ct.from_alias_change(answer)
 
+    def alias_history_page(
+        self, model: str, alias: str = "", *, page_size: int = 0, page_token: str = ""
+    ) -> Page[AliasChange]:
+        """One page of a model's alias changes (of one alias when given), newest first."""
+        request = registry_pb2.GetAliasHistoryRequest(
+            model=model,
+            alias=alias,
+            page=common_pb2.PageRequest(page_size=page_size, page_token=page_token),
+        )
+        page = self._call(
+            self._registry.GetAliasHistory, request, name="GetAliasHistory", retry=True
+        )
+        return Page(tuple(ct.from_alias_change(c) for c in page.changes), page.next_page_token)
+
     def alias_history(self, model: str, alias: str = "") -> list[AliasChange]:
-        """Alias changes of a model (of one alias when given), newest first."""
+        """Alias changes of a model (of one alias when given), newest first (all pages)."""
         out: list[AliasChange] = []
         token = ""
         while True:
-            request = registry_pb2.GetAliasHistoryRequest(
-                model=model,
-                alias=alias,
-                page=common_pb2.PageRequest(page_size=1000, page_token=token),
-            )
-            page = self._call(
-                self._registry.GetAliasHistory, request, name="GetAliasHistory", retry=True
-            )
-            out.extend(ct.from_alias_change(c) for c in page.changes)
+            page = self.alias_history_page(model, alias, page_size=1000, page_token=token)
+            out.extend(page.items)
             token = page.next_page_token
             if not token:
                 return out
@@ -646,9 +685,7 @@ class Client:
             else:
                 try:
                     mv = self.get_version(model, alias="champion")
-                except ClientError as exc:
-                    if exc.code != grpc.StatusCode.NOT_FOUND:
-                        raise
+                except NotFound:
                     mv = self.get_version(model, alias="latest")
             if len(mv.inputs) != 1:
                 names = ", ".join(s.name for s in mv.inputs)
@@ -896,3 +933,10 @@ class Client:
             self._features.GetFeatureVector, request, name="GetFeatureVector", retry=True
         )
         return ct.from_feature_vector(answer)
+
+
+def _read_blocks(path: Path, size: int) -> Iterator[bytes]:
+    """The bytes of a file in blocks of ``size``, read as they are asked for."""
+    with open(path, "rb") as f:
+        while block := f.read(size):
+            yield block

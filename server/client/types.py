@@ -2,19 +2,21 @@
 
 Callers of ``llmopt.client.Client`` never touch protobuf: they pass and get these frozen
 dataclasses, strings, dicts and numpy arrays. The ``to_x`` / ``from_x`` functions below are the
-only place that knows both sides.
+only place that knows both sides. The tensor wire format is defined here too (``NUMPY_BY_DTYPE``),
+from the generated ``common_pb2`` enum and numpy alone: the client shares no code with the server.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from google.protobuf import json_format
-from llmopt.api.convert import DTYPE_BY_NUMPY, NUMPY_BY_DTYPE
+from google.protobuf.timestamp_pb2 import Timestamp
 from llmopt.gen.llmopt.v1 import (
     bandits_pb2,
     common_pb2,
@@ -23,12 +25,32 @@ from llmopt.gen.llmopt.v1 import (
     registry_pb2,
 )
 
+T = TypeVar("T")
+
 # -- tensors --------------------------------------------------------------------------------------
 
-# The same dtype table as the server's converters (one definition of the wire format).
+# DataType -> the numpy dtype of its elements on the wire (row-major, little-endian). STRING is
+# length-prefixed UTF-8 (``to_tensor``); DATA_TYPE_UNSPECIFIED has no elements.
+NUMPY_BY_DTYPE: dict[int, np.dtype] = {
+    common_pb2.FLOAT32: np.dtype("<f4"),
+    common_pb2.FLOAT64: np.dtype("<f8"),
+    common_pb2.FLOAT16: np.dtype("<f2"),
+    common_pb2.INT8: np.dtype("i1"),
+    common_pb2.INT16: np.dtype("<i2"),
+    common_pb2.INT32: np.dtype("<i4"),
+    common_pb2.INT64: np.dtype("<i8"),
+    common_pb2.UINT8: np.dtype("u1"),
+    common_pb2.UINT16: np.dtype("<u2"),
+    common_pb2.UINT32: np.dtype("<u4"),
+    common_pb2.UINT64: np.dtype("<u8"),
+    common_pb2.BOOL: np.dtype("?"),
+}
+# numpy dtype in native byte order -> DataType (what an array handed to ``to_tensor`` has).
+DTYPE_BY_NUMPY: dict[np.dtype, int] = {v.newbyteorder("="): k for k, v in NUMPY_BY_DTYPE.items()}
 # Registry signatures name dtypes by numpy name ("float32"); STRING is "string".
 DTYPE_NAMES: dict[int, str] = {k: v.name for k, v in NUMPY_BY_DTYPE.items()}
 DTYPE_NAMES[common_pb2.STRING] = "string"
+DTYPE_BY_NAME: dict[str, int] = {v: k for k, v in DTYPE_NAMES.items()}
 _LENGTH = struct.Struct("<I")
 
 
@@ -73,6 +95,24 @@ def from_tensor(msg: common_pb2.Tensor) -> np.ndarray:
 def _time(ts: Any) -> float:
     """Seconds since the epoch of a Timestamp (0.0 when unset)."""
     return ts.seconds + ts.nanos / 1e9
+
+
+def to_timestamp(seconds: float) -> Timestamp:
+    """The Timestamp of seconds since the epoch (the inverse of reading one).
+
+    >>> to_timestamp(1700000000.25).ToJsonString()
+    '2023-11-14T22:13:20.250Z'
+    """
+    whole = math.floor(seconds)
+    return Timestamp(seconds=whole, nanos=min(round((seconds - whole) * 1e9), 999_999_999))
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a List call: its items, and the token of the next page ("" after the last)."""
+
+    items: tuple[T, ...]
+    next_page_token: str
 
 
 # -- bandits --------------------------------------------------------------------------------------
@@ -389,6 +429,19 @@ class Model:
     update_time: float
 
 
+def to_model(model: Model) -> registry_pb2.Model:
+    return registry_pb2.Model(
+        name=model.name,
+        description=model.description,
+        task=TASKS.get(model.task, registry_pb2.MODEL_TASK_UNSPECIFIED),  # type: ignore[arg-type]
+        tags=model.tags,
+        create_time=to_timestamp(model.create_time),
+        update_time=to_timestamp(model.update_time),
+        aliases=model.aliases,
+        latest_version=model.latest_version,
+    )
+
+
 def from_model(msg: registry_pb2.Model) -> Model:
     return Model(
         msg.name,
@@ -404,11 +457,13 @@ def from_model(msg: registry_pb2.Model) -> Model:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """An input or output of a model version: dtype name ("float32", "string"), -1 = dynamic."""
+    """An input or output of a model version: dtype name ("float32", "string"; "unknown" for
+    none), -1 = a dynamic dimension, whose symbolic name (if any) is in ``dim_names``."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
+    dim_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -428,8 +483,37 @@ class ModelVersion:
     create_time: float
 
 
-def _spec(msg: registry_pb2.TensorSpec) -> TensorSpec:
-    return TensorSpec(msg.name, DTYPE_NAMES.get(msg.dtype, "unknown"), tuple(msg.shape))
+def to_tensor_spec(spec: TensorSpec) -> registry_pb2.TensorSpec:
+    return registry_pb2.TensorSpec(
+        name=spec.name,
+        dtype=DTYPE_BY_NAME.get(spec.dtype, common_pb2.DATA_TYPE_UNSPECIFIED),  # type: ignore[arg-type]
+        shape=spec.shape,
+        dim_names=spec.dim_names,
+    )
+
+
+def from_tensor_spec(msg: registry_pb2.TensorSpec) -> TensorSpec:
+    return TensorSpec(
+        msg.name, DTYPE_NAMES.get(msg.dtype, "unknown"), tuple(msg.shape), tuple(msg.dim_names)
+    )
+
+
+def to_version(mv: ModelVersion) -> registry_pb2.ModelVersion:
+    return registry_pb2.ModelVersion(
+        model=mv.model,
+        version=mv.version,
+        sha256=mv.sha256,
+        size_bytes=mv.size_bytes,
+        inputs=[to_tensor_spec(s) for s in mv.inputs],
+        outputs=[to_tensor_spec(s) for s in mv.outputs],
+        semver=mv.semver,
+        parent_version=mv.parent_version or 0,
+        metrics=mv.metrics,
+        tags=mv.tags,
+        description=mv.description,
+        create_time=to_timestamp(mv.create_time),
+        aliases=mv.aliases,
+    )
 
 
 def from_version(msg: registry_pb2.ModelVersion) -> ModelVersion:
@@ -438,8 +522,8 @@ def from_version(msg: registry_pb2.ModelVersion) -> ModelVersion:
         version=msg.version,
         sha256=msg.sha256,
         size_bytes=msg.size_bytes,
-        inputs=tuple(_spec(s) for s in msg.inputs),
-        outputs=tuple(_spec(s) for s in msg.outputs),
+        inputs=tuple(from_tensor_spec(s) for s in msg.inputs),
+        outputs=tuple(from_tensor_spec(s) for s in msg.outputs),
         semver=msg.semver,
         parent_version=msg.parent_version or None,
         metrics=dict(msg.metrics),
@@ -452,7 +536,8 @@ def from_version(msg: registry_pb2.ModelVersion) -> ModelVersion:
 
 @dataclass(frozen=True)
 class AliasChange:
-    """One alias move; versions are None where the alias was unset before or after."""
+    """One alias move; versions are None where the alias was unset before or after; ``id``
+    orders the moves of the whole registry."""
 
     model: str
     alias: str
@@ -462,6 +547,21 @@ class AliasChange:
     reason: str
     actor: str
     time: float
+    id: int = 0
+
+
+def to_alias_change(change: AliasChange) -> registry_pb2.AliasChange:
+    return registry_pb2.AliasChange(
+        id=change.id,
+        model=change.model,
+        alias=change.alias,
+        from_version=change.from_version or 0,
+        to_version=change.to_version or 0,
+        time=to_timestamp(change.time),
+        reason=change.reason,
+        actor=change.actor,
+        kind=change.kind,
+    )
 
 
 def from_alias_change(msg: registry_pb2.AliasChange) -> AliasChange:
@@ -474,7 +574,16 @@ def from_alias_change(msg: registry_pb2.AliasChange) -> AliasChange:
         msg.reason,
         msg.actor,
         _time(msg.time),
+        msg.id,
     )
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What Promote did: the champion's move, and the removal of the challenger alias."""
+
+    champion: AliasChange
+    challenger_removed: AliasChange
 
 
 # -- inference ------------------------------------------------------------------------------------
