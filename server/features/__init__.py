@@ -1,14 +1,14 @@
 """Features: request contexts and stored entity data turned into dense vectors.
 
-The API other parts of the server call (the bandits and inference services receive the
-``FeatureService`` as ``AppContext.features``):
+The API other parts of the server call (the composition root hands the ``FeatureService`` to
+the bandit service and the predictor, typed as the Protocols of ``llmopt.ports``):
 
 ``FeatureService.vector(feature_set, context, entity_ids=()) -> FeatureVector``
     A float32 row (``.values``) with ``.slot_names``, ``.feature_set`` and ``.version``.
     ``feature_set`` ``""`` or ``"context"`` is the built-in 10-dim request context vector
     (DESIGN.md, bit-exact); any other name is a stored feature set, whose latest version is
-    compiled once into a plan that ``llmopt.native.features`` executes. Stored features are read for
-    the entity named by ``entity_ids`` (a sequence of one id, or a mapping entity key -> id),
+    compiled once into a plan that ``llmopt.native.features`` executes. Stored features are read
+    for the entity named by ``entity_ids`` (a sequence of one id, or a mapping entity key -> id),
     or, when none is given, by the request field named like the set's entity key (e.g.
     ``user_id``, or ``context.metadata[key]``); features with a ``context.*`` source come from
     the request. Missing values read the feature's default (numbers without one read 0; text

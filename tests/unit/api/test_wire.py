@@ -17,6 +17,9 @@ from llmopt.gen.llmopt.v1 import bandits_pb2 as pb
 from llmopt.gen.llmopt.v1 import common_pb2, inference_pb2
 from llmopt.inference import Prediction, Variant
 
+# Kernel tests: CI also runs them against the bounds-checked build (make test-kernels-debug).
+pytestmark = pytest.mark.kernels
+
 # The fields each native answer writes (PredictResponse.error: never, it has no outputs then).
 WRITTEN = {
     pb.Decision: ["decision_id", "bandit", "arm", "propensity", "scores", "time"],

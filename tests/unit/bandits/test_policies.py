@@ -18,6 +18,9 @@ from llmopt.native import bandit_free as native
 
 from tests.unit.bandits import reference as R
 
+# Kernel tests: CI also runs them against the bounds-checked build (make test-kernels-debug).
+pytestmark = pytest.mark.kernels
+
 DIM = 10
 
 CONFIGS: list[Any] = [

@@ -10,6 +10,9 @@ import pytest
 from llmopt.bandits import policies as P
 from llmopt.features.context import OutputLength, RequestContext, default_context
 
+# Kernel tests: CI also runs them against the bounds-checked build (make test-kernels-debug).
+pytestmark = pytest.mark.kernels
+
 PROBS = np.array([0.1, 0.15, 0.3, 0.12, 0.1])
 HORIZON = 4000
 BOUND = 0.075 * HORIZON  # uniform choice loses 0.146 a step; greedy locks on a bad arm too often

@@ -20,6 +20,9 @@ from llmopt.features.spec import (
 )
 from llmopt.native.features import clean_rows
 
+# Kernel tests: CI also runs them against the bounds-checked build (make test-kernels-debug).
+pytestmark = pytest.mark.kernels
+
 T0 = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
 T0_US = to_us(T0)
 SEC = 1_000_000

@@ -28,6 +28,9 @@ from llmopt.features.spec import (
     Standardize,
 )
 
+# Kernel tests: CI also runs them against the bounds-checked build (make test-kernels-debug).
+pytestmark = pytest.mark.kernels
+
 F32_MAX = float(np.finfo(np.float32).max)
 
 

@@ -9,6 +9,9 @@ import pytest
 from llmopt.storage import records
 from llmopt.storage.records import frame
 
+# Kernel tests: CI also runs them against the bounds-checked build (make test-kernels-debug).
+pytestmark = pytest.mark.kernels
+
 
 def test_a_frame_is_the_payloads_length_and_crc32_then_the_payload() -> None:
     for payload in (b"x", b"record" * 1000, bytes(range(256))):

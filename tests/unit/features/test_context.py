@@ -14,6 +14,9 @@ from llmopt.features.context import (
     default_context_batch,
 )
 
+# Kernel tests: CI also runs them against the bounds-checked build (make test-kernels-debug).
+pytestmark = pytest.mark.kernels
+
 TASKS = {"classification": 0.0, "generation": 0.33, "extraction": 0.67, "summarization": 1.0}
 OUTPUT = {
     OutputLength.SHORT: 0.0,

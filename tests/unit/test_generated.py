@@ -5,7 +5,7 @@ from pathlib import Path
 
 from llmopt.gen import _manifest
 
-PROTOS = Path(__file__).resolve().parents[3] / "protos"
+PROTOS = Path(__file__).resolve().parents[2] / "protos"
 
 
 def test_generated_code_matches_the_protos():
