@@ -12,24 +12,7 @@ import numpy as np
 from llmopt import errors
 from llmopt.features.context import OutputLength, RequestContext
 from llmopt.gen.llmopt.v1 import common_pb2
-
-# DataType enum value <-> numpy dtype (little-endian). STRING has no fixed itemsize: see below.
-NUMPY_BY_DTYPE: dict[int, np.dtype] = {
-    common_pb2.FLOAT32: np.dtype("<f4"),
-    common_pb2.FLOAT64: np.dtype("<f8"),
-    common_pb2.FLOAT16: np.dtype("<f2"),
-    common_pb2.INT8: np.dtype("i1"),
-    common_pb2.INT16: np.dtype("<i2"),
-    common_pb2.INT32: np.dtype("<i4"),
-    common_pb2.INT64: np.dtype("<i8"),
-    common_pb2.UINT8: np.dtype("u1"),
-    common_pb2.UINT16: np.dtype("<u2"),
-    common_pb2.UINT32: np.dtype("<u4"),
-    common_pb2.UINT64: np.dtype("<u8"),
-    common_pb2.BOOL: np.dtype("?"),
-}
-DTYPE_BY_NUMPY: dict[np.dtype, int] = {v.newbyteorder("="): k for k, v in NUMPY_BY_DTYPE.items()}
-
+from llmopt.tensors import DTYPE_BY_NUMPY, NUMPY_BY_DTYPE
 
 _OUTPUT_LENGTHS = tuple(OutputLength)  # by enum value: a tuple index is cheaper than a call
 

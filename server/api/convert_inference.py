@@ -13,13 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from llmopt import errors
-from llmopt.api.convert import (
-    DTYPE_BY_NUMPY,
-    NUMPY_BY_DTYPE,
-    from_request_context,
-    from_tensor,
-    to_tensor,
-)
+from llmopt.api.convert import from_request_context, from_tensor, to_tensor
 from llmopt.api.wire import predict_answer as native_predict_answer
 from llmopt.features.context import RequestContext
 from llmopt.gen.inference import grpc_service_pb2 as oip_pb2
@@ -34,6 +28,7 @@ from llmopt.inference import (
     Variant,
 )
 from llmopt.inference.signature import IOSpec
+from llmopt.tensors import DTYPE_BY_NUMPY, NUMPY_BY_DTYPE
 
 # -- llmopt.v1.Inference ---------------------------------------------------------------------------
 

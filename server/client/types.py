@@ -24,29 +24,14 @@ from llmopt.gen.llmopt.v1 import (
     inference_pb2,
     registry_pb2,
 )
+from llmopt.tensors import DTYPE_BY_NUMPY, NUMPY_BY_DTYPE
 
 T = TypeVar("T")
 
 # -- tensors --------------------------------------------------------------------------------------
 
-# DataType -> the numpy dtype of its elements on the wire (row-major, little-endian). STRING is
-# length-prefixed UTF-8 (``to_tensor``); DATA_TYPE_UNSPECIFIED has no elements.
-NUMPY_BY_DTYPE: dict[int, np.dtype] = {
-    common_pb2.FLOAT32: np.dtype("<f4"),
-    common_pb2.FLOAT64: np.dtype("<f8"),
-    common_pb2.FLOAT16: np.dtype("<f2"),
-    common_pb2.INT8: np.dtype("i1"),
-    common_pb2.INT16: np.dtype("<i2"),
-    common_pb2.INT32: np.dtype("<i4"),
-    common_pb2.INT64: np.dtype("<i8"),
-    common_pb2.UINT8: np.dtype("u1"),
-    common_pb2.UINT16: np.dtype("<u2"),
-    common_pb2.UINT32: np.dtype("<u4"),
-    common_pb2.UINT64: np.dtype("<u8"),
-    common_pb2.BOOL: np.dtype("?"),
-}
-# numpy dtype in native byte order -> DataType (what an array handed to ``to_tensor`` has).
-DTYPE_BY_NUMPY: dict[np.dtype, int] = {v.newbyteorder("="): k for k, v in NUMPY_BY_DTYPE.items()}
+# The contract's tensor data types (``llmopt.tensors``, shared with the server's converters);
+# STRING is length-prefixed UTF-8 (``to_tensor``).
 # Registry signatures name dtypes by numpy name ("float32"); STRING is "string".
 DTYPE_NAMES: dict[int, str] = {k: v.name for k, v in NUMPY_BY_DTYPE.items()}
 DTYPE_NAMES[common_pb2.STRING] = "string"

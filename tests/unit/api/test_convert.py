@@ -5,7 +5,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from llmopt import errors
 from llmopt.api.convert import (
-    NUMPY_BY_DTYPE,
     from_request_context,
     from_tensor,
     to_request_context,
@@ -13,6 +12,7 @@ from llmopt.api.convert import (
 )
 from llmopt.features.context import OutputLength, RequestContext
 from llmopt.gen.llmopt.v1 import common_pb2
+from llmopt.tensors import NUMPY_BY_DTYPE
 
 dtypes = st.sampled_from(sorted({d.str for d in NUMPY_BY_DTYPE.values()}))
 
