@@ -110,10 +110,11 @@ def _servicer_rows(ctx: Context, engine: Any, X: np.ndarray) -> Iterator[Result]
     with other Python work between calls, as ``bandits.servicer.select`` does for SelectArm."""
     from llmopt.api.inference import InferenceServicer
     from llmopt.gen.llmopt.v1 import inference_pb2
+    from llmopt.inference import Predictor
 
     if not ctx.wants("inference.servicer.predict"):
         return
-    servicer = InferenceServicer(engine)
+    servicer = InferenceServicer(engine, Predictor(engine))
     request = _predict_rpc("lr16", 1).requests[0]
     parse = inference_pb2.PredictRequest.FromString
 

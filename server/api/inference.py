@@ -17,11 +17,12 @@ PREDICT_STREAM = f"/{service_name(inference_pb2, 'Inference')}/PredictStream"
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
-    """``predictor`` is the one predict path; without one, predictions take tensors only."""
+    """``predictor`` is the one predict path (shared with ModelInfer); ``engine`` answers the
+    traffic policy and statistics calls."""
 
-    def __init__(self, engine: InferenceEngine, predictor: Predictor | None = None) -> None:
+    def __init__(self, engine: InferenceEngine, predictor: Predictor) -> None:
         self.engine = engine
-        self.predictor = predictor if predictor is not None else Predictor(engine)
+        self.predictor = predictor
 
     @answers_serialized
     def Predict(self, request, context):  # type: ignore[no-untyped-def]

@@ -24,11 +24,11 @@ EXTENSIONS = ("model_repository",)
 
 
 class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
-    """``predictor`` is the one predict path shared with Predict (default: tensors only)."""
+    """``predictor`` is the one predict path, shared with Predict."""
 
-    def __init__(self, engine: InferenceEngine, predictor: Predictor | None = None) -> None:
+    def __init__(self, engine: InferenceEngine, predictor: Predictor) -> None:
         self.engine = engine
-        self.predictor = predictor if predictor is not None else Predictor(engine)
+        self.predictor = predictor
 
     def ServerLive(self, request, context):  # type: ignore[no-untyped-def]
         return pb.ServerLiveResponse(live=True)
