@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from llmopt.bandits import policies as P
 
 from benchmarks.harness import Context, Result, latency_result, time_calls
+from llmopt.bandits import policies as P
 
 ARMS = 10
 DIM = 10

@@ -199,6 +199,7 @@ def reward_rows(ctx: Context) -> Iterator[Result]:
     own (a decision takes one reward); then, as the framework's ceiling, Health/Check through the
     same server, against the median round's echo."""
     from grpc_health.v1 import health_pb2
+
     from llmopt.gen.llmopt.v1 import bandits_pb2
 
     c, n_rounds = REWARD_CONCURRENCY, rounds(ctx)

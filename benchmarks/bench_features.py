@@ -154,10 +154,10 @@ def benchmarks(ctx: Context) -> Iterator[Result]:
 
 def _e2e_writes(ctx: Context) -> Iterator[Result]:
     import grpc
-    from llmopt.gen.llmopt.v1 import common_pb2, features_pb2_grpc
-    from llmopt.gen.llmopt.v1 import features_pb2 as F
 
     from benchmarks.load import Rpc, run_load
+    from llmopt.gen.llmopt.v1 import common_pb2, features_pb2_grpc
+    from llmopt.gen.llmopt.v1 import features_pb2 as F
 
     rng = np.random.default_rng(2)
 

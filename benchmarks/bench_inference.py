@@ -143,6 +143,7 @@ def _predict_rpc(model: str, rows: int) -> Rpc:
 def _register(address: str, models: dict[str, bytes]) -> None:
     """Upload each model through the Registry service and make it the champion."""
     import grpc
+
     from llmopt.gen.llmopt.v1 import registry_pb2, registry_pb2_grpc
 
     with grpc.insecure_channel(address) as channel:

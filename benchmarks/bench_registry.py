@@ -185,6 +185,7 @@ def _end_to_end(ctx: Context) -> Iterator[Result]:
     if not any(ctx.wants(n) for n in names):
         return
     import grpc
+
     from llmopt.gen.llmopt.v1 import registry_pb2_grpc
 
     with ctx.server() as server, grpc.insecure_channel(server.address) as channel:

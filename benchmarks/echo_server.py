@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+
 from llmopt.config import Settings, tune_gc
 
 SERVICE = "bench.Echo"

@@ -281,6 +281,7 @@ def _setup_model(channel: Any) -> bytes:
     """Register the model (alias champion) and find a Predict form that answers; returns the
     serialized single-row PredictRequest."""
     import grpc
+
     from llmopt.gen.llmopt.v1 import (
         common_pb2,
         inference_pb2,
@@ -434,6 +435,7 @@ def _client_main(pipe: Connection, plan: SoakPlan, concurrency: int, seed: int) 
 
 async def _client(pipe: Connection, plan: SoakPlan, concurrency: int, seed: int) -> None:
     import grpc
+
     from llmopt.gen.llmopt.v1 import bandits_pb2, features_pb2
 
     rng = random.Random(seed)

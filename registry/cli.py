@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
+
 from llmopt.client import (
     DEFAULT_ADDRESS,
     AliasChange,
@@ -85,6 +86,7 @@ def _artifact(args: argparse.Namespace) -> tuple[bytes | Path, str]:
     if path.suffix.lower() in ONNX_SUFFIXES:
         return path, ""
     import joblib
+
     from llmopt.registry.export import export_sklearn
 
     try:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
 from llmopt import errors
 
 # The opset every export targets unless told otherwise (supported by skl2onnx and onnxruntime).

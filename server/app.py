@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
+
 from llmopt import __version__
 from llmopt.api import bandits as bandits_api
 from llmopt.api import features as features_api
@@ -29,7 +31,6 @@ from llmopt.demo import seed_demo
 from llmopt.metrics import MetricsHttpServer, RpcMetrics
 from llmopt.reflection import enable_reflection
 from llmopt.storage import DataDir
-from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("llmopt.server")
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from llmopt.bandits.arms import Arm, LLMConfig
 from llmopt.features.spec import Cyclical, Feature, FeatureType, Log1p, MinMax, OneHot
 from llmopt.storage import Database
@@ -205,10 +206,11 @@ def quality_training_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _seed_model(ctx: AppContext) -> None:
+    from sklearn.ensemble import GradientBoostingRegressor
+
     from llmopt.inference import TrafficMode, TrafficPolicy
     from llmopt.registry import ModelTask, VersionMetadata
     from llmopt.registry.export import export_sklearn
-    from sklearn.ensemble import GradientBoostingRegressor
 
     registry = ctx.services.registry
     x, y = quality_training_data(4000, DEMO_SEED)

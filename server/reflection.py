@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as v1alpha_pb2
+
 from llmopt.gen.grpc.reflection.v1 import reflection_pb2 as v1_pb2
 from llmopt.gen.grpc.reflection.v1 import reflection_pb2_grpc as v1_grpc
 

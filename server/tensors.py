@@ -10,6 +10,7 @@ length-prefixed UTF-8) and DATA_TYPE_UNSPECIFIED has no elements: neither is in 
 from __future__ import annotations
 
 import numpy as np
+
 from llmopt.gen.llmopt.v1 import common_pb2
 
 NUMPY_BY_DTYPE: dict[int, np.dtype] = {

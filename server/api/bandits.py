@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from llmopt.api import convert_bandits as cb
 from llmopt.api.binding import ServiceBinding, answers_serialized, service_name
 from llmopt.api.convert import from_request_context

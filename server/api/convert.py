@@ -9,6 +9,7 @@ values themselves where they enter it.
 from __future__ import annotations
 
 import numpy as np
+
 from llmopt import errors
 from llmopt.features.context import OutputLength, RequestContext
 from llmopt.gen.llmopt.v1 import common_pb2

@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from llmopt import errors
 from llmopt.api.wire import decision_answer as native_decision_answer
 from llmopt.api.wire import reward_answer as native_reward_answer

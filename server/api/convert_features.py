@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from llmopt import errors
 from llmopt.api.convert import from_tensor, to_tensor
 from llmopt.features.codec import KIND_BY_TRANSFORM

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+
 from llmopt import errors
 from llmopt.api.convert import from_request_context, from_tensor, to_tensor
 from llmopt.api.wire import predict_answer as native_predict_answer

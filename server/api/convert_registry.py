@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from llmopt import errors
 from llmopt.gen.llmopt.v1 import common_pb2, registry_pb2
 from llmopt.registry.types import (

@@ -11,6 +11,7 @@ import logging
 import uuid
 
 import grpc
+
 from llmopt import errors
 
 log = logging.getLogger("llmopt.rpc")

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+
 from llmopt import errors
 from llmopt.api.errors import status_of
 from llmopt.metrics import RpcMetrics

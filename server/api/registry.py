@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import grpc
+
 from llmopt import errors
 from llmopt.api import convert_registry as conv
 from llmopt.api.binding import ServiceBinding, service_name

@@ -36,6 +36,7 @@ from threading import Lock
 from typing import Any
 
 import numpy as np
+
 from llmopt import errors
 from llmopt.bandits import store as st
 from llmopt.bandits.arms import Arm

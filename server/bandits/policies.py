@@ -44,6 +44,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
+
 from llmopt import errors
 from llmopt.bandits.policy import Policy, Selection
 from llmopt.native import bandit_base as _base  # type: ignore[attr-defined]  # compiled

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+
 from llmopt import errors
 from llmopt.bandits.arms import Arm
 from llmopt.bandits.policy import Policy, Selection

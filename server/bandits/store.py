@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
 from llmopt import errors
 from llmopt.storage import Database, WriteFuture
 from llmopt.storage.journal import Journal

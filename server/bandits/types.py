@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
+
 from llmopt import errors
 from llmopt.bandits.arms import Arm, check_id
 from llmopt.bandits.policies import CONFIG_BY_ONEOF, UCB1, PolicyConfig

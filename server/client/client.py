@@ -32,6 +32,7 @@ import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from llmopt.client import types as ct
 from llmopt.client.errors import (
     AlreadyExists,

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from llmopt.gen.llmopt.v1 import (
     bandits_pb2,
     common_pb2,

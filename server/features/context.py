@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
+
 from llmopt import errors
 from llmopt.native.context import (
     DEFAULT_CONTEXT_DIM,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from llmopt.features.context import DEFAULT_CONTEXT_SLOTS, RequestContext
 from llmopt.features.spec import (
     CONTEXT_PREFIX,

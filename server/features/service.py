@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
 from llmopt import errors
 from llmopt.features.aggregates import BUCKET_US, HOUR_BUCKETS
 from llmopt.features.context import DEFAULT_CONTEXT_SLOTS, RequestContext

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
 from llmopt import errors
 from llmopt.inference.loader import ModelLoader
 from llmopt.inference.policy_store import TrafficPolicyStore

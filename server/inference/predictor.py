@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from llmopt import errors
 from llmopt.inference.engine import InferenceEngine, Prediction
 from llmopt.ports import FeatureVectors

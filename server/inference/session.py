@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
 from llmopt import errors
 from llmopt.inference.signature import (
     Signature,
@@ -24,7 +26,6 @@ from llmopt.inference.signature import (
     validate_inputs,
     warm_up_inputs,
 )
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 log = logging.getLogger("llmopt.inference")
 

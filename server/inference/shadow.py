@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from llmopt.inference.routing import Variant
 from llmopt.inference.session import LoadedModel
 from llmopt.inference.signature import row_count

@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+
 from llmopt import errors
 
 # onnxruntime's "tensor(<type>)" element names -> numpy dtype.

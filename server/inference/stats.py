@@ -12,6 +12,7 @@ from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from llmopt.inference.routing import Variant
 
 LATENCY_WINDOW = 2048

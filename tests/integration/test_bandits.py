@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
+
 from llmopt.gen.llmopt.v1 import bandits_pb2 as pb
 from llmopt.gen.llmopt.v1 import bandits_pb2_grpc, common_pb2
 

@@ -10,12 +10,13 @@ import threading
 from collections.abc import Iterator
 
 import grpc
+import numpy as np
+import pytest
+
 import llmopt.client
 import llmopt.client.client
 import llmopt.client.errors
 import llmopt.client.types
-import numpy as np
-import pytest
 from llmopt.client import (
     Arm,
     Client,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
+
 from llmopt.client import Client, ClientError
 from llmopt.demo import (
     DEMO_ARMS,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from llmopt.client import Client
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "llm_router.py"

@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
+
 from llmopt.gen.llmopt.v1 import common_pb2, features_pb2, features_pb2_grpc
 
 pytestmark = pytest.mark.integration

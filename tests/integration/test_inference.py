@@ -9,9 +9,9 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
+
 from llmopt.api.convert import from_tensor, to_tensor
 from llmopt.gen.llmopt.v1 import common_pb2, inference_pb2
-
 from tests.support import onnx_models
 from tests.support.inference_client import inference_stub, predict_request, register
 
@@ -213,9 +213,10 @@ def test_no_champion_is_failed_precondition_naming_the_model(
 def test_predict_from_request_context_through_the_default_feature_vector(
     channel: grpc.Channel,
 ) -> None:
-    from llmopt.features.context import RequestContext, default_context
     from skl2onnx import to_onnx
     from sklearn.linear_model import LinearRegression
+
+    from llmopt.features.context import RequestContext, default_context
 
     rng = np.random.default_rng(3)
     X = rng.random((200, 10), dtype=np.float32)

@@ -11,9 +11,9 @@ from collections.abc import Callable
 import grpc
 import numpy as np
 import pytest
+
 from llmopt.api.convert import from_tensor
 from llmopt.gen.llmopt.v1 import inference_pb2, registry_pb2
-
 from tests.support import onnx_models
 from tests.support.inference_client import (
     inference_stub,

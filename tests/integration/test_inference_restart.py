@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from llmopt.gen.llmopt.v1 import inference_pb2
 
+from llmopt.gen.llmopt.v1 import inference_pb2
 from tests.support import onnx_models
 from tests.support.inference_client import inference_stub, predict_request, register
 from tests.support.server import ServerProcess

@@ -8,6 +8,7 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from llmopt.gen.inference import grpc_service_pb2
 from llmopt.gen.llmopt.v1 import bandits_pb2, features_pb2, inference_pb2, registry_pb2
 

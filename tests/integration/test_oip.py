@@ -11,9 +11,9 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
+
 from llmopt.gen.inference import grpc_service_pb2 as pb
 from llmopt.gen.inference import grpc_service_pb2_grpc
-
 from tests.support import onnx_models
 from tests.support.inference_client import register
 from tests.support.server import ServerProcess

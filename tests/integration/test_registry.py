@@ -15,8 +15,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from llmopt.gen.llmopt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
+from llmopt.gen.llmopt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from tests.support.server import ServerProcess
 from tests.unit.registry.onnx_models import failing_checker_model, large_model, linear_model
 
@@ -347,8 +347,9 @@ def test_cli_register_alias_promote_history(
 ) -> None:
     import joblib
     import numpy as np
-    from llmopt.registry.cli import main
     from sklearn.linear_model import LogisticRegression
+
+    from llmopt.registry.cli import main
 
     def run(*args: str) -> tuple[int, str, str]:
         code = main(["--address", server.address, "--actor", "ci", *args])

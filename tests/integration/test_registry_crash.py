@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
-from llmopt.gen.llmopt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
+from llmopt.gen.llmopt.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from tests.support.server import ServerProcess
 from tests.unit.registry.onnx_models import large_model, linear_model
 

@@ -11,8 +11,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from llmopt.gen.llmopt.v1 import common_pb2, features_pb2, features_pb2_grpc, registry_pb2_grpc
 
+from llmopt.gen.llmopt.v1 import common_pb2, features_pb2, features_pb2_grpc, registry_pb2_grpc
 from tests.support.grpcurl import grpcurl
 
 SERVICES = [

@@ -7,6 +7,7 @@ import threading
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from llmopt.app import create_app
 from llmopt.config import Settings
 from llmopt.gen.llmopt.v1 import common_pb2, features_pb2, features_pb2_grpc

@@ -8,7 +8,6 @@ from importlib import metadata
 from pathlib import Path
 
 import llmopt
-
 from tests.packaging.decoys import check_installed
 
 DISTRIBUTION = "llm-optimizer-ml"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import numpy as np
+
 from llmopt.api.convert import to_tensor
 from llmopt.gen.llmopt.v1 import inference_pb2, inference_pb2_grpc, registry_pb2, registry_pb2_grpc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from llmopt import composition
 from llmopt.bandits.service import BanditService
 from llmopt.composition import DatabaseComponent, compose, engine_config

@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from llmopt.config import Settings, parse_settings, settings_table
 
 

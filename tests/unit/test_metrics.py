@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from llmopt.metrics import LATENCY_BUCKETS, RpcMetrics
 from prometheus_client import CollectorRegistry, generate_latest
+
+from llmopt.metrics import LATENCY_BUCKETS, RpcMetrics
 
 GET = "/llmopt.v1.Registry/GetModel"
 PUT = "/llmopt.v1.Registry/UploadVersion"

@@ -3,6 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
 from llmopt import errors
 from llmopt.api.convert import (
     from_request_context,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
+
 from llmopt import errors
 from llmopt.api import convert_bandits as cb
 from llmopt.bandits import policies as P

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from llmopt import errors
 from llmopt.api import convert_features as cf
 from llmopt.features.spec import (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from llmopt import errors
 from llmopt.api import convert_inference as conv
 from llmopt.api.convert import from_tensor, to_tensor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from llmopt import errors
 from llmopt.api import convert_registry as conv
 from llmopt.gen.llmopt.v1 import common_pb2, registry_pb2

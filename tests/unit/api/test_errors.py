@@ -6,6 +6,7 @@ import logging
 
 import grpc
 import pytest
+
 from llmopt import errors
 from llmopt.api.errors import STATUS_BY_ERROR, status_for, status_of
 
@@ -59,6 +60,7 @@ def test_anything_else_is_internal_with_a_logged_request_id(
 
 def test_predict_stream_answers_a_bad_message_through_the_same_mapping() -> None:
     import numpy as np
+
     from llmopt.api.convert import to_tensor
     from llmopt.api.inference import InferenceServicer
     from llmopt.gen.llmopt.v1 import inference_pb2

@@ -8,11 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from prometheus_client import CollectorRegistry
+
 from llmopt import errors
 from llmopt.api.interceptor import ServingInterceptor
 from llmopt.gen.llmopt.v1 import registry_pb2, registry_pb2_grpc
 from llmopt.metrics import RpcMetrics
-from prometheus_client import CollectorRegistry
 
 
 class PartlyBuilt(registry_pb2_grpc.RegistryServicer):

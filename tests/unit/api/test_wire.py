@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FieldDescriptor
+
 from llmopt.api import convert_bandits as cb
 from llmopt.api import convert_inference as conv
 from llmopt.api import wire

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 import numpy as np
+
 from llmopt.bandits import policies as P
 
 PRUNE_SD = 5.0

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from llmopt import errors
 from llmopt.bandits import policies as P
 from llmopt.bandits.policy import Policy
 from llmopt.native import bandit_free as native
-
 from tests.unit.bandits import reference as R
 
 # Kernel tests: CI also runs them against the bounds-checked build (make test-kernels-debug).

@@ -7,6 +7,7 @@ import doctest
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from llmopt import errors
 from llmopt.bandits import rewards
 from llmopt.bandits.rewards import (

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from llmopt import errors
 from llmopt.bandits import arms as arms_module
 from llmopt.bandits import bandit as bandit_module

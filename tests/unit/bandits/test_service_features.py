@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from llmopt import errors
 from llmopt.bandits import policies as P
 from llmopt.bandits.arms import Arm, LLMConfig

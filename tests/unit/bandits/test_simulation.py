@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from llmopt.bandits import policies as P
 from llmopt.features.context import OutputLength, RequestContext, default_context
 

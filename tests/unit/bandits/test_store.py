@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+
 from llmopt.bandits import store as st
 
 ROOT = Path(__file__).resolve().parents[3]

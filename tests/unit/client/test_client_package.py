@@ -8,11 +8,12 @@ import subprocess
 import sys
 
 import grpc
+import numpy as np
+import pytest
+
 import llmopt.client
 import llmopt.client.errors as errors
 import llmopt.client.types as ct
-import numpy as np
-import pytest
 from llmopt.gen.llmopt.v1 import common_pb2, registry_pb2
 
 # What a client user need not have: the server's layers, its storage, its kernels, the runtime.

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from llmopt import errors
 from llmopt.features.context import (
     DEFAULT_CONTEXT_SLOTS,

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from llmopt import errors
 from llmopt.features import ARM_OUTCOMES_SET, FeatureService, RequestContext
 from llmopt.features.service import MAX_ENTITY_ID, _row_problems, from_us, state_types, to_us

@@ -7,6 +7,7 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from llmopt import errors
 from llmopt.features.fitting import fit
 from llmopt.features.spec import (

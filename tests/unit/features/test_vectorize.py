@@ -7,6 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
+
 from llmopt.features.context import (
     DEFAULT_CONTEXT_SLOTS,
     OutputLength,

@@ -4,6 +4,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from llmopt.inference import (
     MIGRATIONS,
     EngineConfig,
@@ -13,7 +14,6 @@ from llmopt.inference import (
 )
 from llmopt.registry import Registry, VersionMetadata
 from llmopt.storage import Database
-
 from tests.support import onnx_models
 
 

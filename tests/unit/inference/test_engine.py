@@ -8,11 +8,11 @@ from collections.abc import Callable
 import numpy as np
 import onnxruntime as ort
 import pytest
+
 from llmopt import errors
 from llmopt.inference import InferenceEngine, TrafficMode, TrafficPolicy, Variant
 from llmopt.inference.session import SessionConfig
 from llmopt.registry import Registry
-
 from tests.support import onnx_models
 from tests.unit.inference.conftest import upload
 

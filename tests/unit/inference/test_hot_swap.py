@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+
 from llmopt.inference import InferenceEngine, TrafficMode, TrafficPolicy, Variant
 from llmopt.registry import Registry
-
 from tests.support import onnx_models
 from tests.unit.inference.conftest import upload
 

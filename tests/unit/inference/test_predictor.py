@@ -6,11 +6,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pytest
+
 from llmopt import errors
 from llmopt.features import FeatureVector, RequestContext
 from llmopt.inference import InferenceEngine, Predictor
 from llmopt.registry import Registry
-
 from tests.support import onnx_models
 from tests.unit.inference.conftest import upload
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from llmopt import errors
 from llmopt.inference.routing import (
     ChampionChallengerRouter,

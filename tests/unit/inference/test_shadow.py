@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+
 from llmopt.inference.shadow import ShadowJob, ShadowRunner
 from llmopt.inference.stats import ModelStatsBook
 

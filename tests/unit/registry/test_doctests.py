@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import doctest
 
+import pytest
+
 import llmopt.registry.export
 import llmopt.registry.model_registry
-import pytest
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from llmopt import errors
-from llmopt.registry import Registry
-from llmopt.registry.export import DEFAULT_TARGET_OPSET, ExportMismatch, export_sklearn
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from llmopt import errors
+from llmopt.registry import Registry
+from llmopt.registry.export import DEFAULT_TARGET_OPSET, ExportMismatch, export_sklearn
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((120, 5))

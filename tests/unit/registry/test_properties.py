@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from llmopt import errors
 from llmopt.registry import ModelTask, Registry, VersionMetadata, validation
-
 from tests.unit.registry.onnx_models import linear_model
 
 MODEL_NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", fullmatch=True)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from llmopt import errors
 from llmopt.registry import (
     AliasEvent,
@@ -20,7 +21,6 @@ from llmopt.registry import (
     TensorSpec,
     VersionMetadata,
 )
-
 from tests.unit.registry.onnx_models import failing_checker_model, linear_model
 
 

@@ -6,6 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
+
 from llmopt.storage import records
 from llmopt.storage.records import frame
 

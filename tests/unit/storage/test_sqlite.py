@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+
 from llmopt import errors
 from llmopt.storage import Database, DataDir
 
