@@ -488,7 +488,7 @@ def own_server() -> Iterator[str]:
         log_path = Path(tmp) / "server.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "server", "--port", "0", "--data-dir",
+                [sys.executable, "-m", "llmopt", "--port", "0", "--data-dir",
                  str(Path(tmp) / "data"), "--demo"],
                 stdout=log, stderr=subprocess.STDOUT,
                 cwd=Path(__file__).resolve().parents[1],

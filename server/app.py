@@ -4,7 +4,8 @@ The stores and domain services come from the composition root (``llmopt.composit
 each service module in ``llmopt.api`` only binds its service to a servicer.
 ``create_app`` builds everything and binds the port (port 0 picks a free one) without starting;
 ``App.start`` starts serving and flips health to SERVING once every component is warm;
-``App.stop`` drains. Tests and ``llmopt.__main__`` share this code.
+``App.stop`` drains. Where each RPC runs, the limits on RPCs and streams, and idle streams are the
+interceptor's (``llmopt.api.interceptor``). Tests and ``llmopt.__main__`` share this code.
 """
 
 from __future__ import annotations
@@ -12,19 +13,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from llmopt import __version__
+from llmopt import __version__, errors
 from llmopt.api import bandits as bandits_api
 from llmopt.api import features as features_api
 from llmopt.api import inference as inference_api
 from llmopt.api import oip as oip_api
 from llmopt.api import registry as registry_api
-from llmopt.api.interceptor import ServingInterceptor
+from llmopt.api.interceptor import Lanes, ServingInterceptor
 from llmopt.composition import compose
 from llmopt.config import Settings, tune_gc
 from llmopt.demo import seed_demo
@@ -42,6 +42,61 @@ DRAIN_SETTLE_SECONDS = 0.5
 
 # The services the server registers, in this order (health and reflection list them so).
 SERVICE_MODULES = (registry_api, features_api, bandits_api, inference_api, oip_api)
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+class HealthService(health.HealthServicer):
+    """grpcio-health-checking's servicer (Check, Watch, graceful shutdown), plus ``List`` (its
+    1.85 declares it but answers UNIMPLEMENTED) and a Check of an unknown service that names
+    the services there are. The statuses are kept here too, as ``set`` records them, so that
+    nothing reads the base class's private state."""
+
+    def __init__(self) -> None:
+        super().__init__(experimental_non_blocking=True)
+        self._statuses: dict[str, int] = {health.OVERALL_HEALTH: SERVING}
+        self._statuses_lock = threading.Lock()
+        self._final = False
+
+    def set(self, service: str, status: int) -> None:
+        with self._statuses_lock:
+            if not self._final:
+                self._statuses[service] = status
+        super().set(service, status)
+
+    def enter_graceful_shutdown(self) -> None:
+        with self._statuses_lock:
+            self._statuses = dict.fromkeys(
+                self._statuses, health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            self._final = True
+        super().enter_graceful_shutdown()
+
+    def statuses(self) -> dict[str, int]:
+        """Every service's status now ("" is the server as a whole)."""
+        with self._statuses_lock:
+            return dict(self._statuses)
+
+    def not_serving(self) -> dict[str, str]:
+        """The services that are not SERVING now, with their status's name."""
+        name = health_pb2.HealthCheckResponse.ServingStatus.Name
+        return {s: name(v) for s, v in self.statuses().items() if v != SERVING}
+
+    def Check(self, request, context):  # type: ignore[no-untyped-def]
+        status = self.statuses().get(request.service)
+        if status is None:
+            known = ", ".join(repr(s) for s in self.statuses())
+            raise errors.NotFound(
+                f"service: {request.service!r} is not served here; the services are {known}"
+            )
+        return health_pb2.HealthCheckResponse(status=status)
+
+    def List(self, request, context):  # type: ignore[no-untyped-def]
+        return health_pb2.HealthListResponse(
+            statuses={
+                service: health_pb2.HealthCheckResponse(status=status)
+                for service, status in self.statuses().items()
+            }
+        )
 
 
 class App:
@@ -60,19 +115,22 @@ class App:
         try:
             self.metrics_registry = CollectorRegistry()
             self.metrics = RpcMetrics(self.metrics_registry)
-            # Two pools: unary calls run on a few threads (see ``--workers``); streams, which hold
-            # a thread while open, get their own so that open streams cannot starve unary calls.
-            self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="rpc")
-            self._stream_executor = ThreadPoolExecutor(
-                settings.stream_workers, thread_name_prefix="rpc-stream"
+            # Unary calls run on a few threads (see ``--workers``); each stream on a thread of
+            # its own; health and reflection apart from both (``Lanes``). The interceptor
+            # enforces both limits, not grpc's ``maximum_concurrent_rpcs``, which would refuse
+            # health checks too.
+            self.lanes = Lanes.create(
+                settings.workers, settings.max_concurrent_rpcs, settings.max_concurrent_streams
             )
             self._interceptor = ServingInterceptor(
-                self.metrics, self._ready.is_set, stream_pool=self._stream_executor
+                self.metrics,
+                self._ready.is_set,
+                lanes=self.lanes,
+                stream_idle_seconds=settings.stream_idle_seconds,
             )
             self.server = grpc.server(
-                self._executor,
+                self.lanes.unary.pool,
                 interceptors=[self._interceptor],
-                maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
                 options=[
                     ("grpc.max_send_message_length", settings.max_message_mb * MIB),
                     ("grpc.max_receive_message_length", settings.max_message_mb * MIB),
@@ -80,7 +138,7 @@ class App:
                     ("grpc.so_reuseport", 0),
                 ],
             )
-            self.health = health.HealthServicer(experimental_non_blocking=True)
+            self.health = HealthService()
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
             self.bindings = [module.bind(self.context.services) for module in SERVICE_MODULES]
             for binding in self.bindings:
@@ -96,6 +154,8 @@ class App:
             if self.port == 0:
                 raise OSError(f"cannot listen on {settings.address} (address in use or invalid)")
         except BaseException:
+            if hasattr(self, "_interceptor"):
+                self._interceptor.close()
             self.context.close()
             self.data_dir.close()
             raise
@@ -112,9 +172,16 @@ class App:
         log.info("listening on %s", self.address)
         if self.settings.metrics_port:
             self.metrics_http = MetricsHttpServer(
-                self.metrics_registry, self.settings.host, self.settings.metrics_port
+                self.metrics_registry,
+                self.settings.host,
+                self.settings.metrics_port,
+                not_ready=self.health.not_serving,
             )
-            log.info("metrics on http://%s:%d/metrics", self.settings.host, self.metrics_http.port)
+            log.info(
+                "metrics and probes on http://%s:%d (/metrics, /livez, /readyz)",
+                self.settings.host,
+                self.metrics_http.port,
+            )
         for component in self.context.components:
             component.warm_up()
         if self.settings.demo:
@@ -131,7 +198,12 @@ class App:
         )
 
     def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING at once, refuse new RPCs, let in-flight ones finish, close the stores."""
+        """NOT_SERVING at once, refuse new RPCs, let in-flight ones finish, close the stores.
+
+        Health ``Watch`` streams see NOT_SERVING, then end with UNAVAILABLE at once; a stream
+        waiting on its client ends with UNAVAILABLE too (see ``ServingInterceptor.begin_drain``);
+        unary calls and streams busy with a message get up to ``grace`` seconds to finish.
+        """
         if self._stopped:
             return
         self._stopped = True
@@ -139,18 +211,24 @@ class App:
         deadline = time.monotonic() + grace
         self._ready.clear()
         self.health.enter_graceful_shutdown()
+        self._interceptor.begin_drain()
         log.info("draining: in-flight RPCs have %.1f s to finish", grace)
         # First let the domain RPCs in progress finish while the server still answers new ones
         # (UNAVAILABLE, through the interceptor): grpc's own stop() cancels calls that reached
         # the server but were not yet handed to a thread, and a client cannot tell those apart
         # from calls cut off mid-way.
-        self._interceptor.wait_idle(grace)
+        if not self._interceptor.wait_idle(grace):
+            # Streams still busy when the grace is over end with a status that says why,
+            # rather than the bare CANCELLED of grpc's stop().
+            self._interceptor.streams.end_all(
+                errors.Unavailable(f"server is shutting down: the {grace:g} s grace period is over")
+            )
         time.sleep(min(DRAIN_SETTLE_SECONDS, max(0.0, deadline - time.monotonic())))
         stopped = self.server.stop(max(0.0, deadline - time.monotonic())).wait(grace + 5.0)
         if not stopped:  # a call grpc never finished: exit anyway rather than hang on SIGTERM
             log.error("grpc did not finish stopping within %.1f s; closing anyway", grace + 5.0)
-        self._executor.shutdown(wait=stopped)
-        self._stream_executor.shutdown(wait=stopped)
+        self._interceptor.close()
+        self.lanes.shutdown(wait=stopped)
         self.context.close()
         if self.metrics_http is not None:
             self.metrics_http.close()

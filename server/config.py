@@ -25,8 +25,9 @@ class Settings:
     port: int = 50051
     data_dir: Path = Path("data")
     workers: int = 4
-    stream_workers: int = 32
     max_concurrent_rpcs: int = 256
+    max_concurrent_streams: int = 32
+    stream_idle_seconds: float = 30.0
     max_message_mb: int = 64
     metrics_port: int = 0
     log_level: str = "info"
@@ -132,17 +133,28 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         "threads running unary RPCs; few is fastest, since Python runs one thread at a time and "
         "each extra thread adds hand-offs (raise it only for handlers that wait, not compute)",
     ),
-    "stream_workers": (
-        _int_in(1, 4096),
-        "threads running streaming RPCs (health Watch, reflection, PredictStream, streamed "
-        "writes); each open stream holds one for as long as it is open",
-    ),
     "max_concurrent_rpcs": (
         _int_in(1, 100_000),
-        "RPCs in progress at once; beyond it new RPCs get RESOURCE_EXHAUSTED instead of queueing",
+        "unary RPCs in progress at once (running or queued for a worker); beyond it new ones get "
+        "RESOURCE_EXHAUSTED instead of queueing; health and reflection are never refused",
+    ),
+    "max_concurrent_streams": (
+        _int_in(1, 4096),
+        "streaming RPCs open at once (PredictStream, streamed writes, uploads, downloads), each "
+        "on a thread of its own; beyond it new ones get RESOURCE_EXHAUSTED; health and "
+        "reflection run apart and are never refused",
+    ),
+    "stream_idle_seconds": (
+        _float_in(0, 86400),
+        "a stream that waits this long on its client (for its next message, or to read the "
+        "last answer) ends with DEADLINE_EXCEEDED; 0 turns it off; health Watch never idles",
     ),
     "max_message_mb": (_int_in(1, 2047), "largest gRPC message accepted or sent, in MiB"),
-    "metrics_port": (_int_in(0, 65535), "Prometheus /metrics HTTP port; 0 turns it off"),
+    "metrics_port": (
+        _int_in(0, 65535),
+        "HTTP port of /metrics (Prometheus), /livez and /readyz (200 once every service is "
+        "SERVING, else 503); 0 turns it off",
+    ),
     "log_level": (_choice(LOG_LEVELS), "log level: " + ", ".join(LOG_LEVELS)),
     "log_format": (_choice(LOG_FORMATS), "log format: text for people, json for collectors"),
     "grace_seconds": (

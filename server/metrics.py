@@ -1,15 +1,19 @@
-"""Prometheus metrics: per-RPC counters and latency histograms, served on --metrics-port."""
+"""Prometheus metrics: per-RPC counters and latency histograms, served on --metrics-port with
+the process's liveness and readiness probes."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import accumulate
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.utils import floatToGoString
 
 # Fine at the low end: most RPCs here take tens of microseconds to a few milliseconds.
@@ -113,13 +117,77 @@ class RpcMetrics:
         yield histogram
 
 
-class MetricsHttpServer:
-    """``GET /metrics`` in Prometheus text format on its own port (prometheus-client's server)."""
+# The WSGI types, spelled out (wsgiref.types is Python 3.11+ and typeshed-only before it).
+StartResponse = Callable[..., Any]
+Environ = dict[str, Any]
+WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        self._httpd, self._thread = start_http_server(port, addr=host, registry=registry)
+
+def probes_app(registry: CollectorRegistry, not_ready: Callable[[], Mapping[str, str]]) -> WsgiApp:
+    """The HTTP side: ``/metrics`` (prometheus-client's own exposition), ``/livez`` (200 while
+    the process runs), ``/readyz`` (200 when ``not_ready()`` is empty, else 503 saying which
+    services are not SERVING) and 404 for every other path, so that a probe of a wrong path
+    fails instead of passing."""
+    metrics = make_wsgi_app(registry)
+
+    def plain(start: StartResponse, status: str, body: str) -> list[bytes]:
+        data = body.encode()
+        start(
+            status,
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
+
+    def app(environ: Environ, start: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/metrics":
+            return metrics(environ, start)
+        if path == "/livez":
+            return plain(start, "200 OK", "ok\n")
+        if path == "/readyz":
+            waiting = not_ready()
+            if not waiting:
+                return plain(start, "200 OK", "ready\n")
+            listed = ", ".join(f"{name or '(server)'} {status}" for name, status in waiting.items())
+            return plain(start, "503 Service Unavailable", f"not ready: {listed}\n")
+        return plain(start, "404 Not Found", f"no such path {path!r}: /metrics, /livez, /readyz\n")
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes and probes every few seconds are not worth a log line each."""
+
+
+class MetricsHttpServer:
+    """``probes_app`` on its own port, in a thread (prometheus-client's threading WSGI server).
+
+    ``not_ready`` returns the services that are not SERVING (name to status); without it the
+    server counts as ready whenever the process runs.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        not_ready: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+        class Server(ThreadingWSGIServer):
+            address_family = family
+
+        app = probes_app(registry, not_ready or dict)
+        self._httpd = make_server(host, port, app, server_class=Server, handler_class=_QuietHandler)
         self.port: int = self._httpd.server_port
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="metrics-http", daemon=True
+        )
+        self._thread.start()
 
     def close(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+        self._thread.join(5)

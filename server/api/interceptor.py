@@ -1,16 +1,39 @@
-"""One interceptor for every RPC: readiness gate, error mapping, metrics.
+"""One interceptor for every RPC: where it runs, whether it is admitted, errors, metrics, streams.
 
 Every servicer method runs inside it, so later services get the same behaviour for free:
-exceptions become a status through the one mapping (``llmopt.api.errors.status_of``: domain
-errors their code, anything unexpected INTERNAL with a request id that also appears in the logged
-traceback), and each call is counted by method and code and timed.
+
+- **Lanes.** Each RPC runs on the thread pool of its lane (``Lanes``): unary calls on a few
+  threads, domain streams on threads of their own, health and reflection apart from both, so
+  that no kind of traffic can starve another.
+- **Limits.** The unary and the stream lane admit a bounded number of RPCs in progress (queued
+  or running); beyond it a new RPC answers RESOURCE_EXHAUSTED naming the limit. The check runs
+  where grpc hands the call over, before it takes a thread of its lane, and the refusal runs on
+  the control lane, so a full lane never delays it. Health and reflection are never refused.
+- **Idle streams.** A stream that waits on its client for longer than ``stream_idle_seconds``
+  ends with DEADLINE_EXCEEDED naming the limit (``OpenStreams``). Waiting on the client means
+  blocked for the client's next message (client-streaming and bidi RPCs), or blocked until the
+  client takes the last answer (every stream that answers with a stream). A server-streaming
+  call that keeps sending to a client that keeps reading is never idle. Health ``Watch`` holds no
+  thread at all (grpc's non-blocking handlers), so it never counts and never idles.
+- **Shutdown.** ``begin_drain`` ends every ``Watch`` at once with UNAVAILABLE, and from then on
+  ends a stream with UNAVAILABLE as soon as it waits on its client for ``DRAIN_IDLE_SECONDS``;
+  streams busy with a message, and unary calls, finish (``wait_idle``).
+- **Errors.** Exceptions become a status through the one mapping
+  (``llmopt.api.errors.status_of``: domain errors their code, anything unexpected INTERNAL with a
+  request id that also appears in the logged traceback). A call that ended under the handler
+  (the client cancelled, its deadline passed, or this server ended it) is not an error: it is
+  logged at debug level and nothing is sent.
+- **Metrics.** Each call is counted by method and code and timed.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -19,37 +42,240 @@ from llmopt import errors
 from llmopt.api.errors import status_of
 from llmopt.metrics import RpcMetrics
 
-# Services that answer while the server is starting or stopping.
+log = logging.getLogger("llmopt.rpc")
+
+# Services that answer while the server is starting or stopping, and are never refused by a limit.
 ALWAYS_OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
-# Streams that last as long as the client wants; shutdown does not wait for them to end.
-ENDLESS_METHODS = ("/grpc.health.v1.Health/Watch",)
+# While draining, a stream that has waited this long on its client is idle and ends: long enough
+# for a client between two messages it has ready (the chunks of an upload), short beside a grace.
+DRAIN_IDLE_SECONDS = 1.0
+# Threads of the lanes that no setting sizes: health calls and refusals (short, never held), and
+# reflection streams (held while open, as long as their client keeps them busy).
+CONTROL_WORKERS = 4
+REFLECTION_WORKERS = 8
+
+NEXT_MESSAGE = "the client's next message"
+CLIENT_READ = "the client to read the last answer"
+
+
+class CountingPool(ThreadPoolExecutor):
+    """A thread pool that knows how many tasks it holds, queued or running.
+
+    grpc submits every call to the pool of its handler (``experimental_thread_pool``), so this
+    count is the lane's RPCs in progress. ``set.add`` and ``set.discard`` are atomic under the
+    GIL: no lock on the way of every call.
+    """
+
+    def __init__(self, max_workers: int, name: str) -> None:
+        super().__init__(max_workers, thread_name_prefix=name)
+        self._held: set[Future[Any]] = set()
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future = super().submit(fn, *args, **kwargs)
+        self._held.add(future)
+        future.add_done_callback(self._held.discard)
+        return future
+
+
+@dataclass(frozen=True)
+class Lane:
+    """Where one kind of RPC runs, and how many of them may be in progress at once."""
+
+    pool: CountingPool
+    limit: int | None = None  # None: never refused
+    what: str = "RPCs"  # named in a refusal
+    setting: str = ""  # the setting of the limit, named in a refusal
+
+    def full(self) -> bool:
+        return self.limit is not None and self.pool.held >= self.limit
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """The server's thread pools, one per kind of RPC."""
+
+    unary: Lane
+    streams: Lane
+    control: Lane
+    reflection: Lane
+
+    @classmethod
+    def create(cls, workers: int, max_unary: int, max_streams: int) -> Lanes:
+        """``workers`` threads run unary calls, up to ``max_unary`` in progress (the rest queue);
+        each of ``max_streams`` streams has a thread of its own, so none waits for one."""
+        return cls(
+            unary=Lane(CountingPool(workers, "rpc"), max_unary, "RPCs", "--max-concurrent-rpcs"),
+            streams=Lane(
+                CountingPool(max_streams, "rpc-stream"),
+                max_streams,
+                "streams",
+                "--max-concurrent-streams",
+            ),
+            control=Lane(CountingPool(CONTROL_WORKERS, "rpc-control")),
+            reflection=Lane(CountingPool(REFLECTION_WORKERS, "rpc-reflection")),
+        )
+
+    def shutdown(self, wait: bool) -> None:
+        for lane in (self.unary, self.streams, self.control, self.reflection):
+            lane.pool.shutdown(wait=wait)
+
+
+class _Stream:
+    """One open stream: what it waits on the client for (None: busy), and since when."""
+
+    __slots__ = ("context", "ended_with", "method", "since", "waiting_for")
+
+    def __init__(self, context: grpc.ServicerContext, method: str) -> None:
+        self.context = context
+        self.method = method
+        self.waiting_for: str | None = None
+        self.since = 0.0
+        self.ended_with: grpc.StatusCode | None = None
+
+
+def end_call(context: grpc.ServicerContext, exc: errors.LLMOptError, method: str) -> None:
+    """End ``context``'s call now, from any thread, with the status of ``exc``.
+
+    The handler's thread may be blocked in grpc (waiting for a message, or for the client to
+    take one), where it cannot raise. grpc's public ``ServicerContext.cancel()`` ends the call,
+    but the client then reads a bare CANCELLED; the call object behind the context can cancel
+    with a status of our choosing, which the client reads as the RPC's status. The handler then
+    sees a grpc ``RpcError`` and unwinds (see ``_abort_for``).
+    """
+    code, message = status_of(exc, method)
+    call = getattr(getattr(context, "_rpc_event", None), "call", None)
+    if call is None:  # a grpc without that object: end it all the same
+        context.cancel()
+        return
+    call.cancel(code.value[0], message)
+
+
+class OpenStreams:
+    """The streams in progress; one thread ends those that wait on their client too long.
+
+    ``idle_seconds`` 0 turns the idle limit off (draining still ends streams that wait).
+    """
+
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
+        self._open: set[_Stream] = set()
+        self._endless: set[_Stream] = set()  # Watch: ended at shutdown, never idle
+        self._draining = False
+        self._lock = threading.Lock()  # ending a stream: once, never twice
+        self._closed = threading.Event()
+        tick = min(0.25, idle_seconds / 4) if idle_seconds > 0 else 0.25
+        self._reaper = threading.Thread(
+            target=self._run, args=(tick,), name="rpc-idle-streams", daemon=True
+        )
+        self._reaper.start()
+
+    def open(self, stream: _Stream) -> None:
+        self._open.add(stream)
+
+    def close(self, stream: _Stream) -> None:
+        self._open.discard(stream)
+
+    def open_endless(self, stream: _Stream) -> None:
+        self._endless.add(stream)
+        if self._draining:  # opened after begin_drain swept: end it here
+            self.end(stream, errors.Unavailable("server is shutting down"))
+
+    def close_endless(self, stream: _Stream) -> None:
+        self._endless.discard(stream)
+
+    def end(self, stream: _Stream, exc: errors.LLMOptError) -> None:
+        with self._lock:
+            if stream.ended_with is not None:
+                return
+            stream.ended_with = status_of(exc, stream.method)[0]
+        log.debug("%s: %s", stream.method, exc)
+        end_call(stream.context, exc, stream.method)
+
+    def begin_drain(self) -> None:
+        """End every endless stream now; from now on, end streams as soon as they wait."""
+        self._draining = True
+        for stream in list(self._endless):
+            self.end(stream, errors.Unavailable("server is shutting down"))
+        self.reap()
+
+    def end_all(self, exc: errors.LLMOptError) -> None:
+        for stream in [*self._open, *self._endless]:
+            self.end(stream, exc)
+
+    def reap(self) -> None:
+        now = time.monotonic()
+        draining = self._draining
+        limit = DRAIN_IDLE_SECONDS if draining else self.idle_seconds
+        if limit <= 0:
+            return
+        for stream in list(self._open):
+            waiting_for = stream.waiting_for
+            if waiting_for is None or now - stream.since < limit:
+                continue
+            if draining:
+                exc: errors.LLMOptError = errors.Unavailable(
+                    f"server is shutting down: the stream was waiting for {waiting_for}"
+                )
+            else:
+                exc = errors.DeadlineExceeded(
+                    f"stream idle: waited {limit:g} s for {waiting_for} "
+                    f"(--stream-idle-seconds {limit:g})"
+                )
+            self.end(stream, exc)
+
+    def close_all(self) -> None:
+        self._closed.set()
+        self._reaper.join(5)
+
+    def _run(self, tick: float) -> None:
+        while not self._closed.wait(tick):
+            self.reap()
+
+
+@dataclass(frozen=True)
+class _Route:
+    handler: grpc.RpcMethodHandler
+    refusal: grpc.RpcMethodHandler | None
+    lane: Lane | None
 
 
 class ServingInterceptor(grpc.ServerInterceptor):
+    """Wraps every method handler once (see the module's docstring for what the wrapper does).
+
+    ``lanes`` None runs every RPC on the server's own pool with no limit (small servers in
+    tests); ``stream_idle_seconds`` 0 lets streams wait on their clients for ever.
+    """
+
     def __init__(
         self,
         metrics: RpcMetrics | None,
         is_ready: Callable[[], bool],
-        stream_pool: ThreadPoolExecutor | None = None,
+        lanes: Lanes | None = None,
+        stream_idle_seconds: float = 0.0,
     ) -> None:
         self._metrics = metrics
         self._is_ready = is_ready
-        self._stream_pool = stream_pool
-        # The contexts of the RPCs in progress. set.add and set.discard of an object hashed by
-        # identity are atomic under the GIL, so counting takes no lock: a lock shared by every
-        # handler thread is where threads queue and hand the GIL over, which costs more than the
-        # count. Only drain waits, and it polls.
+        self._lanes = lanes
+        self.streams = OpenStreams(stream_idle_seconds)
+        # The contexts of the RPCs in progress (Watch aside). set.add and set.discard of an object
+        # hashed by identity are atomic under the GIL, so counting takes no lock: a lock shared by
+        # every handler thread is where threads queue and hand the GIL over, which costs more
+        # than the count. Only drain waits, and it polls.
         self._active: set[object] = set()
         # Handlers are fixed once the server starts: wrap each method once, not on every call.
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._routes: dict[str, _Route] = {}
 
     @property
     def in_flight(self) -> int:
-        """RPCs in progress now (endless streams aside)."""
+        """RPCs in progress now (Watch aside)."""
         return len(self._active)
 
     def wait_idle(self, timeout: float, poll: float = 0.005) -> bool:
-        """Wait until no RPC is in progress (endless streams aside); False on timeout."""
+        """Wait until no RPC is in progress (Watch aside); False on timeout."""
         deadline = time.monotonic() + timeout
         while self.in_flight > 0:
             if time.monotonic() >= deadline:
@@ -57,95 +283,239 @@ class ServingInterceptor(grpc.ServerInterceptor):
             time.sleep(poll)
         return True
 
+    def begin_drain(self) -> None:
+        """Shutdown begins: Watch streams end now, other streams as soon as they wait."""
+        self.streams.begin_drain()
+
+    def close(self) -> None:
+        self.streams.close_all()
+
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         method: str = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
+        route = self._routes.get(method)
+        if route is None:
             handler = continuation(handler_call_details)
             if handler is None:
                 return None
-            wrapped = self._wrapped.setdefault(method, self._wrap(handler, method))
-        return wrapped
+            route = self._routes.setdefault(method, self._route(handler, method))
+        if route.lane is not None and route.lane.full():
+            return route.refusal
+        return route.handler
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        gated = not method.startswith(ALWAYS_OPEN_PREFIXES)
-        counted = method not in ENDLESS_METHODS
-        streaming_in = bool(handler.stream_unary or handler.stream_stream)
+    # -- building the handlers, once per method ---------------------------------------------
+
+    def _route(self, handler: grpc.RpcMethodHandler, method: str) -> _Route:
+        open_ = method.startswith(ALWAYS_OPEN_PREFIXES)
+        non_blocking = bool(getattr(_behavior(handler), "experimental_non_blocking", False))
+        lane = self._lane_of(handler, open_, non_blocking)
+        wrapped = self._wrap(handler, method, not open_, non_blocking)
+        refusal = None
+        if lane is not None and lane.limit is not None:
+            refusal = self._refusal(handler, method, lane)
+        return _Route(_on(wrapped, lane), _on(refusal, self._control), lane)
+
+    @property
+    def _control(self) -> Lane | None:
+        return self._lanes.control if self._lanes else None
+
+    def _lane_of(
+        self, handler: grpc.RpcMethodHandler, open_: bool, non_blocking: bool
+    ) -> Lane | None:
+        if self._lanes is None:
+            return None
+        streaming = not handler.unary_unary
+        if open_:
+            return self._lanes.reflection if streaming and not non_blocking else self._lanes.control
+        return self._lanes.streams if streaming else self._lanes.unary
+
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler, method: str, gated: bool, non_blocking: bool
+    ) -> grpc.RpcMethodHandler:
         serialized = getattr(handler.unary_unary, "answers_serialized", False)
         options = {
             "request_deserializer": _tolerant(handler.request_deserializer, method),
             "response_serializer": None if serialized else handler.response_serializer,
         }
         if handler.unary_unary:
-            wrapped = self._unary(handler.unary_unary, method, gated, counted, streaming_in)
+            wrapped = self._unary(handler.unary_unary, method, gated)
             return grpc.unary_unary_rpc_method_handler(wrapped, **options)
-        # Any streaming RPC runs on the stream pool (grpc honours a behaviour's
-        # ``experimental_thread_pool``; grpcio-health-checking's Watch relies on it too).
         if handler.stream_unary:
-            wrapped = self._unary(handler.stream_unary, method, gated, counted, streaming_in)
-            wrapped.experimental_thread_pool = self._stream_pool  # type: ignore[attr-defined]
+            wrapped = self._client_stream(handler.stream_unary, method, gated)
             return grpc.stream_unary_rpc_method_handler(wrapped, **options)
         behavior = handler.unary_stream or handler.stream_stream
-        wrapped = self._stream(behavior, method, gated, counted, streaming_in)
-        wrapped.experimental_thread_pool = self._stream_pool  # type: ignore[attr-defined]
+        if non_blocking:
+            wrapped = self._endless(behavior, method, gated)
+        else:
+            wrapped = self._stream(behavior, method, gated, bool(handler.stream_stream))
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(wrapped, **options)
         return grpc.stream_stream_rpc_method_handler(wrapped, **options)
 
-    def _unary(
-        self,
-        behavior: Callable[..., Any],
-        method: str,
-        gated: bool,
-        counted: bool,
-        streaming_in: bool,
-    ) -> Callable[..., Any]:
+    def _refusal(
+        self, handler: grpc.RpcMethodHandler, method: str, lane: Lane
+    ) -> grpc.RpcMethodHandler:
+        """The handler answering when ``lane`` is full: at once, without reading the request."""
+
+        def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
+            try:
+                if not self._is_ready():
+                    raise errors.Unavailable("server is not serving (starting up or shutting down)")
+                raise errors.ResourceExhausted(
+                    f"too many {lane.what} in progress: the limit is {lane.limit} "
+                    f"({lane.setting}); retry later"
+                )
+            except errors.LLMOptError as exc:
+                context.abort(*status_of(exc, method))
+            finally:
+                self._record(method, context, start)
+
+        kinds = {
+            "unary_unary": grpc.unary_unary_rpc_method_handler,
+            "stream_unary": grpc.stream_unary_rpc_method_handler,
+            "unary_stream": grpc.unary_stream_rpc_method_handler,
+            "stream_stream": grpc.stream_stream_rpc_method_handler,
+        }
+        # grpc runs any behaviour first and iterates only what it returns, so one that raises
+        # refuses a call of every kind.
+        kind = next(k for k in kinds if getattr(handler, k))
+        return kinds[kind](
+            refuse, _tolerant(handler.request_deserializer, method), handler.response_serializer
+        )
+
+    # -- the wrappers, one call each -----------------------------------------------------
+
+    def _unary(self, behavior: Callable[..., Any], method: str, gated: bool) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
-            if counted:
-                self._active.add(context)
+            self._active.add(context)
             try:
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
-                return behavior(_parsed(request, streaming_in), context)
+                if type(request) is _Malformed:
+                    raise errors.InvalidArgument(request.error)
+                return behavior(request, context)
             except Exception as exc:
                 _abort_for(exc, method, context)
             finally:
-                if counted:
-                    self._active.discard(context)
+                self._active.discard(context)
                 self._record(method, context, start)
+
+        return call
+
+    def _client_stream(
+        self, behavior: Callable[..., Any], method: str, gated: bool
+    ) -> Callable[..., Any]:
+        def call(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
+            stream = _Stream(context, method)
+            self._active.add(context)
+            self.streams.open(stream)
+            try:
+                if gated and not self._is_ready():
+                    raise errors.Unavailable("server is not serving (starting up or shutting down)")
+                return behavior(_received(requests, stream), context)
+            except Exception as exc:
+                _abort_for(exc, method, context)
+            finally:
+                self.streams.close(stream)
+                self._active.discard(context)
+                self._record(method, context, start, stream)
 
         return call
 
     def _stream(
-        self,
-        behavior: Callable[..., Any],
-        method: str,
-        gated: bool,
-        counted: bool,
-        streaming_in: bool,
+        self, behavior: Callable[..., Any], method: str, gated: bool, streaming_in: bool
     ) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start = time.perf_counter()
-            if counted:
-                self._active.add(context)
+            stream = _Stream(context, method)
+            self._active.add(context)
+            self.streams.open(stream)
             try:
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
-                yield from behavior(_parsed(request, streaming_in), context)
+                if streaming_in:
+                    request = _received(request, stream)
+                elif type(request) is _Malformed:
+                    raise errors.InvalidArgument(request.error)
+                for response in behavior(request, context):
+                    # grpc sends it before it asks for the next: the wait on the client to read
+                    stream.since = time.monotonic()
+                    stream.waiting_for = CLIENT_READ
+                    yield response
+                    stream.waiting_for = None
             except Exception as exc:
                 _abort_for(exc, method, context)
             finally:
-                if counted:
-                    self._active.discard(context)
-                self._record(method, context, start)
+                self.streams.close(stream)
+                self._active.discard(context)
+                self._record(method, context, start, stream)
 
         return call
 
-    def _record(self, method: str, context: grpc.ServicerContext, start: float) -> None:
-        if self._metrics is not None:
-            code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
-            self._metrics.observe(method, code.name, time.perf_counter() - start)
+    def _endless(
+        self, behavior: Callable[..., Any], method: str, gated: bool
+    ) -> Callable[..., Any]:
+        """A non-blocking stream (health Watch): it answers through grpc's callback and holds no
+        thread while open; it ends when the client leaves, or at shutdown."""
+
+        def call(request: Any, context: grpc.ServicerContext, send: Callable[..., None]) -> None:
+            start = time.perf_counter()
+            stream = _Stream(context, method)
+
+            def closed() -> None:
+                self.streams.close_endless(stream)
+                self._record(method, context, start, stream)
+
+            try:
+                if gated and not self._is_ready():
+                    raise errors.Unavailable("server is not serving (starting up or shutting down)")
+                if type(request) is _Malformed:
+                    raise errors.InvalidArgument(request.error)
+                behavior(request, context, send)
+            except Exception as exc:
+                self._record(method, context, start)
+                _abort_for(exc, method, context)
+            if context.add_callback(closed):
+                self.streams.open_endless(stream)
+            else:  # over already (the client left): closed() will not run
+                self._record(method, context, start, stream)
+
+        call.experimental_non_blocking = True  # type: ignore[attr-defined]
+        return call
+
+    def _record(
+        self,
+        method: str,
+        context: grpc.ServicerContext,
+        start: float,
+        stream: _Stream | None = None,
+    ) -> None:
+        if self._metrics is None:
+            return
+        code = stream.ended_with if stream is not None else None
+        code = code or context.code()  # type: ignore[attr-defined]
+        if stream is not None and code is None and not context.is_active():
+            code = grpc.StatusCode.CANCELLED
+        self._metrics.observe(
+            method, (code or grpc.StatusCode.OK).name, time.perf_counter() - start
+        )
+
+
+def _on(handler: grpc.RpcMethodHandler | None, lane: Lane | None) -> Any:
+    """``handler`` set to run on ``lane``'s pool (grpc honours a behaviour's
+    ``experimental_thread_pool``); without lanes, on the server's own pool."""
+    if handler is not None and lane is not None:
+        _behavior(handler).experimental_thread_pool = lane.pool  # type: ignore[attr-defined]
+    return handler
+
+
+def _behavior(handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
+    """The one behaviour a method handler has, of whichever kind."""
+    return (
+        handler.unary_unary or handler.stream_unary or handler.unary_stream
+    ) or handler.stream_stream  # type: ignore[return-value]
 
 
 class _Malformed:
@@ -175,16 +545,17 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Any:
     return parse
 
 
-def _parsed(request: Any, streaming_in: bool) -> Any:
-    if streaming_in:
-        return _parsed_stream(request)
-    if type(request) is _Malformed:
-        raise errors.InvalidArgument(request.error)
-    return request
-
-
-def _parsed_stream(requests: Iterator[Any]) -> Iterator[Any]:
-    for request in requests:
+def _received(requests: Iterator[Any], stream: _Stream) -> Iterator[Any]:
+    """The client's messages; the time spent waiting for each is noted on ``stream``."""
+    while True:
+        stream.since = time.monotonic()
+        stream.waiting_for = NEXT_MESSAGE
+        try:
+            request = next(requests)
+        except StopIteration:
+            return
+        finally:
+            stream.waiting_for = None
         if type(request) is _Malformed:
             raise errors.InvalidArgument(request.error)
         yield request
@@ -192,6 +563,11 @@ def _parsed_stream(requests: Iterator[Any]) -> Iterator[Any]:
 
 def _abort_for(exc: Exception, method: str, context: grpc.ServicerContext) -> None:
     """Turn an exception escaping a servicer into a status; never lets it reach grpc's core."""
+    if isinstance(exc, grpc.RpcError) and not context.is_active():
+        # grpc's own, raised from its request iterator because the call is over: the client
+        # cancelled, its deadline passed, or this server ended it. grpc sends nothing more for it.
+        log.debug("%s ended before its handler finished (cancelled)", method)
+        raise exc
     if _servicer_chose_status(exc, context):
         raise exc  # the servicer already chose a status (context.abort)
     context.abort(*status_of(exc, method))

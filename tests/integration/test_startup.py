@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import urllib.error
+import urllib.request
 
 import grpc
 import pytest
@@ -11,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llmopt.app import create_app
 from llmopt.config import Settings
 from llmopt.gen.llmopt.v1 import common_pb2, features_pb2, features_pb2_grpc
+from tests.support.server import free_port
 
 
 class SlowComponent:
@@ -27,8 +30,17 @@ class SlowComponent:
         self.closed = True
 
 
+def http_status(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
 def test_not_serving_until_components_are_warm(tmp_path):
-    app = create_app(Settings(port=0, data_dir=tmp_path / "data"))
+    port = free_port()
+    app = create_app(Settings(port=0, data_dir=tmp_path / "data", metrics_port=port))
     slow = SlowComponent()
     app.context.components.append(slow)
     starter = threading.Thread(target=app.start)
@@ -45,8 +57,15 @@ def test_not_serving_until_components_are_warm(tmp_path):
             with pytest.raises(grpc.RpcError) as err:
                 features.GetFeatureVector(request, timeout=5)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            # the HTTP probes: alive, not ready, and saying which services are not serving
+            assert http_status(f"http://127.0.0.1:{port}/livez") == (200, "ok\n")
+            status, body = http_status(f"http://127.0.0.1:{port}/readyz")
+            assert status == 503
+            assert body.startswith("not ready: (server) NOT_SERVING, ")
+            assert all(f"{name} NOT_SERVING" in body for name in app.service_names)
             slow.release.set()
             starter.join(30)
+            assert http_status(f"http://127.0.0.1:{port}/readyz") == (200, "ready\n")
             assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == (
                 health_pb2.HealthCheckResponse.SERVING
             )

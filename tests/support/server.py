@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,15 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 _LISTENING = re.compile(r"listening on ([\w.:\[\]-]+)")
+# What a server log must never hold after clients cancelled or left streams idle.
+SERVER_FAULTS = ("Traceback", "unexpected error", "Exception calling application")
+
+
+def free_port() -> int:
+    """A TCP port free now on 127.0.0.1 (for --metrics-port, which has no port-0 log line)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class ServerProcess:
@@ -35,7 +45,7 @@ class ServerProcess:
         cmd = [
             sys.executable,
             "-m",
-            "server",
+            "llmopt",
             "--port",
             "0",
             "--data-dir",
@@ -79,6 +89,10 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def faults(self) -> list[str]:
+        """The log's lines that report a server fault (a traceback, an unexpected error)."""
+        return [line for line in self.log().splitlines() if any(f in line for f in SERVER_FAULTS)]
 
     def terminate(self, timeout: float = 60.0) -> int:
         """SIGTERM and wait; returns the exit code."""

@@ -28,6 +28,23 @@ def test_every_setting_has_flag_env_and_default():
         assert help_text
 
 
+def test_stream_limits_and_idle_timeout():
+    s = parse_settings([], environ={})
+    assert (s.max_concurrent_rpcs, s.max_concurrent_streams, s.stream_idle_seconds) == (
+        256,
+        32,
+        30.0,
+    )
+    s = parse_settings(
+        ["--max-concurrent-streams", "4", "--stream-idle-seconds", "0"],
+        environ={"LLMOPT_STREAM_IDLE_SECONDS": "5"},
+    )
+    assert (s.max_concurrent_streams, s.stream_idle_seconds) == (4, 0.0)  # 0: no idle limit
+    assert (
+        parse_settings([], environ={"LLMOPT_STREAM_IDLE_SECONDS": "0.5"}).stream_idle_seconds == 0.5
+    )
+
+
 def test_data_dir_is_a_path():
     assert parse_settings(["--data-dir", "/tmp/x"], environ={}).data_dir == Path("/tmp/x")
 
@@ -42,11 +59,14 @@ def test_data_dir_is_a_path():
         (["--grace-seconds", "-1"], {}, "--grace-seconds"),
         (["--no-such-flag"], {}, "unrecognized"),
         ([], {"LLMOPT_MAX_CONCURRENT_RPCS": "lots"}, "LLMOPT_MAX_CONCURRENT_RPCS"),
+        (["--max-concurrent-streams", "0"], {}, "--max-concurrent-streams"),
+        (["--stream-idle-seconds", "-1"], {}, "--stream-idle-seconds"),
+        (["--stream-workers", "8"], {}, "unrecognized"),  # replaced by --max-concurrent-streams
     ],
 )
 def test_bad_value_exits_2_with_one_clear_line(argv, env, fragment):
     proc = subprocess.run(
-        [sys.executable, "-m", "server", *argv],
+        [sys.executable, "-m", "llmopt", *argv],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", **env},
@@ -61,7 +81,7 @@ def test_bad_value_exits_2_with_one_clear_line(argv, env, fragment):
 
 def test_help_documents_every_flag():
     out = subprocess.run(
-        [sys.executable, "-m", "server", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "llmopt", "--help"], capture_output=True, text=True, timeout=60
     ).stdout
     for flag, env, _default, _help in settings_table():
         assert flag in out

@@ -69,3 +69,40 @@ def test_a_bound_itself_falls_in_its_bucket() -> None:
     metrics.observe(GET, "OK", 0.001)
     assert sample(metrics, "llmopt_rpc_duration_seconds_bucket", method=GET, le="0.0005") == 0
     assert sample(metrics, "llmopt_rpc_duration_seconds_bucket", method=GET, le="0.001") == 1
+
+
+def test_http_serves_metrics_liveness_readiness_and_404_elsewhere() -> None:
+    import urllib.error
+    import urllib.request
+
+    from llmopt.metrics import MetricsHttpServer
+
+    metrics = RpcMetrics(CollectorRegistry())
+    metrics.observe(GET, "OK", 0.001)
+    waiting = {"": "NOT_SERVING", "llmopt.v1.Bandits": "NOT_SERVING"}
+    server = MetricsHttpServer(metrics.registry, "127.0.0.1", 0, not_ready=lambda: dict(waiting))
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    try:
+        status, text = get("/metrics")
+        assert status == 200
+        assert f'llmopt_rpc_total{{code="OK",method="{GET}"}} 1.0' in text
+        assert get("/livez") == (200, "ok\n")
+        assert get("/readyz") == (
+            503,
+            "not ready: (server) NOT_SERVING, llmopt.v1.Bandits NOT_SERVING\n",
+        )
+        waiting.clear()  # every service SERVING now
+        assert get("/readyz") == (200, "ready\n")
+        for path in ("/", "/healthz", "/metrics/x", "/readyz/"):
+            status, text = get(path)
+            assert status == 404, path
+            assert "/metrics, /livez, /readyz" in text
+    finally:
+        server.close()
