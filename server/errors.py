@@ -48,6 +48,15 @@ class NotImplementedYet(LLMOptError):
     """The RPC is declared in the contract but not built yet."""
 
 
+MAX_SHOWN = 200
+"""Characters of a field name or a value that a message shows: it reaches the caller in a status,
+whose size gRPC bounds (an answer too long to deliver would hide the error)."""
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}... ({len(text)} characters)"
+
+
 def invalid(field: str, value: object, expected: str) -> InvalidArgument:
     """An InvalidArgument whose message names the field, the value and what was expected."""
-    return InvalidArgument(f"{field}: {value!r} is invalid: {expected}")
+    return InvalidArgument(f"{_cut(field)}: {_cut(repr(value))} is invalid: {expected}")

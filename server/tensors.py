@@ -31,3 +31,32 @@ NUMPY_BY_DTYPE: dict[int, np.dtype] = {
 
 DTYPE_BY_NUMPY: dict[np.dtype, int] = {v.newbyteorder("="): k for k, v in NUMPY_BY_DTYPE.items()}
 """numpy dtype in native byte order (what an array in memory has) -> DataType."""
+
+INT64_MAX = 2**63 - 1
+MAX_DIMS = 64
+"""The most dimensions a tensor may have (numpy's own limit)."""
+
+
+def shape_problem(shape: tuple[int, ...], itemsize: int) -> str | None:
+    """Why ``shape`` cannot be an array of elements of ``itemsize`` bytes, or None if it can.
+
+    Every dimension is >= 0 and within int64, and so is the byte size of the non-empty
+    dimensions: numpy's own rule, which refuses ``[2**62, 0]`` as well as ``[2**32, 2**32]``
+    (a product that wraps around int64 would otherwise look like zero elements).
+
+    >>> shape_problem((2, 3), 4) is None
+    True
+    >>> shape_problem((0, 2**62), 4)
+    'the tensor is too big: dimensions times the element size exceed int64'
+    """
+    if len(shape) > MAX_DIMS:
+        return f"at most {MAX_DIMS} dimensions"
+    size = itemsize
+    for d in shape:
+        if d < 0:
+            return "dimensions must be >= 0"
+        if d:
+            size *= d
+            if size > INT64_MAX:
+                return "the tensor is too big: dimensions times the element size exceed int64"
+    return None

@@ -8,12 +8,24 @@ values themselves where they enter it.
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
 from llmopt import errors
 from llmopt.features.context import OutputLength, RequestContext
 from llmopt.gen.llmopt.v1 import common_pb2
-from llmopt.tensors import DTYPE_BY_NUMPY, NUMPY_BY_DTYPE
+from llmopt.tensors import DTYPE_BY_NUMPY, NUMPY_BY_DTYPE, shape_problem
+
+# The range of google.protobuf.Timestamp (0001-01-01 .. 9999-12-31, UTC) and Duration (+-10,000
+# years), as the well-known types define them: what ``datetime`` and ``timedelta`` can hold.
+TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+DURATION_SECONDS = 315_576_000_000
+_NANOS = 999_999_999
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 _OUTPUT_LENGTHS = tuple(OutputLength)  # by enum value: a tuple index is cheaper than a call
 
@@ -71,10 +83,8 @@ def from_tensor(msg: common_pb2.Tensor, field: str = "tensor") -> np.ndarray:
             else msg.dtype,
             "must be a numeric or BOOL data type",
         )
-    shape = tuple(msg.shape)
-    if any(d < 0 for d in shape):
-        raise errors.invalid(f"{name}.shape", list(shape), "dimensions must be >= 0")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    shape = tensor_shape(msg.shape, dtype.itemsize, f"{name}.shape")
+    count = math.prod(shape)
     expected = count * dtype.itemsize
     if len(msg.raw_data) != expected:
         raise errors.invalid(
@@ -92,3 +102,51 @@ def to_tensor(array: np.ndarray, name: str = "") -> common_pb2.Tensor:
         raise errors.invalid("tensor.dtype", str(array.dtype), "has no DataType equivalent")
     data = np.ascontiguousarray(array, dtype=NUMPY_BY_DTYPE[dtype])
     return common_pb2.Tensor(name=name, dtype=dtype, shape=data.shape, raw_data=data.tobytes())  # type: ignore[arg-type]
+
+
+def tensor_shape(dims: Sequence[int], itemsize: int, field: str) -> tuple[int, ...]:
+    """The shape of a request's tensor, refused naming ``field`` unless numpy can hold it (the
+    one shape check of every tensor a request carries, ``llmopt.tensors.shape_problem``)."""
+    shape = tuple(dims)
+    problem = shape_problem(shape, itemsize)
+    if problem is not None:
+        raise errors.invalid(field, list(shape), problem)  # a long shape is cut short
+    return shape
+
+
+# -- well-known types -----------------------------------------------------------------------------
+
+
+def timestamp_us(msg: Any, field: str) -> int:
+    """Microseconds since the epoch of a Timestamp, refused naming ``field`` outside the range a
+    Timestamp may hold (so that any ``datetime`` made of it exists)."""
+    lo, hi = TIMESTAMP_SECONDS
+    if not (lo <= msg.seconds <= hi and 0 <= msg.nanos <= _NANOS):
+        raise errors.invalid(
+            field,
+            f"{msg.seconds}s {msg.nanos}ns",
+            "a Timestamp between 0001-01-01 and 9999-12-31 (nanos in 0..999999999)",
+        )
+    return int(msg.seconds * 1_000_000 + msg.nanos // 1000)
+
+
+def from_timestamp(msg: Any, field: str) -> dt.datetime:
+    """The aware UTC datetime of a Timestamp (``timestamp_us``'s check)."""
+    return _EPOCH + dt.timedelta(microseconds=timestamp_us(msg, field))
+
+
+def from_duration(msg: Any, field: str) -> float:
+    """Seconds of a Duration, refused naming ``field`` outside the range a Duration may hold
+    (+-10,000 years, nanos of the seconds' sign), which is also what a ``timedelta`` holds."""
+    seconds, nanos = msg.seconds, msg.nanos
+    if not (
+        -DURATION_SECONDS <= seconds <= DURATION_SECONDS
+        and -_NANOS <= nanos <= _NANOS
+        and (seconds == 0 or nanos == 0 or (seconds < 0) == (nanos < 0))
+    ):
+        raise errors.invalid(
+            field,
+            f"{seconds}s {nanos}ns",
+            f"a Duration within +-{DURATION_SECONDS} s, nanos of the same sign as seconds",
+        )
+    return float(seconds + nanos / 1e9)

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from llmopt import errors
-from llmopt.api.convert import from_tensor, to_tensor
+from llmopt.api import convert
+from llmopt.api.convert import from_duration, from_tensor, timestamp_us, to_tensor
 from llmopt.features.codec import KIND_BY_TRANSFORM
 from llmopt.features.service import EntityFeatures, FeatureVector, StoredValue
 from llmopt.features.spec import (
@@ -50,9 +51,6 @@ TYPE_FROM: dict[int, FeatureType] = {
     features_pb2.FEATURE_TYPE_CATEGORY: FeatureType.CATEGORY,
 }
 TYPE_TO: dict[FeatureType, int] = {v: k for k, v in TYPE_FROM.items()}
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
 
 # -- values ---------------------------------------------------------------------------------------
 
@@ -109,7 +107,7 @@ def from_feature_set(msg: features_pb2.FeatureSet) -> FeatureSet:
         )
     if bad:
         raise errors.InvalidArgument("; ".join(bad))
-    ttl = msg.ttl.ToTimedelta().total_seconds() if msg.HasField("ttl") else None
+    ttl = from_duration(msg.ttl, "feature_set.ttl") if msg.HasField("ttl") else None
     return FeatureSet(
         name=msg.name,
         entity_key=msg.entity_key,
@@ -155,11 +153,11 @@ def from_rows(rows: Any, field: str = "rows") -> list[tuple[str, dict, int | Non
         values = {name: numbers[name] for name in numbers}
         if len(row.texts) or len(row.flags) or len(row.values):
             values = _merge_row_values(row, values, f"{field}[{i}]", bad)
-        if row.HasField("event_time"):
-            t = row.event_time
-            event_us: int | None = t.seconds * 1_000_000 + t.nanos // 1000
-        else:
-            event_us = None
+        event_us = (
+            timestamp_us(row.event_time, f"{field}[{i}].event_time")
+            if row.HasField("event_time")
+            else None
+        )
         out.append((row.entity_id, values, event_us))
     if bad:
         raise errors.InvalidArgument("; ".join(bad))
@@ -223,8 +221,10 @@ def _merge_row_values(row: Any, values: dict, where: str, bad: list[str]) -> dic
     return values
 
 
-def from_timestamp(msg: Any) -> dt.datetime:
-    return _EPOCH + dt.timedelta(seconds=msg.seconds, microseconds=msg.nanos // 1000)
+def from_timestamp(msg: Any, field: str = "as_of") -> dt.datetime:
+    """A request's Timestamp as a datetime; out of range is refused naming ``field``, by the
+    same check as a row's ``event_time`` (``convert.timestamp_us``)."""
+    return convert.from_timestamp(msg, field)
 
 
 def to_stored_value(v: StoredValue) -> features_pb2.StoredValue:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from llmopt import errors
-from llmopt.api.convert import from_request_context, from_tensor, to_tensor
+from llmopt.api.convert import from_request_context, from_tensor, tensor_shape, to_tensor
 from llmopt.api.wire import predict_answer as native_predict_answer
 from llmopt.features.context import RequestContext
 from llmopt.gen.inference import grpc_service_pb2 as oip_pb2
@@ -29,7 +29,7 @@ from llmopt.inference import (
     Variant,
 )
 from llmopt.inference.signature import IOSpec
-from llmopt.tensors import DTYPE_BY_NUMPY, NUMPY_BY_DTYPE
+from llmopt.tensors import DTYPE_BY_NUMPY, INT64_MAX, NUMPY_BY_DTYPE
 
 # -- llmopt.v1.Inference ---------------------------------------------------------------------------
 
@@ -63,6 +63,9 @@ class PredictCall(NamedTuple):
     routing_key: str
 
 
+_FAST_DIMS = 8  # beyond this, or with an empty dimension, the full check of ``tensor_shape``
+
+
 def input_array(msg: common_pb2.Tensor, field: str) -> np.ndarray:
     """``convert.from_tensor`` with a fast path for the well-formed tensor (the hot path); any
     doubt goes through ``from_tensor``, which raises the precise error."""
@@ -70,7 +73,7 @@ def input_array(msg: common_pb2.Tensor, field: str) -> np.ndarray:
     shape = tuple(msg.shape)
     if (
         dtype is None
-        or (shape and min(shape) < 0)
+        or (shape and (min(shape) <= 0 or len(shape) > _FAST_DIMS))  # 0 or -1 next to 2**62
         or math.prod(shape) * dtype.itemsize != len(msg.raw_data)
     ):
         return from_tensor(msg, field)
@@ -246,6 +249,16 @@ CONTENTS_FIELD_BY_DATATYPE: dict[str, str] = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
+# The element type of each typed contents field (INT8 travels in int_contents: a value may not fit).
+_CONTENTS_DTYPE: dict[str, np.dtype] = {
+    "bool_contents": np.dtype("?"),
+    "uint_contents": np.dtype("u4"),
+    "uint64_contents": np.dtype("u8"),
+    "int_contents": np.dtype("i4"),
+    "int64_contents": np.dtype("i8"),
+    "fp32_contents": np.dtype("f4"),
+    "fp64_contents": np.dtype("f8"),
+}
 PLATFORM = "onnxruntime_onnx"
 _ROUTING_KEY_PARAMETER = "routing_key"
 
@@ -257,13 +270,6 @@ def datatype_of(dtype: np.dtype) -> str:
     if name is None:
         raise errors.invalid("datatype", dtype.name, "has no Open Inference Protocol name")
     return name
-
-
-def _shape(values: Sequence[int], field: str) -> tuple[int, ...]:
-    shape = tuple(values)
-    if any(d < 0 for d in shape):
-        raise errors.invalid(f"{field}.shape", list(shape), "dimensions must be >= 0")
-    return shape
 
 
 def _from_infer_input(
@@ -280,8 +286,8 @@ def _from_infer_input(
         raise errors.invalid(
             f"{field}.datatype", msg.datatype, "one of " + ", ".join(NUMPY_BY_DATATYPE)
         )
-    shape = _shape(msg.shape, field)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    shape = tensor_shape(msg.shape, dtype.itemsize, f"{field}.shape")
+    count = math.prod(shape)
     if raw is not None:
         expected = count * dtype.itemsize
         if len(raw) != expected:
@@ -305,7 +311,15 @@ def _from_infer_input(
             f"{len(values)} values",
             f"shape {list(shape)} needs {count}",
         )
-    return np.asarray(values, dtype=dtype).reshape(shape)
+    wide = np.asarray(values, dtype=_CONTENTS_DTYPE[contents_field])
+    array = wide.astype(dtype)
+    if dtype != wide.dtype and not np.array_equal(array, wide):
+        raise errors.invalid(
+            f"{field}.contents.{contents_field}",
+            f"{len(values)} values",
+            f"every value must fit {msg.datatype}",
+        )
+    return array.reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -319,11 +333,11 @@ class InferCall:
 
 
 def parse_version(text: str, field: str = "model_version") -> int:
-    """ "" (routed) -> 0; otherwise a positive integer."""
+    """ "" (routed) -> 0; otherwise a positive integer that fits int64, as version numbers do."""
     if not text:
         return 0
-    if not text.isdigit() or int(text) < 1:
-        raise errors.invalid(field, text, "empty (routed) or a version number >= 1")
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= INT64_MAX:
+        raise errors.invalid(field, text, f"empty (routed) or a version number in 1..{INT64_MAX}")
     return int(text)
 
 

@@ -19,6 +19,7 @@ from llmopt.features.spec import (
     OneHot,
     Standardize,
 )
+from llmopt.gen.llmopt.v1 import common_pb2
 from llmopt.gen.llmopt.v1 import features_pb2 as F
 
 EVERY_TRANSFORM = FeatureSet(
@@ -82,3 +83,39 @@ def test_rows_with_duplicate_or_empty_values_are_refused():
 def test_values_round_trip():
     for value in (1.5, "text", True, False):
         assert cf.from_value(cf.to_value(value)) == value
+
+
+@pytest.mark.parametrize("seconds", [2**62, 10**12, -(10**12)])
+def test_as_of_outside_the_timestamp_range_is_refused(seconds: int) -> None:
+    msg = F.GetFeaturesRequest(feature_set="s", entity_ids=["u"])
+    msg.as_of.seconds = seconds
+    with pytest.raises(errors.InvalidArgument, match=rf"^as_of: '{seconds}s 0ns'"):
+        cf.from_timestamp(msg.as_of)
+
+
+@pytest.mark.parametrize("seconds", [2**62, 10**12, -(10**12)])
+def test_event_time_outside_the_timestamp_range_is_refused(seconds: int) -> None:
+    msg = F.WriteFeaturesRequest(feature_set="s")
+    row = msg.rows.add(entity_id="u")
+    row.numbers["a"] = 1.0
+    row.event_time.seconds = seconds
+    with pytest.raises(errors.InvalidArgument, match=r"^rows\[0\]\.event_time: "):
+        cf.from_request_rows(msg)
+
+
+@pytest.mark.parametrize("seconds", [2**62, -(2**62), 315_576_000_001])
+def test_ttl_that_no_duration_can_hold_is_refused(seconds: int) -> None:
+    msg = cf.to_feature_set(EVERY_TRANSFORM)
+    msg.ttl.seconds = seconds
+    with pytest.raises(errors.InvalidArgument, match=r"^feature_set\.ttl: "):
+        cf.from_feature_set(msg)
+
+
+@pytest.mark.parametrize("shape", [[2**62, 0], [0, 2**62], [2**32, 2**32]], ids=str)
+def test_columns_with_unrepresentable_shape_are_refused(shape: list[int]) -> None:
+    msg = F.WriteFeaturesRequest(feature_set="s")
+    msg.columns.names.append("a")
+    msg.columns.values.dtype = common_pb2.FLOAT64
+    msg.columns.values.shape.extend(shape)
+    with pytest.raises(errors.InvalidArgument, match=r"^columns\.values\.shape: "):
+        cf.from_request_rows(msg)

@@ -209,3 +209,38 @@ def test_infer_response_and_metadata() -> None:
     assert (meta.name, list(meta.versions), meta.platform) == ("m", ["2", "3"], "onnxruntime_onnx")
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("X", "FP32", [-1, 16])]
     assert [(t.name, t.datatype) for t in meta.outputs] == [("label", "INT64")]
+
+
+HUGE_SHAPES = [[2**62, 0], [0, 2**62], [2**32, 2**32]]
+
+
+@pytest.mark.parametrize("shape", HUGE_SHAPES, ids=str)
+def test_predict_tensor_with_unrepresentable_shape_is_refused(shape: list[int]) -> None:
+    t = common_pb2.Tensor(name="X", dtype=common_pb2.FLOAT32, shape=shape, raw_data=b"")
+    with pytest.raises(errors.InvalidArgument, match=r"inputs\[0\]\['X'\]\.shape"):
+        conv.from_predict_request(inference_pb2.PredictRequest(model="m", inputs=[t]))
+
+
+@pytest.mark.parametrize("shape", HUGE_SHAPES, ids=str)
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+def test_infer_input_with_unrepresentable_shape_is_refused(shape: list[int], raw: bool) -> None:
+    inp = pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=shape)
+    msg = pb.ModelInferRequest(model_name="m", inputs=[inp])
+    if raw:
+        msg.raw_input_contents.append(b"")
+    with pytest.raises(errors.InvalidArgument, match=r"inputs\[0\]\.shape"):
+        conv.from_infer_request(msg)
+
+
+def test_infer_typed_contents_out_of_the_datatypes_range_are_refused() -> None:
+    inp = pb.ModelInferRequest.InferInputTensor(name="x", datatype="UINT8", shape=[2])
+    inp.contents.uint_contents.extend([1, 300])
+    with pytest.raises(errors.InvalidArgument, match=r"uint_contents.*fit UINT8"):
+        conv.from_infer_request(pb.ModelInferRequest(model_name="m", inputs=[inp]))
+
+
+@pytest.mark.parametrize("text", ["9" * 40, str(2**63), "\u00b2", "\u0661"])
+def test_model_version_beyond_int64_or_not_ascii_digits_is_refused(text: str) -> None:
+    with pytest.raises(errors.InvalidArgument, match=r"^version: .*1\.\.9223372036854775807"):
+        conv.parse_version(text, "version")
+    assert conv.parse_version(str(2**63 - 1)) == 2**63 - 1
