@@ -3,10 +3,11 @@
 Gaussian), EXP3 and softmax. See ``llmopt.native.bandit_base`` for the shared machinery."""
 
 cimport numpy as cnp
-from libc.math cimport INFINITY, exp, log, sqrt
+from libc.math cimport INFINITY, exp, isnan, log, sqrt
 from numpy.random cimport bitgen_t
 from numpy.random.c_distributions cimport (
     random_beta,
+    random_standard_gamma,
     random_standard_normal,
     random_standard_uniform,
 )
@@ -433,35 +434,76 @@ cdef class ThompsonBetaKernel(Kernel):
 
 
 cdef class ThompsonGaussianKernel(Kernel):
-    """Per slot reward count ``n`` and sum ``s``; normal posterior of the mean."""
+    """Gaussian Thompson sampling in one of two forms, chosen by ``noise_variance``.
+
+    Known noise (``noise_variance`` > 0): per slot reward count ``n`` and sum ``s``; the mean's
+    posterior is normal. (The state of this form is unchanged since it was the only one.)
+
+    Learned noise (``noise_variance`` NaN): a Normal-Gamma posterior over (mean, precision tau),
+    from the prior ``mean | tau ~ N(prior_mean, 1 / (prior_kappa tau))``, ``tau ~
+    Gamma(prior_alpha, rate prior_beta)``. Per slot the reward count ``n``, mean ``mean`` and sum
+    of squared deviations ``m2`` (Welford's updates) give ``kappa_n = kappa + n``,
+    ``mu_n = (kappa prior_mean + n mean) / kappa_n``, ``alpha_n = alpha + n / 2``,
+    ``beta_n = beta + m2 / 2 + kappa n (mean - prior_mean)^2 / (2 kappa_n)``. A score is one
+    posterior draw: ``tau = Gamma(alpha_n) / beta_n`` then ``mu_n + N(0, 1) / sqrt(kappa_n tau)``
+    (a gamma then a normal per slot, in slot order). The propensity is ``_normal_propensity``'s
+    over the normal with the mean's marginal location and sd (a Student t of ``2 alpha_n``
+    degrees of freedom, its sd taken at 3 or more where it would be infinite), as the Beta
+    kernel does with its posterior's moments."""
 
     cdef double prior_mean, prior_variance, noise_variance
+    cdef double prior_kappa, prior_alpha, prior_beta
+    cdef bint learned
     cdef Py_ssize_t rounds
     cdef double[::1] n
     cdef double[::1] s
+    cdef double[::1] mean
+    cdef double[::1] m2
 
     def __init__(self, n_arms, dim, bit_generator, double prior_mean, double prior_variance,
-                 double noise_variance, Py_ssize_t rounds):
+                 double noise_variance, double prior_kappa, double prior_alpha,
+                 double prior_beta, Py_ssize_t rounds):
         self.prior_mean = prior_mean
         self.prior_variance = prior_variance
         self.noise_variance = noise_variance
+        self.learned = isnan(noise_variance)
+        self.prior_kappa = prior_kappa
+        self.prior_alpha = prior_alpha
+        self.prior_beta = prior_beta
         self.rounds = rounds
         super().__init__(n_arms, dim, bit_generator)
 
     def _cold(self, Py_ssize_t n):
+        if self.learned:
+            return {"n": np.zeros(n), "mean": np.zeros(n), "m2": np.zeros(n)}
         return {"n": np.zeros(n), "s": np.zeros(n)}
+
+    def _work_size(self):
+        return 8 * max(self.k, 1)
 
     cdef void _bind(self):
         self.n = self.arrays["n"]
-        self.s = self.arrays["s"]
+        if self.learned:
+            self.mean = self.arrays["mean"]
+            self.m2 = self.arrays["m2"]
+        else:
+            self.s = self.arrays["s"]
 
     cdef void _update(self, Py_ssize_t arm, double reward, const double* x,
                       double propensity) noexcept nogil:
+        cdef double delta
         self.n[arm] += 1.0
-        self.s[arm] += reward
+        if self.learned:
+            delta = reward - self.mean[arm]
+            self.mean[arm] += delta / self.n[arm]
+            self.m2[arm] += delta * (reward - self.mean[arm])
+        else:
+            self.s[arm] += reward
 
     cdef Py_ssize_t _select(self, const double* x, const unsigned char* allowed, double* scores,
                             double* propensity) noexcept nogil:
+        if self.learned:
+            return self._select_learned(allowed, scores, propensity)
         cdef Py_ssize_t i, arm, k = self.k
         cdef double precision
         cdef double* mean = &self.work[0]
@@ -479,6 +521,43 @@ cdef class ThompsonGaussianKernel(Kernel):
         if arm >= 0 and self.rounds > 0:
             propensity[0] = _normal_propensity(mean, sd, allowed, k, arm, self.rounds,
                                                self.rng, draws)
+        return arm
+
+    cdef Py_ssize_t _select_learned(self, const unsigned char* allowed, double* scores,
+                                    double* propensity) noexcept nogil:
+        cdef Py_ssize_t i, arm, k = self.k
+        cdef double n, d, kappa_n, alpha_n, beta_n, dof, spread
+        # Per slot: mu_n and the normal's sd for the propensity, then kappa_n, alpha_n, beta_n,
+        # then _normal_propensity's 3 k doubles of scratch.
+        cdef double* mu = &self.work[0]
+        cdef double* sd = &self.work[k]
+        cdef double* kap = &self.work[2 * k]
+        cdef double* alp = &self.work[3 * k]
+        cdef double* bet = &self.work[4 * k]
+        cdef double* scratch = &self.work[5 * k]
+        for i in range(k):
+            n = self.n[i]
+            kappa_n = self.prior_kappa + n
+            alpha_n = self.prior_alpha + 0.5 * n
+            d = self.mean[i] - self.prior_mean
+            beta_n = (self.prior_beta + 0.5 * self.m2[i]
+                      + 0.5 * self.prior_kappa * n * d * d / kappa_n)
+            mu[i] = (self.prior_kappa * self.prior_mean + n * self.mean[i]) / kappa_n
+            kap[i] = kappa_n
+            alp[i] = alpha_n
+            bet[i] = beta_n
+            # The mean's marginal is Student's t (2 alpha_n degrees of freedom, scale
+            # sqrt(beta_n / (alpha_n kappa_n))); its sd, taken at 3 or more degrees of freedom.
+            dof = 2.0 * alpha_n if alpha_n > 1.5 else 3.0
+            sd[i] = sqrt(beta_n / (alpha_n * kappa_n) * dof / (dof - 2.0))
+        for i in range(k):
+            if allowed[i]:  # two statements: the gamma is drawn before the normal
+                spread = 1.0 / sqrt(kap[i] * random_standard_gamma(self.rng, alp[i]) / bet[i])
+                scores[i] = mu[i] + spread * random_standard_normal(self.rng)
+        arm = _argmax_ties(scores, allowed, k, self.rng, &self.tied[0], propensity)
+        if arm >= 0 and self.rounds > 0:
+            propensity[0] = _normal_propensity(mu, sd, allowed, k, arm, self.rounds, self.rng,
+                                               scratch)
         return arm
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -67,6 +67,8 @@ def to_policy(config: PolicyConfig) -> bandits_pb2.Policy:
     params.SetInParent()
     for f in fields(config):
         value = getattr(config, f.name)
+        if value is None:  # an optional parameter whose absence means something: left unset
+            continue
         setattr(params, _proto_name(f.name), int(value) if isinstance(value, int) else value)
     return msg
 
@@ -74,9 +76,9 @@ def to_policy(config: PolicyConfig) -> bandits_pb2.Policy:
 # -- arms -----------------------------------------------------------------------------------------
 
 
-def from_arm(msg: common_pb2.Arm) -> Arm:
+def from_arm(msg: common_pb2.Arm, field: str = "arm") -> Arm:
     c = msg.config
-    extra = json_format.MessageToDict(c.extra) if c.HasField("extra") else {}
+    extra = _from_extra(c.extra, f"{field}.config.extra") if c.HasField("extra") else {}
     return Arm(
         arm_id=msg.arm_id,
         config=LLMConfig(
@@ -91,6 +93,34 @@ def from_arm(msg: common_pb2.Arm) -> Arm:
         ),
         metadata=dict(msg.metadata),
     )
+
+
+def _from_extra(msg: struct_pb2.Struct, field: str) -> dict[str, Any]:
+    """The Struct as a dict; a NaN or infinite number (JSON has none) is refused naming its path."""
+    path = _non_finite(msg, field)
+    if path is not None:
+        raise errors.invalid(path[0], path[1], "numbers in config.extra must be finite")
+    return json_format.MessageToDict(msg)  # type: ignore[no-any-return]
+
+
+def _non_finite(
+    msg: struct_pb2.Struct | struct_pb2.ListValue, where: str
+) -> tuple[str, float] | None:
+    """(path, value) of the first non-finite number in a Struct or ListValue, or None."""
+    items = (
+        ((f"{where}[{k!r}]", v) for k, v in msg.fields.items())
+        if isinstance(msg, struct_pb2.Struct)
+        else ((f"{where}[{i}]", v) for i, v in enumerate(msg.values))
+    )
+    for path, value in items:
+        kind = value.WhichOneof("kind")
+        if kind == "number_value" and not math.isfinite(value.number_value):
+            return path, value.number_value
+        if kind in ("struct_value", "list_value"):
+            found = _non_finite(getattr(value, kind), path)
+            if found is not None:
+                return found
+    return None
 
 
 def to_arm(arm: Arm) -> common_pb2.Arm:
@@ -151,7 +181,7 @@ def from_bandit(msg: bandits_pb2.Bandit) -> BanditSpec:
     return BanditSpec(
         name=msg.name,
         policy=from_policy(msg.policy),
-        arms=tuple(from_arm(a) for a in msg.arms),
+        arms=tuple(from_arm(a, f"bandit.arms[{i}]") for i, a in enumerate(msg.arms)),
         reward=from_reward_config(msg.reward),
         reward_wait=reward_wait,
         default_reward=msg.default_reward if msg.HasField("default_reward") else None,

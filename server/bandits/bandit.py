@@ -71,6 +71,33 @@ def new_decision_id() -> str:
     return f"{time.time_ns():016x}{_ids.getrandbits(64):016x}"
 
 
+SERVER_MADE = b"\x00"
+"""The request digest of a decision whose id the server made: no request a caller sends matches
+it (its id was never the caller's), so reusing such an id is refused."""
+
+
+def same_request(stored: bytes | None, given: bytes | None) -> bool:
+    """Whether a decision whose request had digest ``stored`` answers a request of digest
+    ``given``. A decision logged before digests were kept (None) answers any request of its
+    bandit, as it always did.
+
+    >>> same_request(b"a", b"a"), same_request(b"a", b"b"), same_request(None, b"b")
+    (True, False, True)
+    >>> same_request(SERVER_MADE, b"a")
+    False
+    """
+    return stored is None or stored == given
+
+
+def reused_id(decision_id: str) -> errors.AlreadyExists:
+    """The error for a decision id already used by a different request."""
+    return errors.AlreadyExists(
+        f"decision_id: {decision_id!r} is already used by a different request (another bandit, "
+        "context, context vector, entity ids or excluded arms); a retry must repeat the request "
+        "exactly, a new request needs a new id"
+    )
+
+
 def _ignore(exc: BaseException) -> None:
     """A journaled change cannot fail once queued: it is already durable."""
 
@@ -191,7 +218,9 @@ class Bandit(BanditState):
                 f"bandit {row.name!r}: policy has {policy.n_arms} slots, store has {len(arms)} arms"
             )
         for d in store.open_decisions(row.id):
-            od = OpenDecision(d.slot, d.context, d.propensity, d.scores, d.time, d.expires)
+            od = OpenDecision(
+                d.slot, d.context, d.propensity, d.scores, d.time, d.expires, d.request_digest
+            )
             bandit._open[d.decision_id] = od
             bandit._expiry.append((d.expires, d.decision_id))
             index[d.decision_id] = row.id
@@ -241,16 +270,26 @@ class Bandit(BanditState):
     # -- decisions ------------------------------------------------------------------------------
 
     def select(
-        self, x: np.ndarray, excluded: Iterable[str], decision_id: str | None, now: float
+        self,
+        x: np.ndarray,
+        excluded: Iterable[str],
+        decision_id: str | None,
+        now: float,
+        request_digest: bytes | None = None,
     ) -> Decision:
         """Choose an arm for context ``x``; log the decision durably before returning it. An
-        open decision with the same ``decision_id`` is returned as it was."""
+        open decision with the same ``decision_id`` is returned as it was when it was made for
+        the same request (``same_request``), and refused (AlreadyExists) otherwise."""
         did = decision_id or new_decision_id()  # outside the lock
+        if not decision_id:
+            request_digest = SERVER_MADE
         with self._lock:
             self._check_live()
             od = self._open.get(did)
             if od is None:
-                od = self._new_decision(x, excluded, did, now)
+                od = self._new_decision(x, excluded, did, now, request_digest)
+            elif not same_request(od.request_digest, request_digest):
+                raise reused_id(did)
         # The answer is built outside the lock: every other caller of this bandit queues on it.
         return self._decision(did, od.slot, od.propensity, od.scores, od.time)
 
@@ -259,28 +298,36 @@ class Bandit(BanditState):
         return decision_id in self._open
 
     def _new_decision(
-        self, x: np.ndarray, excluded: Iterable[str], decision_id: str, now: float
+        self,
+        x: np.ndarray,
+        excluded: Iterable[str],
+        decision_id: str,
+        now: float,
+        request_digest: bytes | None,
     ) -> OpenDecision:
         if self._index.setdefault(decision_id, self.id) != self.id:
-            raise errors.AlreadyExists(
-                f"decision_id: {decision_id!r} is already used by another bandit's decision"
-            )
+            raise reused_id(decision_id)
         try:
-            return self._log_decision(x, excluded, decision_id, now)
+            return self._log_decision(x, excluded, decision_id, now, request_digest)
         except BaseException:
             self._forget(decision_id)
             raise
 
     def _log_decision(
-        self, x: np.ndarray, excluded: Iterable[str], decision_id: str, now: float
+        self,
+        x: np.ndarray,
+        excluded: Iterable[str],
+        decision_id: str,
+        now: float,
+        request_digest: bytes | None,
     ) -> OpenDecision:
         sel = self._select(x, excluded)
         propensity = float(sel.propensity)
         expires = now + self.spec.reward_wait
         seq = self._store.log_decision(
-            decision_id, self.id, sel.arm, propensity, sel.scores, x, now, expires
+            decision_id, self.id, sel.arm, propensity, sel.scores, x, now, expires, request_digest
         )
-        od = OpenDecision(sel.arm, x, propensity, sel.scores, now, expires)
+        od = OpenDecision(sel.arm, x, propensity, sel.scores, now, expires, request_digest)
         self._open[decision_id] = od
         self._expiry.append((expires, decision_id))
         self._applied(self._apply_decision, od, seq)

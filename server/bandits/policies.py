@@ -4,7 +4,11 @@
 ``NativePolicy`` wraps any of them. ``POLICY_TABLE`` maps each config type to its ``Policy``
 class; ``make_policy`` builds one. The configs mirror the ``Policy`` oneof of
 ``protos/llmopt/v1/bandits.proto`` (``ONEOF`` gives each config's oneof field name, used in error
-messages: ``epsilon_greedy.epsilon``). The arithmetic runs in the kernels of
+messages: ``epsilon_greedy.epsilon``). ``EXPLORATION`` says how a policy explores, which decides
+the contract checks it gets (tests/unit/bandits derive their policy lists from ``POLICY_TABLE``
+and it): ``"optimism"`` (an index, the best one chosen; an unpulled arm scores ``+inf``),
+``"posterior"`` (Thompson sampling: Monte-Carlo propensities) or ``"randomized"`` (an arm drawn
+with exact probabilities). The arithmetic runs in the kernels of
 ``llmopt.native.bandit_free`` and ``llmopt.native.bandit_linear``; the Python side owns
 parameters, validation and documentation.
 
@@ -26,10 +30,12 @@ Conventions shared by every policy (see ``llmopt.bandits.policy`` for the contra
   normals, so 8 normals per arm give 16 exact rounds), and reports
   ``(1 + rounds won by the chosen arm) / (1 + PROPENSITY_DRAWS)`` (never 0, so
   inverse-propensity weighting stays finite). The score distribution is exact for the
-  Gaussian, linear and diagonal Thompson policies (a 1-D normal for a given context) and the
-  normal with the Beta posterior's mean and variance for Beta-Bernoulli. Arms whose score
-  ``mean + 5 sd`` stays below the chosen arm's ``mean - 5 sd`` are not drawn (they would beat
-  it with probability below 6e-7).
+  known-noise Gaussian, linear and diagonal Thompson policies (a 1-D normal for a given
+  context); it is the normal with the Beta posterior's mean and variance for Beta-Bernoulli,
+  and the normal with the location and standard deviation of the mean's Student t marginal
+  for the learned-noise Gaussian (its degrees of freedom taken as at least 3, where the t's
+  variance would be infinite). Arms whose score ``mean + 5 sd`` stays below the chosen arm's
+  ``mean - 5 sd`` are not drawn (they would beat it with probability below 6e-7).
 * Every policy takes a ``seed``: a ``numpy.random.PCG64(seed)`` feeds the kernel through numpy's C
   random API, so the same seed and the same calls give the same choices, and ``get_state`` /
   ``set_state`` (also used by pickling) resume the generator exactly.
@@ -112,6 +118,7 @@ class EpsilonGreedy:
     """
 
     ONEOF: ClassVar[str] = "epsilon_greedy"
+    EXPLORATION: ClassVar[str] = "randomized"
     epsilon: float = 0.1
     decay: EpsilonDecay = EpsilonDecay.NONE
     decay_rate: float = 0.001
@@ -139,6 +146,7 @@ class UCB1:
     """
 
     ONEOF: ClassVar[str] = "ucb1"
+    EXPLORATION: ClassVar[str] = "optimism"
     exploration: float = 1.0
 
     def __post_init__(self) -> None:
@@ -154,6 +162,7 @@ class UCBTuned:
     """
 
     ONEOF: ClassVar[str] = "ucb_tuned"
+    EXPLORATION: ClassVar[str] = "optimism"
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,7 @@ class UCBV:
     """
 
     ONEOF: ClassVar[str] = "ucb_v"
+    EXPLORATION: ClassVar[str] = "optimism"
     exploration: float = 1.0
 
     def __post_init__(self) -> None:
@@ -182,6 +192,7 @@ class KLUCB:
     """
 
     ONEOF: ClassVar[str] = "kl_ucb"
+    EXPLORATION: ClassVar[str] = "optimism"
     c: float = 0.0
 
     def __post_init__(self) -> None:
@@ -202,6 +213,7 @@ class DiscountedUCB:
     """
 
     ONEOF: ClassVar[str] = "discounted_ucb"
+    EXPLORATION: ClassVar[str] = "optimism"
     gamma: float = 0.99
     exploration: float = 1.0
 
@@ -219,6 +231,7 @@ class SlidingWindowUCB:
     """
 
     ONEOF: ClassVar[str] = "sliding_window_ucb"
+    EXPLORATION: ClassVar[str] = "optimism"
     window: int = 1000
     exploration: float = 1.0
 
@@ -242,6 +255,7 @@ class ThompsonBeta:
     """
 
     ONEOF: ClassVar[str] = "thompson_beta"
+    EXPLORATION: ClassVar[str] = "posterior"
     prior_alpha: float = 1.0
     prior_beta: float = 1.0
 
@@ -252,22 +266,56 @@ class ThompsonBeta:
 
 @dataclass(frozen=True)
 class ThompsonGaussian:
-    """Gaussian Thompson sampling with known noise: the arm mean has a normal prior
-    N(prior_mean, prior_variance); each reward is read as N(mean, noise_variance).
+    """Gaussian Thompson sampling, by default learning the rewards' noise variance.
 
-    >>> ThompsonGaussian().noise_variance
-    0.25
+    Learned noise (``noise_variance`` None, the default): each arm's rewards are read as
+    N(mean, 1 / tau) with both unknown, under the Normal-Gamma prior
+    ``mean | tau ~ N(prior_mean, 1 / (prior_kappa tau))``, ``tau ~ Gamma(prior_alpha, rate
+    prior_beta)``; a score is one draw of the posterior's mean. When arms differ by about the
+    noise's standard deviation (rewards of real LLM traffic sit in a narrow band), the learned
+    variance shrinks to the data's and the policy settles on the best arm, where a fixed
+    variance scaled for the whole [0, 1] range keeps exploring. ``prior_kappa`` is the prior
+    mean's weight in pseudo-rewards; ``prior_beta / prior_alpha`` is the prior's guess of the
+    noise variance, weighted as ``2 prior_alpha`` pseudo-rewards. The defaults are weak: the prior
+    mean 0.5 weighs one reward, the variance guess 0.1 (a standard deviation of 0.32) two, so
+    both narrow-band rewards and 0/1 rewards are learned within a few pulls each, without locking
+    on an arm after its first rewards (tests/unit/bandits/test_simulation.py holds both).
+
+    Known noise (``noise_variance`` set): the arm mean has a normal prior
+    N(prior_mean, prior_variance); each reward is read as N(mean, noise_variance) (the only form
+    before the learned one; bandits stored with it keep it). ``prior_kappa``, ``prior_alpha`` and
+    ``prior_beta`` apply to the learned form only, ``prior_variance`` to the known one only.
+
+    >>> ThompsonGaussian().learns_variance, ThompsonGaussian(noise_variance=0.25).learns_variance
+    (True, False)
+    >>> ThompsonGaussian(prior_alpha=0)
+    Traceback (most recent call last):
+    ...
+    llmopt.errors.InvalidArgument: thompson_gaussian.prior_alpha: 0 is invalid: must be > 0
     """
 
     ONEOF: ClassVar[str] = "thompson_gaussian"
+    EXPLORATION: ClassVar[str] = "posterior"
     prior_mean: float = 0.5
     prior_variance: float = 1.0
-    noise_variance: float = 0.25
+    noise_variance: float | None = None
+    prior_kappa: float = 1.0
+    prior_alpha: float = 1.0
+    prior_beta: float = 0.1
 
     def __post_init__(self) -> None:
         _finite("thompson_gaussian.prior_mean", self.prior_mean)
         _positive("thompson_gaussian.prior_variance", self.prior_variance)
-        _positive("thompson_gaussian.noise_variance", self.noise_variance)
+        if self.noise_variance is not None:
+            _positive("thompson_gaussian.noise_variance", self.noise_variance)
+        _positive("thompson_gaussian.prior_kappa", self.prior_kappa)
+        _positive("thompson_gaussian.prior_alpha", self.prior_alpha)
+        _positive("thompson_gaussian.prior_beta", self.prior_beta)
+
+    @property
+    def learns_variance(self) -> bool:
+        """Whether the noise variance is learned (``noise_variance`` unset)."""
+        return self.noise_variance is None
 
 
 @dataclass(frozen=True)
@@ -280,6 +328,7 @@ class EXP3:
     """
 
     ONEOF: ClassVar[str] = "exp3"
+    EXPLORATION: ClassVar[str] = "randomized"
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
@@ -295,6 +344,7 @@ class Softmax:
     """
 
     ONEOF: ClassVar[str] = "softmax"
+    EXPLORATION: ClassVar[str] = "randomized"
     temperature: float = 0.1
 
     def __post_init__(self) -> None:
@@ -311,6 +361,7 @@ class LinUCB:
     """
 
     ONEOF: ClassVar[str] = "lin_ucb"
+    EXPLORATION: ClassVar[str] = "optimism"
     alpha: float = 1.0
     lambda_: float = 1.0
 
@@ -329,6 +380,7 @@ class HybridLinUCB:
     """
 
     ONEOF: ClassVar[str] = "hybrid_lin_ucb"
+    EXPLORATION: ClassVar[str] = "optimism"
     alpha: float = 1.0
     lambda_: float = 1.0
 
@@ -347,6 +399,7 @@ class LinearThompson:
     """
 
     ONEOF: ClassVar[str] = "linear_thompson"
+    EXPLORATION: ClassVar[str] = "posterior"
     v: float = 0.5
     lambda_: float = 1.0
 
@@ -366,6 +419,7 @@ class DiagonalThompson:
     """
 
     ONEOF: ClassVar[str] = "diagonal_thompson"
+    EXPLORATION: ClassVar[str] = "posterior"
     prior_variance: float = 1.0
     noise_variance: float = 0.25
 
@@ -422,7 +476,15 @@ KERNELS: dict[type, tuple[type, KernelArgs]] = {
     ),
     ThompsonGaussian: (
         _free.ThompsonGaussianKernel,
-        lambda c: (c.prior_mean, c.prior_variance, c.noise_variance, PROPENSITY_DRAWS),
+        lambda c: (
+            c.prior_mean,
+            c.prior_variance,
+            math.nan if c.noise_variance is None else c.noise_variance,
+            c.prior_kappa,
+            c.prior_alpha,
+            c.prior_beta,
+            PROPENSITY_DRAWS,
+        ),
     ),
     EXP3: (_free.EXP3Kernel, _fields),
     Softmax: (_free.SoftmaxKernel, _fields),

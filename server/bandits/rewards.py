@@ -3,8 +3,14 @@
 ``reward = w_q * quality + w_c * clamp(1 - cost / max_cost) + w_l * clamp(1 - latency / max_lat)``,
 multiplied by 0.8 when quality < 0.3 or the user retried. Quality is 0 for a failed call
 (``error``: DESIGN.md is silent; a failure is the worst answer), else ``rating / 5`` when a 1..5
-rating exists; otherwise the mean of the measured ``quality_score`` and the quality inferred from
-implicit feedback (just the inferred quality when no score was measured).
+rating exists; else, when at least one implicit feedback signal is present
+(``Feedback.has_signal``), the mean of the measured ``quality_score`` and the quality inferred
+from that feedback (just the inferred quality when no score was measured); else the measured
+``quality_score`` alone (no neutral 0.5 is blended in when no feedback was given), or the neutral
+0.5 when nothing at all was measured.
+
+Rewards are computed once, when an outcome arrives, and stored as numbers: a change to this
+formula never changes a stored reward (replay reads the stored value).
 
 >>> cfg = RewardConfig()
 >>> round(compute_reward(Outcome(quality_score=1.0, cost=0.0, latency_ms=0.0,
@@ -134,7 +140,18 @@ class RewardConfig:
 @dataclass(frozen=True)
 class Feedback:
     """What the user did with the answer. ``rating`` 0 means none; ``dwell_seconds`` None means
-    not measured."""
+    not measured.
+
+    An implicit signal is *present* (``has_signal``) when one of the flags ``task_completed``,
+    ``retried``, ``edited``, ``saved`` is true or ``dwell_seconds`` was measured (is not None):
+    a false flag is indistinguishable from one never sent (the contract's bools have no presence),
+    so only a true flag or a measured dwell counts. ``rating`` is explicit, not implicit.
+
+    >>> Feedback().has_signal, Feedback(rating=4).has_signal
+    (False, False)
+    >>> Feedback(edited=True).has_signal, Feedback(dwell_seconds=0.0).has_signal
+    (True, True)
+    """
 
     rating: int = 0
     task_completed: bool = False
@@ -142,6 +159,17 @@ class Feedback:
     edited: bool = False
     dwell_seconds: float | None = None
     saved: bool = False
+
+    @property
+    def has_signal(self) -> bool:
+        """Whether at least one implicit feedback signal is present (see the class docstring)."""
+        return (
+            self.task_completed
+            or self.retried
+            or self.edited
+            or self.saved
+            or self.dwell_seconds is not None
+        )
 
     def validate(self, field_name: str = "outcome.feedback") -> Feedback:
         if not 0 <= self.rating <= 5:
@@ -207,27 +235,36 @@ def feedback_quality(feedback: Feedback) -> float:
 
 
 def outcome_quality(outcome: Outcome) -> float:
-    """0 for a failed call; ``rating / 5`` when rated; else the mean of ``quality_score`` and
-    the feedback quality.
+    """0 for a failed call; ``rating / 5`` when rated; else, with an implicit feedback signal
+    present, the mean of ``quality_score`` and the feedback quality (the feedback quality alone
+    without a score); else ``quality_score`` alone; else (nothing measured) the neutral 0.5.
 
     >>> outcome_quality(Outcome(quality_score=0.2, feedback=Feedback(rating=4)))
     0.8
     >>> scored = Outcome(quality_score=0.9, feedback=Feedback(task_completed=True))
     >>> round(outcome_quality(scored), 12)
     0.85
+    >>> outcome_quality(Outcome(quality_score=0.9))  # no feedback signal: the score alone
+    0.9
     >>> outcome_quality(Outcome(feedback=Feedback(task_completed=True)))
     0.8
+    >>> outcome_quality(Outcome())
+    0.5
     >>> outcome_quality(Outcome(error=True, feedback=Feedback(rating=5)))
     0.0
     """
     if outcome.error:
         return 0.0
-    if outcome.feedback.rating > 0:
-        return outcome.feedback.rating / 5.0
-    inferred = feedback_quality(outcome.feedback)
-    if outcome.quality_score is None:
+    feedback = outcome.feedback
+    if feedback.rating > 0:
+        return feedback.rating / 5.0
+    score = outcome.quality_score
+    if not feedback.has_signal:
+        return FEEDBACK_START if score is None else score
+    inferred = feedback_quality(feedback)
+    if score is None:
         return inferred
-    return _clamp01((outcome.quality_score + inferred) / 2.0)
+    return _clamp01((score + inferred) / 2.0)
 
 
 def compute_reward(outcome: Outcome, config: RewardConfig) -> float:

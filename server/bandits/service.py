@@ -28,6 +28,7 @@ True
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import threading
 import time
@@ -40,7 +41,7 @@ import numpy as np
 from llmopt import errors
 from llmopt.bandits import store as st
 from llmopt.bandits.arms import Arm, check_id
-from llmopt.bandits.bandit import Bandit
+from llmopt.bandits.bandit import Bandit, reused_id, same_request
 from llmopt.bandits.rewards import Outcome, check_raw_reward, outcome_quality, outcome_reward
 from llmopt.bandits.types import (
     BanditInfo,
@@ -55,6 +56,7 @@ from llmopt.ports import BanditFeatures
 
 log = logging.getLogger("llmopt.bandits")
 
+_NO_CONTEXT = RequestContext()  # what a request without a context is read as
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 SNAPSHOT_EVERY = 10_000  # changes (decisions, rewards, expiries, arm edits) between snapshots
@@ -235,10 +237,15 @@ class BanditService:
         decision_id: str = "",
         entity_ids: Mapping[str, str] | None = None,
     ) -> Decision:
-        """Pick an arm; a ``decision_id`` already used by this bandit returns that decision."""
+        """Pick an arm. A ``decision_id`` already used makes the call a retry: the same request
+        (``request_digest``: the bandit, context, vector, entity ids and excluded arms) gets that
+        decision as it was; a different one is refused with AlreadyExists naming the id."""
         b = self._bandit(bandit)
+        digest = None
         if decision_id:
             check_id("decision_id", decision_id)
+            excluded = tuple(excluded)
+            digest = request_digest(bandit, context, vector, excluded, entity_ids)
         x = self._context_vector(b, context, vector, entity_ids)
         if decision_id and not b.holds(decision_id):
             # A client's id must be new, or one of this bandit's finished decisions (a retry
@@ -246,21 +253,26 @@ class BanditService:
             # journaled, so the database's unique index would say so too late: ask it first.
             stored = self._store.find_decision(decision_id)
             if stored is not None:
-                return self._stored_decision(b, decision_id, stored)
+                return self._stored_decision(b, decision_id, stored, digest)
         try:
-            return b.select(x, excluded, decision_id or None, self._clock())
+            return b.select(x, excluded, decision_id or None, self._clock(), digest)
         except errors.AlreadyExists:
             if not decision_id:
                 raise
-        return self._stored_decision(b, decision_id, self._store.find_decision(decision_id))
+        return self._stored_decision(b, decision_id, self._store.find_decision(decision_id), digest)
 
     @staticmethod
-    def _stored_decision(b: Bandit, decision_id: str, stored: st.StoredDecision | None) -> Decision:
-        """The decision a retry with ``decision_id`` gets: this bandit's, as it was."""
-        if stored is None or stored.bandit_id != b.id:
-            raise errors.AlreadyExists(
-                f"decision_id: {decision_id!r} is already used by another bandit's decision"
-            )
+    def _stored_decision(
+        b: Bandit, decision_id: str, stored: st.StoredDecision | None, digest: bytes | None
+    ) -> Decision:
+        """The decision a retry with ``decision_id`` gets: this bandit's, as it was, when it was
+        made for the same request."""
+        if (
+            stored is None
+            or stored.bandit_id != b.id
+            or not same_request(stored.request_digest, digest)
+        ):
+            raise reused_id(decision_id)
         return b.decision_from_store(stored)
 
     def _dimension(self, feature_set: str) -> int:
@@ -375,6 +387,49 @@ class BanditService:
 
     def stats(self, bandit: str) -> BanditStats:
         return self._bandit(bandit).stats()
+
+
+def request_digest(
+    bandit: str,
+    context: RequestContext | None,
+    vector: np.ndarray | None,
+    excluded: Iterable[str],
+    entity_ids: Mapping[str, str] | None,
+) -> bytes:
+    """The fingerprint of a SelectArm request (16 bytes of BLAKE2b), kept with a decision made
+    for a caller's own id: what tells a retry from another request that reuses the id.
+
+    It covers everything the caller sent that the choice depends on: the bandit's name, every
+    field of the context (no context is the default context), the context vector's values, the
+    entity ids (as a set of pairs) and the excluded arms (as a set), not the vector built from
+    them (features and the clock move; a retry must still match).
+
+    >>> ctx = RequestContext(task_type="generation", metadata={"a": "1", "b": "2"})
+    >>> same = RequestContext(task_type="generation", metadata={"b": "2", "a": "1"})
+    >>> request_digest("r", ctx, None, (), None) == request_digest("r", same, None, (), None)
+    True
+    >>> request_digest("r", ctx, None, (), None) == request_digest("s", ctx, None, (), None)
+    False
+    >>> request_digest("r", None, None, (), None) == request_digest("r", RequestContext(), None,
+    ...                                                            (), {})
+    True
+    """
+    c = context or _NO_CONTEXT
+    h = hashlib.blake2b(digest_size=16)
+    fixed = (bandit, c.user_id, c.task_type, c.input_length, int(c.output_length), c.priority)
+    h.update(repr((*fixed, c.region, c.hour_of_day, c.day_of_week, c.language)).encode())
+    # The optional parts, each tagged, only when given (the usual request has none of them).
+    if c.metadata:
+        h.update(b"\x00metadata" + repr(sorted(c.metadata.items())).encode())
+    if c.features:
+        h.update(b"\x00features" + repr(sorted(c.features.items())).encode())
+    if excluded:
+        h.update(b"\x00excluded" + repr(sorted(set(excluded))).encode())
+    if entity_ids:
+        h.update(b"\x00entities" + repr(sorted(entity_ids.items())).encode())
+    if vector is not None and len(vector):
+        h.update(b"\x00vector" + np.ascontiguousarray(vector, dtype="<f8").tobytes())
+    return h.digest()  # 16 bytes: never the 1-byte SERVER_MADE
 
 
 def _outcome_detail(outcome: Outcome) -> dict[str, Any]:

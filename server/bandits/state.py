@@ -40,6 +40,7 @@ class OpenDecision(NamedTuple):
     scores: np.ndarray
     time: float
     expires: float
+    request_digest: bytes | None = None  # of a caller-chosen id's request (see BanditService)
 
 
 class BanditState:

@@ -5,6 +5,9 @@ Tables:
 - ``arms``: every arm a bandit ever had, by policy slot, with its removed flag.
 - ``decisions``: every decision with its context vector and scores; ``status`` open / rewarded /
   expired. ``seq`` orders a bandit's decisions (the snapshot's decision watermark).
+  ``request_digest`` (migration 2) fingerprints the request of a caller-chosen decision id, so
+  that a retry is told from another request reusing the id; NULL for server-made ids and for
+  decisions logged before it existed.
 
 Sequence numbers (``events.seq``, ``decisions.seq``) are AUTOINCREMENT: never reused, even after
 a bandit's rows are deleted, because snapshot watermarks compare against them.
@@ -66,7 +69,10 @@ def _apply_sql(table: str, n: int) -> str:
     ``executemany`` lets go at every row). Idempotent (replay may find the rows there), and
     skipping rows of a bandit deleted since (ids are never reused: they must not come back)."""
     if table == "decisions":
-        columns = "seq, decision_id, bandit_id, slot, propensity, scores, context, time, expires"
+        columns = (
+            "seq, decision_id, bandit_id, slot, propensity, scores, context, time, expires,"
+            " request_digest"
+        )
         bandit_column = "column3"
     else:
         columns = (
@@ -140,7 +146,8 @@ MIGRATIONS = [
         state BLOB NOT NULL,
         time REAL NOT NULL
     );
-    """
+    """,
+    "ALTER TABLE decisions ADD COLUMN request_digest BLOB",
 ]
 
 
@@ -165,6 +172,7 @@ class StoredDecision:
     expires: float
     status: int
     rowid: int = 0
+    request_digest: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -401,6 +409,7 @@ class BanditStore:
         context: np.ndarray,
         time: float,
         expires: float,
+        request_digest: bytes | None = None,
     ) -> int:
         """Journal a decision (durable on return); returns its sequence number. The caller has
         made sure its id is unused (``find_decision`` for ids a client chose)."""
@@ -408,7 +417,16 @@ class BanditStore:
             self._decision_seq = seq = self._decision_seq + 1
             self._append(
                 decision_record(
-                    seq, decision_id, bandit_id, slot, propensity, scores, context, time, expires
+                    seq,
+                    decision_id,
+                    bandit_id,
+                    slot,
+                    propensity,
+                    scores,
+                    context,
+                    time,
+                    expires,
+                    request_digest,
                 )
             )
         return seq
@@ -486,7 +504,7 @@ class BanditStore:
         row = self.db.read(
             lambda c: c.execute(
                 "SELECT decision_id, bandit_id, slot, propensity, scores, context, time, expires,"
-                " status, rowid FROM decisions WHERE decision_id = ?",
+                " status, rowid, request_digest FROM decisions WHERE decision_id = ?",
                 (decision_id,),
             ).fetchone()
         )
@@ -496,7 +514,7 @@ class BanditStore:
         rows = self.db.read(
             lambda c: c.execute(
                 "SELECT decision_id, bandit_id, slot, propensity, scores, context, time, expires,"
-                " status, rowid FROM decisions INDEXED BY open_decisions"
+                " status, rowid, request_digest FROM decisions INDEXED BY open_decisions"
                 " WHERE bandit_id = ? AND status = 0 ORDER BY expires",
                 (bandit_id,),
             ).fetchall()
@@ -612,6 +630,7 @@ def _decision(row: Sequence[Any]) -> StoredDecision:
     scores = _array(row[4])
     context = _array(row[5])
     assert scores is not None and context is not None
+    digest = None if row[10] is None else bytes(row[10])
     return StoredDecision(
-        row[0], row[1], row[2], row[3], scores, context, row[6], row[7], row[8], row[9]
+        row[0], row[1], row[2], row[3], scores, context, row[6], row[7], row[8], row[9], digest
     )

@@ -20,13 +20,16 @@ then the variable parts:
 
 * DECISION (kind 3) body: ``bandit_id i64 | slot i32 | id_len u32 | n_scores u32 |
   n_context u32 | propensity f64 | time f64 | expires f64 | decision_id (utf-8) | scores f64[] |
-  context f64[]``
+  context f64[] | request_digest``: the digest (the request's fingerprint, kept for a caller's
+  own decision id) is the rest of the payload, empty when there is none. Records written before
+  it existed end after the context and read back with no digest; a reader that predates it stops
+  at the context and ignores it, so the format is compatible both ways.
 * REWARD (kind 4) body (an event row): ``bandit_id i64 | event_kind i32 | slot i32 |
   reward f64 | propensity f64 | time f64 | id_len u32 | n_context u32 | detail_len i32 (-1:
   none) | decision_id (utf-8) | detail (utf-8) | context f64[]``
 
 Decoded rows are the database's: a decision ``(seq, decision_id, bandit_id, slot, propensity,
-scores, context, time, expires)`` and an event ``(seq, bandit_id, kind, slot, decision_id,
+scores, context, time, expires, request_digest)`` (the digest None when empty) and an event ``(seq, bandit_id, kind, slot, decision_id,
 reward, propensity, context, detail, time)``, arrays as little-endian float64 bytes.
 """
 
@@ -159,8 +162,11 @@ def decision_record(
     object context,
     double time,
     double expires,
+    bytes request_digest=None,
 ):
-    """The framed journal record of a decision (see the module docstring)."""
+    """The framed journal record of a decision (see the module docstring); ``request_digest``
+    None or empty: none."""
+    cdef Py_ssize_t digest_len = 0 if request_digest is None else PyBytes_GET_SIZE(request_digest)
     cdef Py_ssize_t id_len
     cdef const char* id_utf8 = PyUnicode_AsUTF8AndSize(decision_id, &id_len)
     cdef cnp.ndarray s = _doubles(scores)
@@ -170,7 +176,7 @@ def decision_record(
     cdef uint32_t id_size = <uint32_t>id_len
     cdef char* p
     cdef bytes record = _framed(
-        _PREFIX + _DECISION_FIXED + id_len + 8 * (<Py_ssize_t>n_scores + n_context),
+        _PREFIX + _DECISION_FIXED + id_len + 8 * (<Py_ssize_t>n_scores + n_context) + digest_len,
         KIND_DECISION,
         seq,
         &p,
@@ -185,7 +191,9 @@ def decision_record(
     p = _put(p, &expires, 8)
     p = _put(p, id_utf8, id_len)
     p = _put(p, cnp.PyArray_DATA(s), 8 * n_scores)
-    _put(p, cnp.PyArray_DATA(x), 8 * n_context)
+    p = _put(p, cnp.PyArray_DATA(x), 8 * n_context)
+    if digest_len:
+        _put(p, PyBytes_AS_STRING(request_digest), digest_len)
     return _seal(record)
 
 
@@ -256,7 +264,8 @@ def decode(bytes data, Py_ssize_t start=0):
     cdef int32_t slot, event_kind, detail_len
     cdef uint32_t id_len, n_scores, n_context
     cdef double propensity, time, expires, reward
-    cdef object decision_id, detail
+    cdef object decision_id, detail, digest
+    cdef Py_ssize_t used
     if kind == KIND_DECISION:
         _need(have, _DECISION_FIXED, kind)
         memcpy(&bandit_id, p, 8)
@@ -267,15 +276,18 @@ def decode(bytes data, Py_ssize_t start=0):
         memcpy(&propensity, p + 24, 8)
         memcpy(&time, p + 32, 8)
         memcpy(&expires, p + 40, 8)
-        _need(have, _DECISION_FIXED + id_len + 8 * (<Py_ssize_t>n_scores + n_context), kind)
+        used = _DECISION_FIXED + id_len + 8 * (<Py_ssize_t>n_scores + n_context)
+        _need(have, used, kind)
         p += _DECISION_FIXED
         decision_id = PyUnicode_DecodeUTF8(p, id_len, NULL)
         p += id_len
         scores = PyBytes_FromStringAndSize(p, 8 * n_scores)
         p += 8 * n_scores
         context = PyBytes_FromStringAndSize(p, 8 * n_context)
+        p += 8 * n_context
+        digest = PyBytes_FromStringAndSize(p, have - used) if have > used else None
         return kind, (
-            seq, decision_id, bandit_id, slot, propensity, scores, context, time, expires
+            seq, decision_id, bandit_id, slot, propensity, scores, context, time, expires, digest
         )
     if kind == KIND_REWARD:
         _need(have, _REWARD_FIXED, kind)

@@ -13,6 +13,7 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
+from llmopt.bandits import policies as P
 from llmopt.gen.llmopt.v1 import bandits_pb2 as pb
 from llmopt.gen.llmopt.v1 import bandits_pb2_grpc, common_pb2
 
@@ -86,6 +87,68 @@ def test_decision_reward_loop(stub) -> None:
     assert all(a.last_selected.seconds > 0 for a in stats.arms if a.pulls)
 
 
+def default_policy(oneof: str) -> pb.Policy:
+    policy = pb.Policy()
+    getattr(policy, oneof).SetInParent()
+    return policy
+
+
+@pytest.mark.parametrize("oneof", [kind.ONEOF for kind in P.POLICY_TABLE])
+def test_every_policy_decides_and_learns_over_the_wire(stub, oneof: str) -> None:
+    """Every registered policy, with the defaults the wire leaves unset: created, deciding on
+    the default context, learning from outcomes, shown back as it was created."""
+    name = unique(oneof.replace("_", "-"))
+    created = stub.CreateBandit(
+        pb.CreateBanditRequest(bandit=bandit(name, 3, policy=default_policy(oneof))), timeout=10
+    )
+    assert created.policy.WhichOneof("kind") == oneof
+    chosen = set()
+    for i in range(30):
+        ctx = common_pb2.RequestContext(task_type=["generation", "extraction"][i % 2], priority=3)
+        d = stub.SelectArm(pb.SelectArmRequest(bandit=name, context=ctx), timeout=10)
+        assert 0.0 < d.propensity <= 1.0
+        chosen.add(d.arm.arm_id)
+        stub.RecordReward(
+            pb.RecordRewardRequest(
+                decision_id=d.decision_id, outcome=pb.Outcome(quality_score=(i % 5) / 4)
+            ),
+            timeout=10,
+        )
+    stats = stub.GetStats(pb.GetStatsRequest(bandit=name), timeout=10)
+    assert stats.decisions == stats.rewards == 30 and stats.open_decisions == 0
+    assert len(chosen) > 1
+    assert stub.GetBandit(pb.GetBanditRequest(name=name), timeout=10).policy == created.policy
+
+
+def test_gaussian_thompson_learns_its_variance_unless_one_is_given(stub) -> None:
+    learned, fixed = unique("ng"), unique("known")
+    got = stub.CreateBandit(
+        pb.CreateBanditRequest(
+            bandit=bandit(learned, 2, policy=default_policy("thompson_gaussian"))
+        ),
+        timeout=10,
+    ).policy.thompson_gaussian
+    assert not got.HasField("noise_variance")  # unset: learned
+    assert got.prior_kappa == P.ThompsonGaussian().prior_kappa
+    known = pb.Policy(thompson_gaussian=pb.ThompsonGaussian(noise_variance=0.25))
+    got = stub.CreateBandit(
+        pb.CreateBanditRequest(bandit=bandit(fixed, 2, policy=known)), timeout=10
+    ).policy.thompson_gaussian
+    assert got.HasField("noise_variance") and got.noise_variance == 0.25
+    refused(
+        stub.CreateBandit,
+        pb.CreateBanditRequest(
+            bandit=bandit(
+                unique("bad"),
+                2,
+                policy=pb.Policy(thompson_gaussian=pb.ThompsonGaussian(prior_beta=-1)),
+            )
+        ),
+        Code.INVALID_ARGUMENT,
+        "thompson_gaussian.prior_beta",
+    )
+
+
 def test_rewards_are_exactly_once(stub) -> None:
     name = unique("once")
     stub.CreateBandit(pb.CreateBanditRequest(bandit=bandit(name)), timeout=10)
@@ -123,6 +186,38 @@ def test_idempotent_select_with_caller_chosen_id(stub) -> None:
     for _ in range(4):
         assert stub.SelectArm(req, timeout=10) == first
     assert stub.GetStats(pb.GetStatsRequest(bandit=name), timeout=10).decisions == 1
+
+
+def test_a_reused_decision_id_with_another_request_is_already_exists(stub) -> None:
+    name, other = unique("reuse"), unique("reuse")
+    for n in (name, other):
+        stub.CreateBandit(pb.CreateBanditRequest(bandit=bandit(n, 3)), timeout=10)
+    decision_id = unique("req")
+    ctx = common_pb2.RequestContext(task_type="generation", priority=4)
+    req = pb.SelectArmRequest(bandit=name, decision_id=decision_id, context=ctx)
+    first = stub.SelectArm(req, timeout=10)
+    assert stub.SelectArm(req, timeout=10) == first
+    changed = [
+        pb.SelectArmRequest(bandit=other, decision_id=decision_id, context=ctx),
+        pb.SelectArmRequest(
+            bandit=name,
+            decision_id=decision_id,
+            context=common_pb2.RequestContext(task_type="generation", priority=5),
+        ),
+        pb.SelectArmRequest(bandit=name, decision_id=decision_id, context_vector=[0.5] * 10),
+        pb.SelectArmRequest(
+            bandit=name, decision_id=decision_id, context=ctx, excluded_arms=["arm0"]
+        ),
+    ]
+    for request in changed:
+        refused(stub.SelectArm, request, Code.ALREADY_EXISTS, decision_id, "different request")
+    # Nothing refused made a decision; the original still takes its reward, and after it the
+    # same request still gets its answer while a different one is still refused.
+    assert stub.GetStats(pb.GetStatsRequest(bandit=name), timeout=10).decisions == 1
+    assert stub.GetStats(pb.GetStatsRequest(bandit=other), timeout=10).decisions == 0
+    stub.RecordReward(pb.RecordRewardRequest(decision_id=decision_id, reward=1.0), timeout=10)
+    assert stub.SelectArm(req, timeout=10).arm == first.arm
+    refused(stub.SelectArm, changed[1], Code.ALREADY_EXISTS, decision_id)
 
 
 def test_expiry_applies_the_default_reward(stub) -> None:
@@ -360,6 +455,7 @@ def test_sixteen_threads_leave_statistics_exact(stub) -> None:
 
 
 def test_kill_9_recovery(server_factory) -> None:
+    names = ("lin", "ucb", "ng")
     proc = server_factory()
     with proc.channel() as ch:
         stub = bandits_pb2_grpc.BanditsStub(ch)
@@ -370,12 +466,14 @@ def test_kill_9_recovery(server_factory) -> None:
             timeout=10,
         )
         stub.CreateBandit(pb.CreateBanditRequest(bandit=bandit("ucb", 3)), timeout=10)
+        ng = bandit("ng", 3, policy=default_policy("thompson_gaussian"), seed=2)  # learned noise
+        stub.CreateBandit(pb.CreateBanditRequest(bandit=ng), timeout=10)
         open_ids: list[str] = []
         lock = threading.Lock()
 
         def worker(k: int) -> None:
             for i in range(20):
-                for name in ("lin", "ucb"):
+                for name in names:
                     ctx = common_pb2.RequestContext(
                         task_type=["generation", "extraction"][i % 2], input_length=10 * i + k
                     )
@@ -395,15 +493,13 @@ def test_kill_9_recovery(server_factory) -> None:
             list(pool.map(worker, range(8)))
         stub.AddArm(pb.AddArmRequest(bandit="ucb", arm=arm("late")), timeout=10)
         stub.RemoveArm(pb.RemoveArmRequest(bandit="ucb", arm_id="arm2"), timeout=10)
-        before = {
-            n: stub.GetStats(pb.GetStatsRequest(bandit=n), timeout=10) for n in ("lin", "ucb")
-        }
-        defs = {n: stub.GetBandit(pb.GetBanditRequest(name=n), timeout=10) for n in ("lin", "ucb")}
+        before = {n: stub.GetStats(pb.GetStatsRequest(bandit=n), timeout=10) for n in names}
+        defs = {n: stub.GetBandit(pb.GetBanditRequest(name=n), timeout=10) for n in names}
     proc.kill()
     again = server_factory(data_dir=proc.data_dir)
     with again.channel() as ch:
         stub = bandits_pb2_grpc.BanditsStub(ch)
-        for n in ("lin", "ucb"):
+        for n in names:
             assert stub.GetStats(pb.GetStatsRequest(bandit=n), timeout=10) == before[n]
             assert stub.GetBandit(pb.GetBanditRequest(name=n), timeout=10) == defs[n]
         assert len(open_ids) == sum(b.open_decisions for b in before.values()) > 0
@@ -411,7 +507,7 @@ def test_kill_9_recovery(server_factory) -> None:
             stub.RecordReward(
                 pb.RecordRewardRequest(decision_id=decision_id, reward=1.0), timeout=10
             )
-        after = [stub.GetStats(pb.GetStatsRequest(bandit=n), timeout=10) for n in ("lin", "ucb")]
+        after = [stub.GetStats(pb.GetStatsRequest(bandit=n), timeout=10) for n in names]
         assert sum(s.open_decisions for s in after) == 0
         assert sum(s.rewards for s in after) == sum(b.rewards for b in before.values()) + len(
             open_ids

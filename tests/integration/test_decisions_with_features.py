@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from llmopt.client import Arm, Client, ClientError, Context, Feature
+from llmopt.client import AlreadyExists, Arm, Client, ClientError, Context, Feature
 
 
 @pytest.fixture
@@ -65,3 +65,35 @@ def test_bandit_on_an_unknown_feature_set_is_refused(client):
     with pytest.raises(ClientError) as err:
         client.create_bandit("itdf-bad", [Arm(arm_id="a", model="m")], feature_set="no-such-set")
     assert "no-such-set" in err.value.message
+
+
+def test_a_retry_is_the_same_request_even_after_its_features_moved(client):
+    """A retry is told from another request by what the caller sent, not by the vector built
+    from it: the entity's stored features may change between the two."""
+    client.create_feature_set(
+        "itdf-retry",
+        [Feature("tier", "float", "minmax", {"lo": 0, "hi": 3}, default=0.0)],
+        entity_key="user_id",
+    )
+    client.write_features("itdf-retry", {"u1": {"tier": 1.0}, "u2": {"tier": 2.0}})
+    arms = [Arm(arm_id=f"itdr-{m}", model=m) for m in ("small", "large")]
+    client.create_bandit("itdf-retry-router", arms, policy="lin_ucb", feature_set="itdf-retry")
+    ctx = Context(task_type="generation", user_id="u1")
+    first = client.select_arm(
+        "itdf-retry-router", ctx, decision_id="itdr-1", entity_ids={"user_id": "u1"}
+    )
+    client.write_features("itdf-retry", {"u1": {"tier": 3.0}})
+    again = client.select_arm(
+        "itdf-retry-router", ctx, decision_id="itdr-1", entity_ids={"user_id": "u1"}
+    )
+    assert (again.decision_id, again.arm, again.propensity) == (
+        first.decision_id,
+        first.arm,
+        first.propensity,
+    )
+    with pytest.raises(AlreadyExists) as err:
+        client.select_arm(
+            "itdf-retry-router", ctx, decision_id="itdr-1", entity_ids={"user_id": "u2"}
+        )
+    assert "itdr-1" in err.value.message
+    assert client.bandit_stats("itdf-retry-router").decisions == 1

@@ -13,7 +13,9 @@ from llmopt.bandits.types import BanditInfo
 from llmopt.gen.llmopt.v1 import bandits_pb2 as pb
 from llmopt.gen.llmopt.v1 import common_pb2
 
-ALL_CONFIGS = [
+# Non-default parameters, then the defaults of every registered policy (a new one round-trips
+# by being registered).
+EXAMPLES = [
     P.EpsilonGreedy(epsilon=0.0, decay=P.EpsilonDecay.LOGARITHMIC, decay_rate=0.5, min_epsilon=0),
     P.UCB1(exploration=0.0),
     P.UCBTuned(),
@@ -23,6 +25,7 @@ ALL_CONFIGS = [
     P.SlidingWindowUCB(window=50, exploration=0.5),
     P.ThompsonBeta(prior_alpha=2.0, prior_beta=3.0),
     P.ThompsonGaussian(prior_mean=0.0, prior_variance=2.0, noise_variance=0.1),
+    P.ThompsonGaussian(prior_mean=0.2, prior_kappa=2.0, prior_alpha=3.0, prior_beta=0.5),
     P.EXP3(gamma=0.2),
     P.Softmax(temperature=0.3),
     P.LinUCB(alpha=0.0, lambda_=2.0),
@@ -30,13 +33,28 @@ ALL_CONFIGS = [
     P.LinearThompson(v=0.1, lambda_=3.0),
     P.DiagonalThompson(prior_variance=4.0, noise_variance=0.5),
 ]
+ALL_CONFIGS = EXAMPLES + [kind() for kind in P.POLICY_TABLE]
 
 
-@pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda c: type(c).__name__)
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=repr)
 def test_every_policy_round_trips(config) -> None:
     msg = cb.to_policy(config)
     assert msg.WhichOneof("kind") == config.ONEOF
     assert cb.from_policy(pb.Policy.FromString(msg.SerializeToString())) == config
+
+
+def test_gaussian_thompson_learns_its_variance_unless_noise_variance_is_set() -> None:
+    learned = cb.from_policy(pb.Policy(thompson_gaussian=pb.ThompsonGaussian()))
+    assert learned == P.ThompsonGaussian() and learned.learns_variance
+    msg = cb.to_policy(learned)
+    assert not msg.thompson_gaussian.HasField("noise_variance")
+    assert msg.thompson_gaussian.prior_beta == P.ThompsonGaussian().prior_beta
+    fixed = cb.from_policy(pb.Policy(thompson_gaussian=pb.ThompsonGaussian(noise_variance=0.25)))
+    assert fixed.noise_variance == 0.25 and not fixed.learns_variance
+    with pytest.raises(errors.InvalidArgument, match=r"thompson_gaussian\.prior_kappa"):
+        cb.from_policy(pb.Policy(thompson_gaussian=pb.ThompsonGaussian(prior_kappa=0.0)))
+    with pytest.raises(errors.InvalidArgument, match=r"thompson_gaussian\.noise_variance"):
+        cb.from_policy(pb.Policy(thompson_gaussian=pb.ThompsonGaussian(noise_variance=0.0)))
 
 
 def test_unset_parameters_take_defaults_and_zero_is_kept() -> None:
@@ -117,3 +135,19 @@ def test_outcome_optional_fields() -> None:
 def test_bad_bandits_are_refused(msg: pb.Bandit, field: str) -> None:
     with pytest.raises(errors.InvalidArgument, match=field.replace(".", r"\.")):
         cb.from_bandit(msg)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_numbers_in_config_extra_are_refused_naming_their_path(bad: float) -> None:
+    arm = common_pb2.Arm(arm_id="a", config=common_pb2.LLMConfig(model="m"))
+    arm.config.extra.update({"ok": 1.5, "deep": {"list": [1, {"x": bad}]}})
+    bandit = pb.Bandit(name="b", arms=[common_pb2.Arm(arm_id="z"), arm])
+    with pytest.raises(
+        errors.InvalidArgument,
+        match=r"^bandit\.arms\[1\]\.config\.extra\['deep'\]\['list'\]\[1\]\['x'\]: ",
+    ):
+        cb.from_bandit(bandit)
+    with pytest.raises(errors.InvalidArgument, match=r"^arm\.config\.extra\['deep'\]"):
+        cb.from_arm(arm)  # AddArm's arm
+    arm.config.extra["deep"]["list"][1]["x"] = 2.0
+    assert cb.from_arm(arm).config.extra == {"ok": 1.5, "deep": {"list": [1, {"x": 2.0}]}}

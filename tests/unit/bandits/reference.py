@@ -321,24 +321,27 @@ class ThompsonBetaRef(Reference):
 
 
 class ThompsonGaussianRef(Reference):
+    """Known noise: the normal posterior from counts and sums. Learned noise (``noise_variance``
+    None): the Normal-Gamma posterior from the arm's rewards, kept as lists (no running
+    statistics), its draws a gamma then a normal per arm."""
+
     def init(self) -> None:
-        self.n: list[float] = []
-        self.s: list[float] = []
+        self.rewards: list[list[float]] = []
 
     def cold(self) -> None:
-        self.n.append(0.0)
-        self.s.append(0.0)
+        self.rewards.append([])
 
     def update(self, arm: int, r: float, x: Any = None, propensity: float | None = None) -> None:
-        self.n[arm] += 1.0
-        self.s[arm] += r
+        self.rewards[arm].append(r)
 
     def select(self, x: Any, allowed: np.ndarray) -> tuple[int, float, np.ndarray]:
+        if self.c.noise_variance is None:
+            return self.select_learned(allowed)
         c = self.c
-        prec = [1.0 / c.prior_variance + n / c.noise_variance for n in self.n]
+        prec = [1.0 / c.prior_variance + len(r) / c.noise_variance for r in self.rewards]
         mean = [
-            (c.prior_mean / c.prior_variance + s / c.noise_variance) / p
-            for s, p in zip(self.s, prec, strict=True)
+            (c.prior_mean / c.prior_variance + math.fsum(r) / c.noise_variance) / p
+            for r, p in zip(self.rewards, prec, strict=True)
         ]
         sd = [1.0 / math.sqrt(p) for p in prec]
         scores = [math.nan] * self.k
@@ -348,8 +351,47 @@ class ThompsonGaussianRef(Reference):
         arm, _ = self.argmax_ties(scores, allowed)
         return arm, self.mc_propensity(mean, sd, allowed, arm), np.array(scores)
 
+    def posterior(self, i: int) -> tuple[float, float, float, float]:
+        """(mu_n, kappa_n, alpha_n, beta_n) of arm i, the textbook Normal-Gamma update."""
+        c, r = self.c, np.array(self.rewards[i])
+        n = len(r)
+        xbar = float(r.mean()) if n else 0.0
+        ss = float(np.sum((r - xbar) ** 2)) if n else 0.0
+        kappa_n = c.prior_kappa + n
+        mu_n = (c.prior_kappa * c.prior_mean + n * xbar) / kappa_n
+        beta_n = (
+            c.prior_beta + ss / 2 + c.prior_kappa * n * (xbar - c.prior_mean) ** 2 / (2 * kappa_n)
+        )
+        return mu_n, kappa_n, c.prior_alpha + n / 2, beta_n
+
+    def select_learned(self, allowed: np.ndarray) -> tuple[int, float, np.ndarray]:
+        post = [self.posterior(i) for i in range(self.k)]
+        scores = [math.nan] * self.k
+        for i in range(self.k):
+            if allowed[i]:
+                mu, kappa, alpha, beta = post[i]
+                tau = self.rng.gamma(alpha, 1.0 / beta)
+                scores[i] = mu + self.rng.standard_normal() / math.sqrt(kappa * tau)
+        arm, _ = self.argmax_ties(scores, allowed)
+        if arm < 0:
+            return arm, math.nan, np.array(scores)
+        # The propensity's normal: the Student t marginal's location and sd (at >= 3 dof).
+        mean, sd = [], []
+        for mu, kappa, alpha, beta in post:
+            dof = max(2 * alpha, 3.0)
+            mean.append(mu)
+            sd.append(math.sqrt(beta / (alpha * kappa) * dof / (dof - 2)))
+        return arm, self.mc_propensity(mean, sd, allowed, arm), np.array(scores)
+
     def state(self) -> dict[str, np.ndarray]:
-        return {"n": np.array(self.n), "s": np.array(self.s)}
+        n = np.array([float(len(r)) for r in self.rewards])
+        if self.c.noise_variance is not None:
+            return {"n": n, "s": np.array([math.fsum(r) for r in self.rewards])}
+        mean = np.array([float(np.mean(r)) if r else 0.0 for r in self.rewards])
+        m2 = np.array(
+            [float(np.sum((np.array(r) - m) ** 2)) for r, m in zip(self.rewards, mean, strict=True)]
+        )
+        return {"n": n, "mean": mean, "m2": m2}
 
 
 class EXP3Ref(Reference):

@@ -23,26 +23,42 @@ pytestmark = pytest.mark.kernels
 
 DIM = 10
 
-CONFIGS: list[Any] = [
-    P.EpsilonGreedy(epsilon=0.2),
-    P.EpsilonGreedy(epsilon=0.5, decay=P.EpsilonDecay.LINEAR, decay_rate=0.002, min_epsilon=0.05),
-    P.EpsilonGreedy(epsilon=0.5, decay=P.EpsilonDecay.EXPONENTIAL, decay_rate=0.01),
-    P.EpsilonGreedy(epsilon=0.5, decay=P.EpsilonDecay.LOGARITHMIC, decay_rate=1.0),
-    P.UCB1(exploration=0.7),
-    P.UCBTuned(),
-    P.UCBV(exploration=0.5),
-    P.KLUCB(c=1.0),
-    P.DiscountedUCB(gamma=0.97, exploration=0.8),
-    P.SlidingWindowUCB(window=37, exploration=0.9),
-    P.ThompsonBeta(prior_alpha=1.5, prior_beta=0.7),
-    P.ThompsonGaussian(prior_mean=0.3, prior_variance=0.5, noise_variance=0.2),
-    P.EXP3(gamma=0.15),
-    P.Softmax(temperature=0.2),
-    P.LinUCB(alpha=0.8, lambda_=0.5),
-    P.HybridLinUCB(alpha=0.6, lambda_=2.0),
-    P.LinearThompson(v=0.3, lambda_=1.5),
-    P.DiagonalThompson(prior_variance=2.0, noise_variance=0.3),
-]
+# Parameters worth a run of their own, by policy. Every policy of ``P.POLICY_TABLE`` runs the
+# whole battery: with these, or with its defaults when it has none here, so a policy gets every
+# contract check below by being registered.
+EXAMPLES: dict[type, list[Any]] = {
+    P.EpsilonGreedy: [
+        P.EpsilonGreedy(epsilon=0.2),
+        P.EpsilonGreedy(
+            epsilon=0.5, decay=P.EpsilonDecay.LINEAR, decay_rate=0.002, min_epsilon=0.05
+        ),
+        P.EpsilonGreedy(epsilon=0.5, decay=P.EpsilonDecay.EXPONENTIAL, decay_rate=0.01),
+        P.EpsilonGreedy(epsilon=0.5, decay=P.EpsilonDecay.LOGARITHMIC, decay_rate=1.0),
+    ],
+    P.UCB1: [P.UCB1(exploration=0.7)],
+    P.UCBV: [P.UCBV(exploration=0.5)],
+    P.KLUCB: [P.KLUCB(c=1.0)],
+    P.DiscountedUCB: [P.DiscountedUCB(gamma=0.97, exploration=0.8)],
+    P.SlidingWindowUCB: [P.SlidingWindowUCB(window=37, exploration=0.9)],
+    P.ThompsonBeta: [P.ThompsonBeta(prior_alpha=1.5, prior_beta=0.7)],
+    P.ThompsonGaussian: [
+        P.ThompsonGaussian(prior_mean=0.3, prior_variance=0.5, noise_variance=0.2),
+        P.ThompsonGaussian(),  # learned noise variance, the default
+        P.ThompsonGaussian(prior_mean=0.3, prior_kappa=0.5, prior_alpha=2.0, prior_beta=0.05),
+    ],
+    P.EXP3: [P.EXP3(gamma=0.15)],
+    P.Softmax: [P.Softmax(temperature=0.2)],
+    P.LinUCB: [P.LinUCB(alpha=0.8, lambda_=0.5)],
+    P.HybridLinUCB: [P.HybridLinUCB(alpha=0.6, lambda_=2.0)],
+    P.LinearThompson: [P.LinearThompson(v=0.3, lambda_=1.5)],
+    P.DiagonalThompson: [P.DiagonalThompson(prior_variance=2.0, noise_variance=0.3)],
+}
+
+CONFIGS: list[Any] = [c for kind in P.POLICY_TABLE for c in EXAMPLES.get(kind) or [kind()]]
+
+
+def by_exploration(kind: str) -> list[Any]:
+    return [c for c in CONFIGS if kind == c.EXPLORATION]
 
 
 def cid(config: Any) -> str:
@@ -246,7 +262,20 @@ def test_new_arm_starts_cold_and_is_explored(config: Any) -> None:
     assert new == 3 and policy.n_arms == 4
     state = policy.get_state()
     fresh = P.make_policy(config, 4, DIM, seed=0).get_state()
-    for name in ("n", "s", "alpha", "beta", "pulls", "prec", "bvec", "ainv", "chol", "f"):
+    for name in (
+        "n",
+        "s",
+        "mean",
+        "m2",
+        "alpha",
+        "beta",
+        "pulls",
+        "prec",
+        "bvec",
+        "ainv",
+        "chol",
+        "f",
+    ):
         if name in state and name in fresh and len(state[name]) == 4:  # per slot
             np.testing.assert_array_equal(state[name][new], fresh[name][new], err_msg=name)
     xs = contexts(200, 3)
@@ -257,21 +286,7 @@ def test_new_arm_starts_cold_and_is_explored(config: Any) -> None:
     assert picked > 0
 
 
-UCB_STYLE = [
-    c
-    for c in CONFIGS
-    if c.ONEOF
-    in (
-        "ucb1",
-        "ucb_tuned",
-        "ucb_v",
-        "kl_ucb",
-        "discounted_ucb",
-        "sliding_window_ucb",
-        "lin_ucb",
-        "hybrid_lin_ucb",
-    )
-]
+UCB_STYLE = by_exploration("optimism")
 
 
 @pytest.mark.parametrize("config", UCB_STYLE, ids=cid)
@@ -295,11 +310,7 @@ def test_ties_are_broken_uniformly_with_exact_propensity() -> None:
     assert np.all(np.abs(counts[[0, 1, 3]] / 3000 - 1 / 3) < 0.04)
 
 
-@pytest.mark.parametrize(
-    "config",
-    [P.EpsilonGreedy(epsilon=0.3), P.Softmax(temperature=0.3), P.EXP3(gamma=0.3)],
-    ids=cid,
-)
+@pytest.mark.parametrize("config", by_exploration("randomized"), ids=cid)
 def test_exact_propensities_match_observed_frequencies(config: Any) -> None:
     """Frozen state (no updates): the reported propensity is the frequency of each choice."""
     policy = P.make_policy(config, 3, DIM, seed=1)
@@ -321,7 +332,7 @@ def test_exact_propensities_match_observed_frequencies(config: Any) -> None:
         assert abs(counts[arm] / n - p) < 0.03, (arm, counts / n, seen)
 
 
-@pytest.mark.parametrize("config", [c for c in CONFIGS if "thompson" in c.ONEOF], ids=cid)
+@pytest.mark.parametrize("config", by_exploration("posterior"), ids=cid)
 def test_thompson_propensity_estimates_the_choice_frequency(config: Any) -> None:
     policy = P.make_policy(config, 3, DIM, seed=3)
     x = contexts(1, 5)[0] if policy.contextual else None
@@ -387,6 +398,13 @@ def test_bad_config_is_refused_naming_the_field(make: Callable[[], Any], field: 
         make()
 
 
+def test_every_policy_runs_the_battery_and_names_how_it_explores() -> None:
+    assert {type(c) for c in CONFIGS} == set(P.POLICY_TABLE) == set(R.REFERENCES)
+    assert set(EXAMPLES) <= set(P.POLICY_TABLE)
+    for kind in P.POLICY_TABLE:
+        assert kind.EXPLORATION in ("optimism", "posterior", "randomized"), kind
+
+
 def test_every_proto_policy_has_a_config_and_an_implementation() -> None:
     from llmopt.gen.llmopt.v1 import bandits_pb2
 
@@ -413,7 +431,7 @@ def test_make_policy_refuses_bad_arguments() -> None:
         P.make_policy(P.UCB1(), 2, DIM, -3)
 
 
-@pytest.mark.parametrize("config", [P.UCB1(), P.LinUCB(), P.LinearThompson()], ids=cid)
+@pytest.mark.parametrize("config", [kind() for kind in P.POLICY_TABLE], ids=cid)
 def test_bad_calls_are_refused(config: Any) -> None:
     policy = P.make_policy(config, 3, DIM, seed=0)
     x = contexts(1, 0)[0] if policy.contextual else None

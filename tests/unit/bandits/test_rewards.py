@@ -80,7 +80,39 @@ def test_feedback_increments() -> None:
 
 def test_rating_wins_over_measured_quality() -> None:
     assert outcome_quality(Outcome(quality_score=0.0, feedback=Feedback(rating=5))) == 1.0
-    assert outcome_quality(Outcome(quality_score=0.6)) == pytest.approx(0.55)
+    assert outcome_quality(Outcome(quality_score=0.6, feedback=Feedback(rating=2))) == 0.4
+
+
+def test_a_score_without_feedback_is_the_quality_itself() -> None:
+    # No implicit signal was sent: the neutral 0.5 of the feedback term is not averaged in.
+    assert outcome_quality(Outcome(quality_score=0.6)) == 0.6
+    assert outcome_quality(Outcome(quality_score=0.0)) == 0.0
+    assert outcome_quality(Outcome(quality_score=1.0, feedback=Feedback(dwell_seconds=None))) == 1.0
+    cfg = RewardConfig()
+    assert compute_reward(Outcome(quality_score=0.9), cfg) == pytest.approx(0.6 * 0.9 + 0.4)
+
+
+@pytest.mark.parametrize(
+    ("feedback", "inferred"),
+    [
+        (Feedback(task_completed=True), 0.8),
+        (Feedback(retried=True), 0.1),
+        (Feedback(edited=True), 0.4),
+        (Feedback(saved=True), 0.7),
+        (Feedback(dwell_seconds=5.0), 0.5),  # measured, neutral: still a signal
+        (Feedback(dwell_seconds=0.0), 0.3),
+    ],
+)
+def test_each_feedback_signal_blends_with_the_score(feedback: Feedback, inferred: float) -> None:
+    assert feedback.has_signal
+    got = outcome_quality(Outcome(quality_score=0.6, feedback=feedback))
+    assert got == pytest.approx((0.6 + inferred) / 2)
+
+
+def test_no_flag_and_no_dwell_is_no_signal() -> None:
+    assert not Feedback().has_signal
+    assert not Feedback(rating=3).has_signal  # explicit, not implicit
+    assert outcome_quality(Outcome()) == 0.5  # nothing measured at all: neutral
 
 
 def test_reward_formula_and_maxima() -> None:
@@ -102,6 +134,17 @@ def test_penalty_for_low_quality_or_retry() -> None:
     at_threshold = Outcome(quality_score=0.3, feedback=Feedback(rating=0, edited=True))
     # quality (0.3 + 0.4) / 2 = 0.35: no penalty
     assert compute_reward(at_threshold, cfg) == pytest.approx(0.6 * 0.35 + 0.4)
+
+
+def test_penalty_boundary_is_strictly_below_0_3() -> None:
+    cfg = RewardConfig()
+    assert rewards.LOW_QUALITY == 0.3
+    at = Outcome(quality_score=0.3)  # quality exactly 0.3: no penalty
+    assert outcome_quality(at) == 0.3
+    assert compute_reward(at, cfg) == 0.6 * 0.3 + 0.3 + 0.1
+    below = Outcome(quality_score=0.29999999999999993)  # the float just below 0.3
+    assert outcome_quality(below) < 0.3
+    assert compute_reward(below, cfg) == pytest.approx((0.6 * 0.3 + 0.4) * 0.8)
 
 
 @pytest.mark.parametrize(

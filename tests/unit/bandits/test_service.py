@@ -4,9 +4,11 @@ recovery from the log and snapshots, and exact statistics under concurrency."""
 from __future__ import annotations
 
 import doctest
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -310,6 +312,75 @@ def test_caller_chosen_decision_id_is_idempotent(svc: BanditService) -> None:
         svc.select_arm("idem", decision_id="has space")
 
 
+def test_a_reused_decision_id_with_a_different_request_is_refused(tmp_path: Path) -> None:
+    svc = open_service(tmp_path / "b")
+    svc.create_bandit(BanditSpec("reuse", P.EpsilonGreedy(epsilon=1.0), arms(4), seed=2))
+    svc.create_bandit(BanditSpec("reuse-vec", P.LinUCB(), arms(2)))
+    ctx = RequestContext(task_type="generation", priority=7, metadata={"a": "1", "b": "2"})
+    first = svc.select_arm("reuse", ctx, decision_id="r-1")
+    # The same request again, metadata in another order: the same answer, no new decision.
+    again = RequestContext(task_type="generation", priority=7, metadata={"b": "2", "a": "1"})
+    assert svc.select_arm("reuse", again, decision_id="r-1") == first
+    different = [
+        {"context": RequestContext(task_type="generation", priority=8)},
+        {"context": RequestContext(task_type="generation", priority=7, user_id="u")},
+        {"context": ctx, "excluded": ["arm0"]},
+        {"context": ctx, "entity_ids": {"user": "u1"}},
+        {"context": None},
+    ]
+    for kw in different:
+        with pytest.raises(errors.AlreadyExists, match="'r-1' is already used by a different"):
+            svc.select_arm("reuse", decision_id="r-1", **kw)
+    with pytest.raises(errors.AlreadyExists, match="r-1"):
+        svc.select_arm("reuse-vec", ctx, decision_id="r-1")
+    x = np.linspace(0.0, 1.0, 10)
+    d = svc.select_arm("reuse-vec", vector=x, decision_id="v-1")
+    assert svc.select_arm("reuse-vec", vector=x.copy(), decision_id="v-1") == d
+    with pytest.raises(errors.AlreadyExists, match="v-1"):
+        svc.select_arm("reuse-vec", vector=x + 1e-9, decision_id="v-1")
+    assert svc.stats("reuse").decisions == 1 and svc.stats("reuse-vec").decisions == 1
+    # Rewarded (closed, answered from the store) and after a restart: the same rules.
+    svc.record_reward("r-1", reward=1.0)
+    assert svc.select_arm("reuse", again, decision_id="r-1").arm == first.arm
+    with pytest.raises(errors.AlreadyExists, match="r-1"):
+        svc.select_arm("reuse", RequestContext(priority=2), decision_id="r-1")
+    svc.close()
+    svc = open_service(tmp_path / "b")
+    assert svc.select_arm("reuse-vec", vector=x, decision_id="v-1") == d  # open, recovered
+    with pytest.raises(errors.AlreadyExists, match="v-1"):
+        svc.select_arm("reuse-vec", vector=x * 2, decision_id="v-1")
+    assert svc.select_arm("reuse", again, decision_id="r-1").arm == first.arm
+    with pytest.raises(errors.AlreadyExists, match="r-1"):
+        svc.select_arm("reuse", ctx, excluded=["arm1"], decision_id="r-1")
+    # An id the server made was never a caller's request: reusing it is refused too.
+    made = svc.select_arm("reuse", ctx)
+    with pytest.raises(errors.AlreadyExists, match=made.decision_id):
+        svc.select_arm("reuse", ctx, decision_id=made.decision_id)
+    svc.close()
+
+
+def test_a_decision_logged_before_digests_answers_its_bandits_retries(tmp_path: Path) -> None:
+    """Decisions stored by an older server have no digest: a retry of its bandit gets them as
+    before (no way to tell the requests apart), another bandit is still refused."""
+    svc = open_service(tmp_path / "b")
+    svc.create_bandit(BanditSpec("old", P.UCB1(), arms(2)))
+    svc.create_bandit(BanditSpec("other", P.UCB1(), arms(2)))
+    first = svc.select_arm("old", RequestContext(priority=3), decision_id="legacy-1")
+    svc.close()
+    store = store_module.BanditStore(tmp_path / "b")
+    store.db.write(
+        lambda c: c.execute(
+            "UPDATE decisions SET request_digest = NULL WHERE decision_id = ?", ("legacy-1",)
+        )
+    )
+    store.close()
+    svc = open_service(tmp_path / "b")
+    assert svc.select_arm("old", RequestContext(priority=9), decision_id="legacy-1") == first
+    with pytest.raises(errors.AlreadyExists, match="legacy-1"):
+        svc.select_arm("other", decision_id="legacy-1")
+    svc.close()
+
+
 # -- arms -----------------------------------------------------------------------------------------
 
 
@@ -418,18 +489,17 @@ def test_feature_set_without_feature_store_is_refused(svc: BanditService) -> Non
 
 # -- durability and recovery ----------------------------------------------------------------------
 
-POLICIES = [
-    P.UCB1(),
-    P.EpsilonGreedy(),
-    P.DiscountedUCB(gamma=0.9),
-    P.SlidingWindowUCB(window=7),
-    P.ThompsonBeta(),
-    P.EXP3(),
-    P.LinUCB(),
-    P.HybridLinUCB(),
-    P.LinearThompson(),
-    P.DiagonalThompson(),
-]
+# One bandit per registered policy (a new policy is covered by being registered), with the
+# parameters that make its state move quickly here, and the known-noise Gaussian beside the
+# default learned-noise one.
+_QUICK = {
+    P.DiscountedUCB: P.DiscountedUCB(gamma=0.9),
+    P.SlidingWindowUCB: P.SlidingWindowUCB(window=7),
+}
+POLICIES: dict[str, Any] = {
+    **{kind.__name__: _QUICK.get(kind) or kind() for kind in P.POLICY_TABLE},
+    "ThompsonGaussianKnownNoise": P.ThompsonGaussian(noise_variance=0.25),
+}
 
 
 def drive(svc: BanditService, names: list[str], n: int, seed: int) -> list[str]:
@@ -458,8 +528,8 @@ def test_recovery_rebuilds_statistics_from_the_log(
 ) -> None:
     root = tmp_path / "b"
     svc = open_service(root, clock, snapshot_every=snapshot_every)
-    names = [type(p).__name__ for p in POLICIES]
-    for name, policy in zip(names, POLICIES, strict=True):
+    names = list(POLICIES)
+    for name, policy in POLICIES.items():
         svc.create_bandit(BanditSpec(name, policy, arms(3), seed=11))
     left_open = drive(svc, names, 20, seed=3)
     svc.add_arm("UCB1", Arm("late", LLMConfig(model="late")))
@@ -479,6 +549,70 @@ def test_recovery_rebuilds_statistics_from_the_log(
     assert sum(again.stats(n).open_decisions for n in names) == 0
     again.close()
     svc._stop.set()
+
+
+def test_a_learned_variance_bandit_survives_a_restart(tmp_path: Path, clock: Clock) -> None:
+    root = tmp_path / "b"
+    svc = open_service(root, clock, snapshot_every=13)
+    spec = BanditSpec("ng", P.ThompsonGaussian(prior_kappa=0.5), arms(3), seed=4)
+    svc.create_bandit(spec)
+    drive(svc, ["ng"], 40, seed=2)
+    learned = learned_state(svc, "ng")
+    assert set(learned) == {"n", "mean", "m2"} and learned["m2"].sum() > 0
+    svc.close()  # a snapshot, then 7 more rewards only in the log (as after kill -9)
+    svc = open_service(root, clock, snapshot_every=1_000_000)
+    drive(svc, ["ng"], 8, seed=5)
+    learned, stats = learned_state(svc, "ng"), svc.stats("ng")
+    svc._stop.set()
+    again = open_service(root, clock)
+    assert again.get_bandit("ng").spec.policy == spec.policy
+    assert again.get_bandit("ng").spec.policy.learns_variance
+    assert again.stats("ng") == stats
+    assert_same_learning(learned, learned_state(again, "ng"))
+    again.close()
+
+
+def test_a_gaussian_bandit_stored_before_learned_variance_keeps_its_fixed_variance(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """A bandit stored by an older server: its definition lacks the Normal-Gamma parameters and
+    names its noise variance (it was always set then), and its snapshot holds the known-noise
+    state (``n`` and ``s``). It loads as the known-noise form and picks as it did."""
+    root = tmp_path / "b"
+    svc = open_service(root, clock, snapshot_every=1_000_000)
+    old = P.ThompsonGaussian(prior_mean=0.5, prior_variance=1.0, noise_variance=0.25)
+    svc.create_bandit(BanditSpec("old", old, arms(3), seed=8))
+    drive(svc, ["old"], 30, seed=1)
+    svc.close()
+    store = store_module.BanditStore(root)
+
+    def as_old_server_wrote(conn: Any) -> None:
+        (text,) = conn.execute("SELECT definition FROM bandits WHERE name = 'old'").fetchone()
+        definition = json.loads(text)
+        definition["policy"]["params"] = {
+            "prior_mean": 0.5,
+            "prior_variance": 1.0,
+            "noise_variance": 0.25,
+        }
+        conn.execute(
+            "UPDATE bandits SET definition = ? WHERE name = 'old'", (json.dumps(definition),)
+        )
+
+    store.db.write(as_old_server_wrote)
+    store.close()
+    again = open_service(root, clock)
+    policy = again.get_bandit("old").spec.policy
+    assert policy == old and not policy.learns_variance
+    kernel_state = again._bandits["old"]._policy.get_state()
+    assert {k for k, v in kernel_state.items() if isinstance(v, np.ndarray)} == {"n", "s"}
+    # It picks exactly as the known-noise kernel with that state does.
+    twin = P.make_policy(old, 3, 10, seed=8)
+    twin.set_state(kernel_state)
+    allowed = np.ones(3, dtype=np.uint8)
+    for _ in range(20):
+        d = again.select_arm("old", RequestContext(hour_of_day=1, day_of_week=1))
+        assert d.arm.arm_id == f"arm{twin.select(None, allowed).arm}"
+    again.close()
 
 
 def test_close_writes_snapshots_that_bound_the_replay(tmp_path: Path, clock: Clock) -> None:

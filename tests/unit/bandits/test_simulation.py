@@ -36,20 +36,24 @@ def mean_regret(config: Any, seeds: range) -> float:
     return float(np.mean([regret(config, s) for s in seeds]))
 
 
-STATIONARY = [
-    P.EpsilonGreedy(),
+def is_contextual(kind: type) -> bool:
+    return P.make_policy(kind(), 1, 10, 0).contextual
+
+
+# Every context-free policy of the table (a new one is held to the bound by being registered),
+# with the parameters that suit a stationary problem of 4000 steps where its defaults do not.
+TUNED = {
+    P.DiscountedUCB: P.DiscountedUCB(gamma=0.9998),
+    P.SlidingWindowUCB: P.SlidingWindowUCB(window=3000),
+    P.Softmax: P.Softmax(temperature=0.05),
+}
+STATIONARY = [TUNED.get(k) or k() for k in P.POLICY_TABLE if not is_contextual(k)] + [
     P.EpsilonGreedy(epsilon=0.3, decay=P.EpsilonDecay.LOGARITHMIC, decay_rate=1.0),
-    P.UCB1(),
-    P.UCBTuned(),
-    P.UCBV(),
-    P.KLUCB(),
-    P.DiscountedUCB(gamma=0.9998),
-    P.SlidingWindowUCB(window=3000),
-    P.ThompsonBeta(),
-    P.ThompsonGaussian(),
-    P.EXP3(),
-    P.Softmax(temperature=0.05),
+    P.ThompsonGaussian(noise_variance=0.25),  # the known-noise form
 ]
+# Every contextual policy but the reference system's diagonal approximation, which ignores the
+# correlation of features and does not learn this routing (about 75 % of optimal).
+CONTEXTUAL = [k() for k in P.POLICY_TABLE if is_contextual(k) and k is not P.DiagonalThompson]
 
 
 def test_the_bound_separates_uniform_and_greedy() -> None:
@@ -69,6 +73,62 @@ def test_kl_ucb_and_thompson_beat_ucb1() -> None:
     assert mean_regret(P.KLUCB(), range(6)) < ucb1
     assert mean_regret(P.ThompsonBeta(), range(6)) < ucb1
     assert mean_regret(P.ThompsonGaussian(), range(6)) < ucb1
+
+
+NARROW_MEANS = np.array([0.70, 0.72, 0.74, 0.76, 0.78])  # arms a noise sd apart
+NARROW_SD = 0.02
+WINDOW = 50
+
+
+def narrow_band_windows(config: Any, seed: int, horizon: int = 600) -> np.ndarray:
+    """Rewards of real LLM traffic: N(mean, 0.02^2) clipped to [0, 1], the arms' means 0.02
+    apart. The best arm's share of each 50-request window."""
+    policy = P.make_policy(config, len(NARROW_MEANS), 10, seed)
+    env = np.random.default_rng(seed + 31)
+    allowed = np.ones(len(NARROW_MEANS), dtype=np.uint8)
+    best = int(NARROW_MEANS.argmax())
+    picks = np.empty(horizon, dtype=np.int64)
+    for t in range(horizon):
+        arm = policy.select(None, allowed).arm
+        picks[t] = arm
+        reward = float(np.clip(env.normal(NARROW_MEANS[arm], NARROW_SD), 0.0, 1.0))
+        policy.update(arm, reward, None)
+    return (picks.reshape(-1, WINDOW) == best).mean(axis=1)
+
+
+def settled_by(shares: np.ndarray) -> int | None:
+    """The request from which every 50-request window gives the best arm above 50 %."""
+    for i in range(len(shares)):
+        if (shares[i:] > 0.5).all():
+            return i * WINDOW
+    return None
+
+
+def test_learned_noise_variance_settles_on_the_best_of_a_narrow_band() -> None:
+    """Issue 19: the learned form settles on the best arm (above 50 % of every 50-request
+    window, through 600 requests) within 300 requests, on every one of 8 seeds; the known-noise
+    form with its usual variance (0.25, scaled for the whole [0, 1] range) has not settled by
+    300 on any seed, and its best-arm share after 300 stays far below the learned form's."""
+    seeds = range(8)
+    learned = [narrow_band_windows(P.ThompsonGaussian(), s) for s in seeds]
+    fixed = [narrow_band_windows(P.ThompsonGaussian(noise_variance=0.25), s) for s in seeds]
+    for seed, shares in zip(seeds, learned, strict=True):
+        at = settled_by(shares)
+        assert at is not None and at <= 300, (seed, shares)
+    for seed, shares in zip(seeds, fixed, strict=True):
+        at = settled_by(shares)
+        assert at is None or at > 300, (seed, shares)
+    late = slice(300 // WINDOW, None)
+    assert np.mean([s[late].mean() for s in learned]) > 0.8
+    assert np.mean([s[late].mean() for s in fixed]) < 0.5
+
+
+def test_learned_noise_variance_does_not_lock_on_an_arm_of_0_1_rewards() -> None:
+    """The learned form's prior is weak but not so weak that an arm's first few 0 rewards look
+    like a certain 0 (with a variance learned from them as 0): on every one of 12 seeds its
+    regret on the Bernoulli arms stays below the bound (locking on a bad arm costs ~600)."""
+    for seed in range(12):
+        assert regret(P.ThompsonGaussian(), seed) < BOUND / 2, seed
 
 
 def share_after_switch(config: Any, seed: int) -> float:
@@ -133,7 +193,7 @@ def routing_efficiency(config: Any, seed: int, horizon: int = 1500, warmup: int 
     return got / best
 
 
-@pytest.mark.parametrize("config", [P.LinUCB(), P.HybridLinUCB(), P.LinearThompson()], ids=repr)
+@pytest.mark.parametrize("config", CONTEXTUAL, ids=repr)
 def test_contextual_policies_learn_the_task_routing(config: Any) -> None:
     for seed in range(2):
         assert routing_efficiency(config, seed) >= 0.9

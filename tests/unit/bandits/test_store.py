@@ -131,3 +131,35 @@ def test_sealed_segments_are_deleted_once_applied(tmp_path: Path) -> None:
     finally:
         s.close()
     assert list(tmp_path.glob("bandits-*.journal")) == []  # a clean close leaves no journal
+
+
+def test_a_decisions_request_digest_survives_the_journal_and_old_records_have_none(
+    tmp_path: Path,
+) -> None:
+    """The digest rides at the end of the decision record (records.pyx): replayed from the
+    journal after kill -9 it is kept; a record in the format from before digests (nothing after
+    the context) replays with none."""
+    die_after(
+        tmp_path,
+        """
+        from llmopt.storage.records import decision_record
+        b = bandit("b")
+        s.log_decision(*decision(1, b), b"0123456789abcdef")
+        s.log_decision(*decision(2, b))
+        old = decision_record(99, "d-old", b, 0, 0.5, np.arange(3.0), np.zeros(4), 1.0, 1e12)
+        assert old == decision_record(
+            99, "d-old", b, 0, 0.5, np.arange(3.0), np.zeros(4), 1.0, 1e12, b""
+        )
+        with s._order:
+            s._append(old)
+        """,
+        apply=False,
+    )
+    s = st.BanditStore(tmp_path)
+    try:
+        d1, d2, old = (s.find_decision(i) for i in ("d1", "d2", "d-old"))
+        assert d1 is not None and d1.request_digest == b"0123456789abcdef"
+        assert d2 is not None and d2.request_digest is None
+        assert old is not None and old.request_digest is None and old.slot == 0
+    finally:
+        s.close()

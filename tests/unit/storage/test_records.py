@@ -51,7 +51,7 @@ def test_a_decision_record_is_framed_as_the_journal_frames_and_reads_back() -> N
     payload = record[records.HEADER :]
     assert (length, crc) == (len(payload), zlib.crc32(payload))
     assert frame(payload) == record
-    expected = (7, "déc-1", 3, 2, 0.25, scores.tobytes(), context.tobytes(), 100.5, 200.75)
+    expected = (7, "déc-1", 3, 2, 0.25, scores.tobytes(), context.tobytes(), 100.5, 200.75, None)
     assert records.decode(record, records.HEADER) == (records.DECISION, expected)
     assert records.decode(payload) == (records.DECISION, expected)  # as replay reads it
 
