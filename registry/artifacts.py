@@ -2,9 +2,10 @@
 
 A new artifact is streamed into ``tmp/`` while it is hashed, fsynced, and only renamed to its
 final name (``sha256/<2 hex>/<64 hex>.onnx``) when the caller is ready to commit the row that
-refers to it. Files are immutable once placed; a file whose bytes no longer hash to its name is
-reported as corrupted and never served. ``chunks`` turns what an uploader hands over (bytes, an
-iterable of chunks, a binary file) into the chunks that ``ArtifactStore.receive`` streams.
+refers to it. Files are immutable once placed (0400, in 0700 folders); a file whose bytes no
+longer hash to its name is reported as corrupted and never served. ``chunks`` turns what an
+uploader hands over (bytes, an iterable of chunks, a binary file) into the chunks that
+``ArtifactStore.receive`` streams.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from llmopt import errors
+from llmopt.storage import private_folder
 
 READ_CHUNK = 1 << 20
 LOCK_STRIPES = 64
@@ -52,8 +54,8 @@ class ArtifactStore:
         self.root = Path(root)
         self._files = self.root / "sha256"
         self._tmp = self.root / "tmp"
-        self._files.mkdir(parents=True, exist_ok=True)
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        private_folder(self._files)
+        private_folder(self._tmp)
         self._stripes = tuple(threading.Lock() for _ in range(LOCK_STRIPES))
 
     def path(self, sha256: str) -> Path:
@@ -96,9 +98,9 @@ class ArtifactStore:
         """Rename the staged file to its content address (hold ``lock(sha256)``)."""
         target = self.path(staged.sha256)
         if not target.parent.is_dir():
-            target.parent.mkdir(exist_ok=True)
+            private_folder(target.parent)
             _fsync_dir(self._files)
-        os.chmod(staged.path, 0o444)  # artifacts are immutable
+        os.chmod(staged.path, 0o400)  # immutable, and the server's own
         os.replace(staged.path, target)
         _fsync_dir(target.parent)
         return target

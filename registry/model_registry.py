@@ -40,7 +40,7 @@ from llmopt.registry.types import (
     Page,
     VersionMetadata,
 )
-from llmopt.storage import Database
+from llmopt.storage import Database, private_folder
 
 __all__ = [
     "CHALLENGER",
@@ -81,8 +81,7 @@ class Registry:
         *,
         max_artifact_bytes: int = MAX_ARTIFACT_BYTES,
     ) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = private_folder(Path(root))
         self.max_artifact_bytes = max_artifact_bytes
         self._db = Database(
             self.root / "registry.db", migrations=MIGRATIONS, synchronous=synchronous

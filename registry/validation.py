@@ -6,11 +6,9 @@ import math
 import re
 from collections.abc import Mapping
 
-from llmopt import errors
+from llmopt import errors, naming
 from llmopt.registry.types import VersionMetadata
 
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 # semver.org 2.0.0, with an optional leading "v".
 SEMVER = re.compile(
     r"v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -31,24 +29,16 @@ MAX_REASON = 1024
 MAX_ACTOR = 256
 
 
-def _shown(value: object) -> object:
-    """The value as an error message shows it: long strings are cut."""
-    if isinstance(value, str) and len(value) > 80:
-        return f"{value[:32]}... ({len(value)} characters)"
-    return value
+_shown = naming.shown
 
 
 def model_name(value: str, field: str = "model") -> str:
-    if not isinstance(value, str) or not MODEL_NAME.fullmatch(value):
-        raise errors.invalid(
-            field, _shown(value), "a model name matches [A-Za-z0-9][A-Za-z0-9._-]{0,127}"
-        )
-    return value
+    """A model name follows the one naming rule of ``llmopt.naming``."""
+    return naming.check(field, value)
 
 
 def alias_name(value: str, field: str = "alias", *, settable: bool = True) -> str:
-    if not isinstance(value, str) or not ALIAS_NAME.fullmatch(value):
-        raise errors.invalid(field, _shown(value), "an alias matches [a-z][a-z0-9_-]{0,63}")
+    naming.check_alias(field, value)
     if settable and value in RESERVED_ALIASES:
         raise errors.invalid(field, value, "reserved: it always means the newest version")
     return value

@@ -116,9 +116,10 @@ def compose(settings: Settings, data_dir: DataDir) -> AppContext:
                 max_entities=settings.feature_cache_entities,
             )
         )
-        bandits = keep(BanditService(data_dir.path("bandits"), features=features, synchronous=sync))
-        folder = data_dir.path("inference")
-        folder.mkdir(parents=True, exist_ok=True)
+        bandits = keep(
+            BanditService(data_dir.folder("bandits"), features=features, synchronous=sync)
+        )
+        folder = data_dir.folder("inference")
         policies = keep(
             DatabaseComponent(
                 Database(folder / "inference.db", migrations=MIGRATIONS, synchronous=sync)

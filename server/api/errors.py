@@ -13,6 +13,7 @@ import uuid
 import grpc
 
 from llmopt import errors
+from llmopt.inference.session import ModelRunError
 
 log = logging.getLogger("llmopt.rpc")
 
@@ -26,7 +27,23 @@ STATUS_BY_ERROR: dict[type[errors.LLMOptError], grpc.StatusCode] = {
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.DataLoss: grpc.StatusCode.DATA_LOSS,
     errors.NotImplementedYet: grpc.StatusCode.UNIMPLEMENTED,
+    # onnxruntime failed on inputs that passed every check: the model's fault, not the caller's.
+    ModelRunError: grpc.StatusCode.INTERNAL,
 }
+
+
+MAX_DETAILS = 2000
+"""Characters of a status message: gRPC carries it in trailing metadata, which a client refuses
+past 16 KiB (it would see RESOURCE_EXHAUSTED from its own channel instead of the error)."""
+
+
+def bounded(message: str) -> str:
+    """``message`` cut in the middle to ``MAX_DETAILS`` characters, keeping the field it names
+    at the start and what was expected at the end."""
+    if len(message) <= MAX_DETAILS:
+        return message
+    half = MAX_DETAILS // 2
+    return f"{message[:half]} ...({len(message) - MAX_DETAILS} characters)... {message[-half:]}"
 
 
 def status_for(exc: errors.LLMOptError) -> grpc.StatusCode:
@@ -47,7 +64,7 @@ def status_of(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
     internals stay out of the answer.
     """
     if isinstance(exc, errors.LLMOptError):
-        return status_for(exc), str(exc)
+        return status_for(exc), bounded(str(exc))
     if isinstance(exc, NotImplementedError):
         return grpc.StatusCode.UNIMPLEMENTED, f"{method} is declared but not built yet"
     request_id = uuid.uuid4().hex

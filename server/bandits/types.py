@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from llmopt import errors
-from llmopt.bandits.arms import Arm, check_id
+from llmopt import errors, naming
+from llmopt.bandits.arms import Arm
 from llmopt.bandits.policies import CONFIG_BY_ONEOF, UCB1, PolicyConfig
 from llmopt.bandits.rewards import RewardConfig
 
@@ -33,7 +33,7 @@ class BanditSpec:
     description: str = ""
 
     def validate(self) -> BanditSpec:
-        check_id("bandit.name", self.name)
+        naming.check("bandit.name", self.name)  # only on creation: stored names still load
         if type(self.policy) not in {cfg for cfg in CONFIG_BY_ONEOF.values()}:
             raise errors.invalid("bandit.policy", type(self.policy).__name__, "must name a policy")
         if len(self.arms) > MAX_ARMS:
@@ -53,7 +53,7 @@ class BanditSpec:
         ):
             raise errors.invalid("bandit.default_reward", self.default_reward, "must be in [0, 1]")
         if self.feature_set:
-            check_id("bandit.feature_set", self.feature_set)
+            naming.check("bandit.feature_set", self.feature_set)
         if not 0 <= self.seed < 2**64:
             raise errors.invalid("bandit.seed", self.seed, "must be in [0, 2**64)")
         if len(self.description) > 4096:

@@ -16,18 +16,16 @@ trusts what it is given.
 from __future__ import annotations
 
 import math
-import re
 import zlib
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any, NamedTuple
 
-from llmopt import errors
+from llmopt import errors, naming
 
 # One stored or requested raw value. bool is checked before int (bool is an int in Python).
 RawValue = float | int | bool | str
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 OOV_SLOT = "<oov>"
 
 
@@ -346,10 +344,10 @@ class FeatureSet:
     def validate(self, *, allow_unfitted: bool = False) -> FeatureSet:
         """Raise one InvalidArgument listing every problem; return self when there is none."""
         bad: list[str] = []
-        if not NAME_RE.match(self.name):
-            bad.append(f"feature_set.name: {self.name!r} must match {NAME_RE.pattern}")
-        if not NAME_RE.match(self.entity_key):
-            bad.append(f"feature_set.entity_key: {self.entity_key!r} must match {NAME_RE.pattern}")
+        for name_field, name in (("name", self.name), ("entity_key", self.entity_key)):
+            name_problem = naming.problem(f"feature_set.{name_field}", name)
+            if name_problem:
+                bad.append(name_problem)
         if not self.features:
             bad.append("feature_set.features: a set needs at least one feature")
         if self.ttl_seconds is not None and not (
@@ -359,8 +357,9 @@ class FeatureSet:
         seen: set[str] = set()
         for i, f in enumerate(self.features):
             where = f"feature_set.features[{i}]"
-            if not NAME_RE.match(f.name):
-                bad.append(f"{where}.name: {f.name!r} must match {NAME_RE.pattern}")
+            name_problem = naming.problem(f"{where}.name", f.name)
+            if name_problem:
+                bad.append(name_problem)
             if f.name in seen:
                 bad.append(f"{where}.name: {f.name!r} is declared twice")
             seen.add(f.name)

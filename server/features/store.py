@@ -68,7 +68,7 @@ from llmopt.features.codec import set_from_json, set_to_json
 from llmopt.features.plan import CompiledPlan, compile_plan
 from llmopt.features.spec import FeatureSet, RawValue
 from llmopt.native.features import merge_latest, merge_rows, remember_rows
-from llmopt.storage import Database, Migration, WriteFuture, statements
+from llmopt.storage import Database, Migration, WriteFuture, private_folder, statements
 from llmopt.storage.journal import Journal
 
 log = logging.getLogger("llmopt.features")
@@ -399,7 +399,7 @@ class FeatureStore:
         journal_segment_bytes: int = 64 << 20,
         generation_chunks: int = GENERATION_CHUNKS,
     ) -> None:
-        root.mkdir(parents=True, exist_ok=True)
+        private_folder(root)
         self.max_entities = max_entities
         self.compact_rows = compact_rows
         self.generation_chunks = generation_chunks

@@ -397,13 +397,20 @@ class InferenceEngine:
         return slot
 
     def _on_alias_event(self, event: AliasEvent) -> None:
-        """Registry callback after an alias change commits: load, warm, then switch."""
+        """Registry callback after an alias change commits: load, warm, then switch.
+
+        The removal of the challenger alias (Promote, DeleteAlias) ends the experiment: the
+        stored policy becomes OFF, so GetTrafficPolicy says what routing does, and a later
+        challenger gets no traffic until a policy is set for it.
+        """
         if event.alias not in VARIANT_BY_ALIAS or self._closed.is_set():
             return
         slot = self._slots.get(event.model)
-        if slot is None:
-            return  # not served yet; its first request reads the aliases afresh
         try:
+            if event.alias == CHALLENGER and event.to_version is None:
+                self._end_experiment(event.model, slot)
+            if slot is None:
+                return  # not served yet; its first request reads the aliases afresh
             with slot.lock:
                 if slot.ready:
                     self._reconcile(slot)
@@ -414,6 +421,28 @@ class InferenceEngine:
                 event.alias,
                 event.to_version,
             )
+
+    def _end_experiment(self, model: str, slot: _ModelSlot | None) -> None:
+        """Store (then route by) the OFF policy once the model has no challenger any more.
+
+        Runs on the registry's thread before the alias change is acknowledged, so an
+        acknowledged Promote has its policy change durable too.
+        """
+        off = TrafficPolicy(model)
+        if slot is None:
+            stored = self._policies.load(model)
+            if stored is not None and stored != off:
+                self._policies.save(off)
+                log.info("model %r: no challenger any more, traffic policy OFF", model)
+            slot = self._slots.get(model)  # one made meanwhile may hold what was stored
+            if slot is None:
+                return
+        with slot.lock:
+            if slot.routing.policy == off:
+                return
+            self._policies.save(off)
+            slot.routing = replace(slot.routing, policy=off)
+        log.info("model %r: no challenger any more, traffic policy OFF", model)
 
     def _reconcile(self, slot: _ModelSlot, initial: bool = False) -> None:
         """Point the slot's champion and challenger at what the registry's aliases say.

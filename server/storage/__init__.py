@@ -2,7 +2,15 @@
 (``llmopt.storage.journal``) for durable writes on the request path, and data-directory
 ownership."""
 
-from llmopt.storage.datadir import DataDir
+from llmopt.storage.datadir import DataDir, open_private, private_folder
 from llmopt.storage.sqlite import Database, Migration, WriteFuture, statements
 
-__all__ = ["DataDir", "Database", "Migration", "WriteFuture", "statements"]
+__all__ = [
+    "DataDir",
+    "Database",
+    "Migration",
+    "WriteFuture",
+    "open_private",
+    "private_folder",
+    "statements",
+]

@@ -2,9 +2,10 @@
 
 Why by hand: a SQLite transaction per acknowledged write (BEGIN, the statements, COMMIT with its
 WAL frames) costs tens of microseconds and lets go of the GIL at every statement; under load each
-of those is a thread hand-off that costs more than the write. Here a segment file is allocated up
-front and mapped shared into memory, and an append is a copy into the mapping: no system call
-(bar one ``madvise`` per MiB written, which unmaps the pages behind), so the GIL is kept. The
+of those is a thread hand-off that costs more than the write. Here a segment file is allocated
+ahead of the writes and mapped shared into memory, and an append is a copy into the mapping: no
+system call (bar one ``madvise`` per MiB written, which unmaps the pages behind, and a few when a
+segment doubles), so the GIL is kept. The
 mapped pages are the file's page cache, which the kernel writes back whether or not the process
 lives on: a record survives the process being killed (kill -9), as a WAL commit with
 ``synchronous=NORMAL`` does, and not a power loss. With ``fsync=True`` each append is also
@@ -12,16 +13,21 @@ lives on: a record survives the process being killed (kill -9), as a WAL commit 
 
 The owner applies records to its database in the background and replays the journal at start-up
 (its apply must be idempotent: a record may already be in the database). Records live in
-numbered segment files ``<name>-<n>.journal`` of ``segment_bytes`` each; when the next record
-does not fit, the segment is sealed and a new one begun (``append`` returns the sealed segment's
-number), and the owner deletes it (``remove_segments``) once everything in it is committed
-elsewhere. Records are framed by ``llmopt.storage.records`` (``length u32 | crc32 u32 |
-payload``); the unwritten rest of a segment is zeros, so a zero header ends it. A record whose crc
+numbered segment files ``<name>-<n>.journal``. A segment begins at ``initial_bytes`` (1 MiB) and
+doubles in place while it is under ``segment_bytes``: the file is extended (its blocks reserved)
+before it is mapped larger, and a record is only ever copied into file space that exists, so the
+kill -9 promise holds through a growth. When the next record would take a segment past
+``segment_bytes``, the segment is sealed and a new one begun (``append`` returns the sealed
+segment's number), and the owner deletes it (``remove_segments``) once everything in it is
+committed elsewhere. So a quiet journal takes a megabyte, not its maximum. Records are framed
+by ``llmopt.storage.records`` (``length u32 | crc32 u32 | payload``); the unwritten rest of a
+segment is zeros, so a zero header ends it. A record whose crc
 does not match (a copy cut short by the process dying) ends the segment's replay and is logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import mmap
@@ -30,11 +36,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from llmopt.storage.datadir import open_private
 from llmopt.storage.records import HEADER, frame, read_frame
 
 log = logging.getLogger("llmopt.storage")
 
-_DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+_DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024  # the most a segment grows to
+_INITIAL_SEGMENT_BYTES = 1024 * 1024  # what a segment begins with
 # Written pages are unmapped every this many bytes: they stay in the page cache (and the file),
 # dirty ones still written back, but stop counting in the process's resident memory.
 _RELEASE_BYTES = 1024 * 1024
@@ -46,6 +54,23 @@ def _no_fallocate(fd: int, offset: int, size: int) -> None:
 
 
 _fallocate = getattr(os, "posix_fallocate", _no_fallocate)
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Make the file ``size`` bytes, its blocks reserved where the filesystem can: a full disk
+    fails here, not as SIGBUS on a later copy."""
+    try:
+        _fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        os.ftruncate(fd, size)  # a filesystem (or platform) without fallocate
+
+
+def _sync(m: mmap.mmap, start: int, length: int) -> None:
+    """Write ``length`` bytes of the mapping from ``start`` (a multiple of the allocation
+    granularity) to disk before returning: ``msync(MS_SYNC)``."""
+    m.flush(start, length)
 
 
 class Journal:
@@ -71,11 +96,13 @@ class Journal:
         *,
         fsync: bool = False,
         segment_bytes: int = _DEFAULT_SEGMENT_BYTES,
+        initial_bytes: int = _INITIAL_SEGMENT_BYTES,
     ) -> None:
         self.directory = Path(directory)
         self.name = name
         self._fsync = fsync
         self._segment_bytes = segment_bytes
+        self._initial_bytes = min(initial_bytes, segment_bytes)
         self._lock = threading.Lock()
         self._map: mmap.mmap | None = None
         self._closed = True  # until ``open``
@@ -129,21 +156,15 @@ class Journal:
         """Begin a new segment for appends (after ``replay``: old segments are never appended
         to, so a torn record stays the last of its own file)."""
         with self._lock:
-            self._begin_segment(self._segment_bytes)
+            self._begin_segment(self._initial_bytes)
             self._closed = False
 
     def _begin_segment(self, size: int) -> None:
         self._number += 1
         path = self.directory / f"{self.name}-{self._number:08d}.journal"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = open_private(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
         try:
-            try:
-                # Blocks reserved now: a full disk fails here, not as SIGBUS on a later copy.
-                _fallocate(fd, 0, size)
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                    raise
-                os.ftruncate(fd, size)  # a filesystem (or platform) without fallocate
+            _reserve(fd, size)
             self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             path.unlink(missing_ok=True)
@@ -179,12 +200,15 @@ class Journal:
             m = self._map
             sealed = 0
             # Keep a header's worth of zeros after the last record: replay's end mark.
-            if m is None or self._pos + size + HEADER > len(m):
+            needed = self._pos + size + HEADER
+            if m is not None and needed > len(m) and needed <= self._segment_bytes:
+                # (if this fails, say on a full disk, the next append tries again)
+                m = self._grow(m, needed)
+            if m is None or needed > len(m):
                 if m is not None:
                     sealed = self._number
                     self._close_map()
-                # (if this fails, say on a full disk, the next append tries again)
-                self._begin_segment(max(self._segment_bytes, size + HEADER))
+                self._begin_segment(max(self._initial_bytes, size + HEADER))
                 m = self._map
                 assert m is not None
             pos = self._pos
@@ -192,12 +216,34 @@ class Journal:
             self._pos = end = pos + size
             if self._fsync:
                 start = pos - pos % mmap.ALLOCATIONGRANULARITY
-                m.flush(start, end - start)
+                _sync(m, start, end - start)
             if _DONTNEED is not None and end - self._released >= _RELEASE_BYTES:
                 upto = end - end % mmap.PAGESIZE
                 m.madvise(_DONTNEED, self._released, upto - self._released)
                 self._released = upto
             return sealed
+
+    def _grow(self, m: mmap.mmap, needed: int) -> mmap.mmap:
+        """The mapping of the open segment, doubled (to at most ``segment_bytes``) until
+        ``needed`` bytes fit. The file is extended first, then mapped: what is written stays
+        where it was in the file, and the new space reads as zeros, the end mark."""
+        size = len(m)
+        while size < needed:
+            size *= 2
+        size = min(size, self._segment_bytes)
+        assert self._path is not None
+        fd = os.open(self._path, os.O_RDWR)
+        try:
+            _reserve(fd, size)
+            if self._fsync:  # the file's new size survives a power loss too
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        # The file already has this size: only the mapping grows. Without mremap (not Linux)
+        # it stays as it was, and the caller seals the segment instead.
+        with contextlib.suppress(OSError, SystemError):
+            m.resize(size)
+        return m
 
     def _close_map(self) -> None:
         if self._map is not None:

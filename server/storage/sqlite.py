@@ -17,6 +17,7 @@ Reads use one connection per thread (WAL lets them run beside the writer).
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from collections import deque
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from llmopt import errors
+from llmopt.storage.datadir import open_private
 
 T = TypeVar("T")
 # A schema migration: an SQL script, or a function run on the writer connection.
@@ -167,6 +169,10 @@ class Database:
         self._writer.start()
 
     def _connect(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            # Created 0600 here rather than by SQLite (0644 less the umask); SQLite gives its
+            # -wal and -shm files the mode of the database file.
+            os.close(open_private(self.path, os.O_RDWR | os.O_CREAT))
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")

@@ -11,9 +11,14 @@ import onnxruntime as ort
 import pytest
 
 from llmopt.api.convert import from_tensor, to_tensor
-from llmopt.gen.llmopt.v1 import common_pb2, inference_pb2
+from llmopt.gen.llmopt.v1 import common_pb2, inference_pb2, registry_pb2
 from tests.support import onnx_models
-from tests.support.inference_client import inference_stub, predict_request, register
+from tests.support.inference_client import (
+    inference_stub,
+    predict_request,
+    register,
+    registry_stub,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +100,33 @@ def test_split_policy_through_the_server(
     assert by[(2, inference_pb2.CHALLENGER)].requests >= hits
     assert sum(v.requests for v in stats.variants) == n + 30
     assert by[(1, inference_pb2.CHAMPION)].latency.p99_ms > 0
+
+
+def test_traffic_policy_after_promote_and_rollback_says_what_routing_does(
+    channel: grpc.Channel, models: dict[str, onnx_models.TrainedModel]
+) -> None:
+    stub, reg = inference_stub(channel), registry_stub(channel)
+    name = unique("ended")
+    register(channel, name, models["lr"].onnx, alias="champion")
+    register(channel, name, models["lr2"].onnx, alias="challenger")
+    split = inference_pb2.TrafficPolicy(
+        model=name, mode=inference_pb2.SPLIT, challenger_percent=50.0
+    )
+    stub.SetTrafficPolicy(inference_pb2.SetTrafficPolicyRequest(policy=split))
+    off = inference_pb2.TrafficPolicy(model=name, mode=inference_pb2.OFF, challenger_percent=0)
+    get = inference_pb2.GetTrafficPolicyRequest(model=name)
+    X = models["lr"].X[:1]
+
+    reg.Promote(registry_pb2.PromoteRequest(model=name))
+    assert stub.GetTrafficPolicy(get) == off
+    reg.Rollback(registry_pb2.RollbackRequest(model=name))
+    assert stub.GetTrafficPolicy(get) == off
+    register(channel, name, models["lr2"].onnx, alias="challenger")
+    assert stub.GetTrafficPolicy(get) == off
+    variants = {
+        stub.Predict(predict_request(name, X, routing_key=f"user-{i}")).variant for i in range(40)
+    }
+    assert variants == {inference_pb2.CHAMPION}  # what the policy says is what routing does
 
 
 def test_shadow_stats_through_the_server(

@@ -33,13 +33,12 @@ def test_twenty_promote_rollback_cycles_under_load_fail_no_request(channel: grpc
     register(channel, name, lr.onnx, alias="champion")
     register(channel, name, lr2.onnx)
     stub, reg = inference_stub(channel), registry_stub(channel)
-    stub.SetTrafficPolicy(
-        inference_pb2.SetTrafficPolicyRequest(
-            policy=inference_pb2.TrafficPolicy(
-                model=name, mode=inference_pb2.SPLIT, challenger_percent=50
-            )
+    split = inference_pb2.SetTrafficPolicyRequest(
+        policy=inference_pb2.TrafficPolicy(
+            model=name, mode=inference_pb2.SPLIT, challenger_percent=50
         )
     )
+    stub.SetTrafficPolicy(split)
     X = lr.X[:8]
     expected = {1: lr.estimator.predict(X), 2: lr2.estimator.predict(X)}
     request = predict_request(name, X)
@@ -79,6 +78,8 @@ def test_twenty_promote_rollback_cycles_under_load_fail_no_request(channel: grpc
                 ),
                 (1, 2),
             )
+            # Promote ends the split (the policy turns OFF): each cycle's experiment sets it.
+            change(lambda: stub.SetTrafficPolicy(split), (1, 2))
             change(lambda: reg.Promote(registry_pb2.PromoteRequest(model=name)), (2, None))
             change(lambda: reg.Rollback(registry_pb2.RollbackRequest(model=name)), (1, None))
             time.sleep(0.01)

@@ -360,3 +360,21 @@ def test_the_native_fast_path_accepts_exactly_the_rows_the_slow_path_accepts():
         else:
             refused += 1
     assert accepted > 300 and refused > 300
+
+
+def test_the_store_files_are_private_whatever_the_umask(tmp_path: Path, clock: Clock) -> None:
+    import os
+    import stat
+
+    old = os.umask(0)
+    try:
+        service = FeatureService(tmp_path / "features", clock=clock)
+        service.create_set(users())
+        service.write("users", [("u1", {"age": 30}, None)])
+        found = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "features").iterdir()}
+        service.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "features").stat().st_mode) == 0o700
+    assert any(name.endswith(".journal") for name in found) and "features.db" in found
+    assert set(found.values()) == {0o600}, found

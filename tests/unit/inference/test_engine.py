@@ -283,3 +283,45 @@ def test_open_dimensions_load_without_warm_up_and_shape_failures_are_the_callers
     with pytest.raises(errors.InvalidArgument, match="refused them"):
         engine.predict("open", {"X": np.ones((3, 5), np.float32)})
     assert engine.predict("open", {"X": X}).version == 1
+
+
+@pytest.mark.parametrize("served_before", [True, False])
+def test_promote_ends_the_split_durably_and_a_new_challenger_gets_no_traffic(
+    registry: Registry,
+    make_engine: Engine,
+    lr: onnx_models.TrainedModel,
+    lr2: onnx_models.TrainedModel,
+    served_before: bool,
+) -> None:
+    upload(registry, "m", lr.onnx, alias="champion")
+    upload(registry, "m", lr2.onnx, alias="challenger")
+    engine = make_engine()
+    engine.set_policy(TrafficPolicy("m", TrafficMode.SPLIT, 50.0))
+    if not served_before:
+        engine.close()
+        engine = make_engine()  # the policy is stored but the model is not loaded yet
+    registry.promote("m")
+    off = TrafficPolicy("m", TrafficMode.OFF, 0.0)
+    assert engine.get_policy("m") == off
+    registry.rollback("m")
+    assert engine.get_policy("m") == off
+    upload(registry, "m", lr2.onnx, alias="challenger")  # the next experiment's challenger
+    assert engine.get_policy("m") == off
+    routed = {engine.predict("m", {"X": lr.X[:1]}, routing_key=f"u{i}").variant for i in range(60)}
+    assert routed == {Variant.CHAMPION}
+    engine.close()
+    assert make_engine().get_policy("m") == off  # what was read is what was stored
+
+
+def test_deleting_the_challenger_alias_ends_the_split_too(
+    registry: Registry,
+    make_engine: Engine,
+    lr: onnx_models.TrainedModel,
+    lr2: onnx_models.TrainedModel,
+) -> None:
+    upload(registry, "m", lr.onnx, alias="champion")
+    upload(registry, "m", lr2.onnx, alias="challenger")
+    engine = make_engine()
+    engine.set_policy(TrafficPolicy("m", TrafficMode.SHADOW, 0.0))
+    registry.delete_alias("m", "challenger")
+    assert engine.get_policy("m") == TrafficPolicy("m", TrafficMode.OFF, 0.0)

@@ -6,6 +6,7 @@ import pytest
 
 from llmopt import errors
 from llmopt.inference.routing import (
+    BUCKETS,
     ChampionChallengerRouter,
     TrafficMode,
     TrafficPolicy,
@@ -81,3 +82,57 @@ def test_resolution_is_one_hundredth_of_a_percent() -> None:
     for bad in (-0.01, 100.01, 10.005, float("nan")):
         with pytest.raises(errors.InvalidArgument, match="challenger_percent"):
             TrafficPolicy("m", TrafficMode.SPLIT, bad)
+
+
+def _key_in_bucket(model: str, bucket: int) -> str:
+    """A routing key whose sticky bucket is ``bucket`` (found by search: no table to read)."""
+    for i in range(2_000_000):
+        if bucket_of(model, f"key-{i}") == bucket:
+            return f"key-{i}"
+    raise AssertionError(f"no key found for bucket {bucket}")
+
+
+class _FixedDraw:
+    """A stand-in generator whose draw lands in one chosen bucket."""
+
+    def __init__(self, bucket: int) -> None:
+        self.value = (bucket + 0.5) / BUCKETS
+
+    def random(self) -> float:
+        return self.value
+
+
+@pytest.mark.parametrize(
+    ("percent", "last_challenger", "first_champion"),
+    [
+        (0.0, None, 0),
+        (0.01, 0, 1),
+        (33.33, 3332, 3333),
+        (50.0, 4999, 5000),
+        (100.0, BUCKETS - 1, None),
+    ],
+)
+def test_the_share_boundary_buckets_route_exactly(
+    percent: float, last_challenger: int | None, first_champion: int | None
+) -> None:
+    """Buckets below the share go to the challenger, the share's own bucket to the champion:
+    a 1-in-10,000 bias at the boundary, which no statistical bound can see, fails here."""
+    policy = TrafficPolicy("m", TrafficMode.SPLIT, percent)
+    router = ChampionChallengerRouter(seed=0)
+    cases = [(last_challenger, Variant.CHALLENGER), (first_champion, Variant.CHAMPION)]
+    for bucket, expected in cases:
+        if bucket is None:
+            continue
+        key = _key_in_bucket("m", bucket)
+        assert router.choose(policy, True, key) is expected, (bucket, "sticky")
+        router._rng = _FixedDraw(bucket)  # type: ignore[assignment]
+        assert router.choose(policy, True) is expected, (bucket, "random")
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from llmopt.inference import routing
+
+    failures, tried = doctest.testmod(routing, optionflags=doctest.ELLIPSIS)
+    assert tried > 0 and failures == 0

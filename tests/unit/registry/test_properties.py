@@ -17,7 +17,7 @@ from llmopt import errors
 from llmopt.registry import ModelTask, Registry, VersionMetadata, validation
 from tests.unit.registry.onnx_models import linear_model
 
-MODEL_NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", fullmatch=True)
+MODEL_NAMES = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", fullmatch=True)
 ALIASES = st.from_regex(r"[a-z][a-z0-9_-]{0,63}", fullmatch=True).filter(lambda a: a != "latest")
 KEYS = st.text(
     st.characters(codec="utf-8", categories=["L", "N", "P", "S"], include_characters=" "),
@@ -55,7 +55,7 @@ def test_valid_model_names_are_accepted(name: str) -> None:
 @settings(max_examples=100)
 @given(st.text(max_size=140))
 def test_model_name_check_matches_the_pattern(name: str) -> None:
-    ok = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name, flags=re.ASCII) is not None
+    ok = re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", name, flags=re.ASCII) is not None
     if ok:
         assert validation.model_name(name) == name
     else:

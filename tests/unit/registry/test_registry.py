@@ -388,3 +388,27 @@ def test_get_version_argument_checks(reg: Registry) -> None:
         reg.get_version("m", 0)
     with pytest.raises(errors.NotFound, match="no versions"):
         reg.get_version("m", alias="latest")
+
+
+def test_registry_files_are_private_and_artifacts_read_only(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0)  # modes must not be left to the umask
+    try:
+        r = Registry(tmp_path / "registry")
+        r.create_model("m")
+        r.upload_version("m", linear_model(), VersionMetadata(alias="champion"))
+        r.close()
+    finally:
+        os.umask(old)
+    root = tmp_path / "registry"
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if path.is_dir():
+            assert mode == 0o700, path
+        elif path.suffix == ".onnx":
+            assert mode == 0o400, path  # immutable, and nobody else's to read
+        else:
+            assert mode == 0o600, path
+    assert (root / "registry.db").is_file() and len(stored_files(root)) == 1

@@ -1,4 +1,9 @@
 import logging
+import os
+import signal
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +150,108 @@ def test_without_fallocate_the_segment_is_sized_by_ftruncate(tmp_path: Path, mon
     assert path.stat().st_size == 8192
     j.close()
     assert list(Journal(tmp_path, "j").replay()) == [b"still works"]
+
+
+def test_a_segment_begins_small_and_doubles_in_place(tmp_path: Path) -> None:
+    j = opened(tmp_path, segment_bytes=1 << 20, initial_bytes=4096)
+    ((_, path),) = j.segments()
+    assert path.stat().st_size == 4096
+    payloads = [i.to_bytes(4, "little") * 50 for i in range(1500)]  # about 300 KiB
+    sealed = [j.append(p) for p in payloads]
+    assert not any(sealed) and len(j.segments()) == 1  # grown, never sealed
+    assert path.stat().st_size == 512 * 1024  # 4 KiB doubled seven times
+    # Read back while still open, as kill -9 leaves it: every record, then zeros.
+    assert list(Journal(tmp_path, "j").replay()) == payloads
+    j.close()
+    again = Journal(tmp_path, "j", segment_bytes=1 << 20, initial_bytes=4096)
+    assert list(again.replay()) == payloads
+    again.open()
+    again.append(b"after reopening")
+    again.close()
+    assert list(Journal(tmp_path, "j").replay()) == [*payloads, b"after reopening"]
+
+
+def test_growth_stops_at_the_segment_maximum_and_seals(tmp_path: Path) -> None:
+    j = opened(tmp_path, segment_bytes=16384, initial_bytes=4096)
+    payloads = [bytes([i % 251]) * 200 for i in range(300)]  # about 62 KiB
+    for p in payloads:
+        j.append(p)
+    j.close()
+    sizes = [path.stat().st_size for _, path in j.segments()]
+    assert len(sizes) >= 4 and max(sizes) == 16384
+    assert list(Journal(tmp_path, "j").replay()) == payloads
+
+
+def test_records_written_past_a_growth_survive_kill_9(tmp_path: Path) -> None:
+    script = f"""
+import os, signal, sys
+from pathlib import Path
+from llmopt.storage.journal import Journal
+j = Journal(Path({str(tmp_path)!r}), "j", segment_bytes=1 << 20, initial_bytes=4096)
+j.open()
+for i in range(2000):
+    j.append(i.to_bytes(4, "little") * 40)
+sys.stdout.write("written\\n"); sys.stdout.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL and done.stdout == b"written\n", done.stderr
+    ((_, path),) = Journal(tmp_path, "j").segments()
+    assert path.stat().st_size > 4096  # it grew before the kill
+    got = list(Journal(tmp_path, "j").replay())
+    assert got == [i.to_bytes(4, "little") * 40 for i in range(2000)]
+
+
+def test_a_fresh_journal_takes_one_megabyte(tmp_path: Path) -> None:
+    j = opened(tmp_path)
+    j.append(b"x")
+    ((_, path),) = j.segments()
+    assert path.stat().st_size == 1 << 20
+    j.close()
+
+
+def test_fsync_mode_syncs_each_acknowledged_append(tmp_path: Path, monkeypatch) -> None:
+    from llmopt.storage import journal
+
+    synced: list[bytes] = []
+    real_sync = journal._sync
+
+    def spy(m, start: int, length: int) -> None:
+        synced.append(bytes(m[start : start + length]))
+        real_sync(m, start, length)
+
+    monkeypatch.setattr(journal, "_sync", spy)
+    j = opened(tmp_path, fsync=True, segment_bytes=8192, initial_bytes=1024)
+    payloads = [f"acknowledged {i:04d}".encode() * 8 for i in range(120)]  # grows and seals
+    for n, p in enumerate(payloads, start=1):
+        j.append(p)
+        assert len(synced) == n  # flushed before append returned
+        assert p in synced[-1]  # the flushed range holds the record just written
+    assert len(j.segments()) > 1
+    j.close()
+    assert list(Journal(tmp_path, "j").replay()) == payloads
+
+
+def test_without_fsync_nothing_is_synced(tmp_path: Path, monkeypatch) -> None:
+    from llmopt.storage import journal
+
+    calls: list[int] = []
+    monkeypatch.setattr(journal, "_sync", lambda m, start, length: calls.append(length))
+    j = opened(tmp_path, segment_bytes=8192, initial_bytes=1024)
+    for i in range(50):
+        j.append(b"%d" % i)
+    j.close()
+    assert calls == []
+
+
+def test_segment_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        j = opened(tmp_path, segment_bytes=4096, initial_bytes=1024)
+        for _ in range(40):
+            j.append(b"y" * 100)  # grows, then seals and begins more segments
+        j.close()
+    finally:
+        os.umask(old)
+    modes = {stat.S_IMODE(path.stat().st_mode) for _, path in j.segments()}
+    assert modes == {0o600}
