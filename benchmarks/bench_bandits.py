@@ -1,5 +1,9 @@
 """In-process policy latency: ``select`` and ``update`` of every policy, K = 10 arms, d = 10.
 
+Every policy of the policy table (``llmopt.bandits.policies.POLICY_TABLE``) with its default
+parameters, and the forms of ``FORMS`` (Gaussian Thompson with a known noise variance): a new
+policy gets its rows by being registered.
+
 Each policy is first trained for 2,000 rounds on Bernoulli arms (so that the timed calls see a
 learned state, not the cold start), then each call is timed alone. Targets (issue 5): select p99
 <= 5 us for every context-free policy; select and update p99 <= 25 us for the contextual ones.
@@ -9,7 +13,7 @@ Update of a context-free policy has no target (informational row).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -22,23 +26,22 @@ DIM = 10
 FREE_SELECT_P99_US = 5.0
 CONTEXTUAL_P99_US = 25.0
 
-CONFIGS: list[Any] = [
-    P.EpsilonGreedy(),
-    P.UCB1(),
-    P.UCBTuned(),
-    P.UCBV(),
-    P.KLUCB(),
-    P.DiscountedUCB(),
-    P.SlidingWindowUCB(),
-    P.ThompsonBeta(),
-    P.ThompsonGaussian(),
-    P.EXP3(),
-    P.Softmax(),
-    P.LinUCB(),
-    P.HybridLinUCB(),
-    P.LinearThompson(),
-    P.DiagonalThompson(),
-]
+
+FORMS: dict[str, Callable[[], Any]] = {
+    "thompson_gaussian.known_noise": lambda: P.ThompsonGaussian(noise_variance=0.25),
+}
+"""Forms of a policy worth rows of their own beside its default (row label -> config)."""
+
+
+def policy_configs() -> list[tuple[str, Any]]:
+    """(row label, config): the default config of every policy in the policy table
+    (``POLICY_TABLE``), in its order, labelled by its oneof name, then ``FORMS``. A policy is
+    benchmarked by being registered there."""
+    defaults = [(kind.ONEOF, kind()) for kind in P.POLICY_TABLE]  # type: ignore[attr-defined]
+    return defaults + [(label, make()) for label, make in FORMS.items()]
+
+
+CONFIGS: list[tuple[str, Any]] = policy_configs()
 
 
 def trained(config: Any, contexts: np.ndarray, rounds: int = 2000) -> P.Policy:
@@ -59,8 +62,8 @@ def benchmarks(ctx: Context) -> Iterator[Result]:
     contexts = rng.uniform(-1.0, 1.0, size=(1024, DIM))
     contexts[:, 8] = 1.0
     allowed = np.ones(ARMS, dtype=np.uint8)
-    for config in CONFIGS:
-        name = f"bandits.policy.{config.ONEOF}"
+    for label, config in CONFIGS:
+        name = f"bandits.policy.{label}"
         if not ctx.wants(f"{name}.select") and not ctx.wants(f"{name}.update"):
             continue
         try:

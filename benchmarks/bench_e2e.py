@@ -1,12 +1,11 @@
-"""End to end: the real server under load, against the echo baseline, and across cores.
+"""End to end: the real server under load, beside the echo baseline, and across cores.
 
-Rows: GetFeatureVector and Health/Check at concurrencies 1, 8, 32, 64 (throughput as a ratio
-to echo; issue 6 sets >= 0.8 for GetFeatureVector), open-loop latency at a fixed rate, the
-server's RSS idle (plan: < 500 MB) and under load, CPU time per request, and throughput with the
-server pinned to one core against unpinned (scaling). ``e2e.handler_budget.*``: the echo server
-with N us of Python per call against the bare one, interleaved: how much of its own work a
-servicer can do within a throughput ratio (an 0.85 x echo target leaves about the first row's
-worth).
+Rows: GetFeatureVector and Health/Check at concurrencies 1, 8, 32, 64 (throughput, p50, p99,
+server CPU per call, ratio to echo; the server and echo pinned to core 0, the clients on the
+others), open-loop latency at a fixed rate, the server's RSS idle (plan: < 500 MB) and under
+load, and throughput with the server pinned to one core against unpinned (scaling).
+``e2e.handler_budget.*``: the echo server with N us of Python per call against the bare one:
+what a servicer's own work costs end to end.
 """
 
 from __future__ import annotations
@@ -67,7 +66,7 @@ def benchmarks(ctx: Context) -> Iterator[Result]:
             )
         peak = 0
         if ctx.wants("e2e.GetFeatureVector"):
-            for row in load_rows(ctx, server, gfv, concurrencies=concurrencies, target_ratio=0.8):
+            for row in load_rows(ctx, server, gfv, concurrencies=concurrencies):
                 peak = max(peak, int(row.extra.get("rss_load_mib", 0) * MIB))
                 yield row
         if ctx.wants("e2e.Health.Check"):
@@ -141,7 +140,7 @@ def scaling_rows(ctx: Context, rpc: Rpc) -> Iterator[Result]:
         return
     server_cpu, client_cpus = str(cores[0]), set(cores[1:])
     figures = {}
-    for label, cpus, clients in (("1core", server_cpu, client_cpus), ("all", None, None)):
+    for label, cpus, clients in (("1core", server_cpu, client_cpus), ("all", None, set(cores))):
         base = echo_baseline(
             ctx,
             rpc.payload_bytes,

@@ -28,11 +28,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from benchmarks.load import LoadReport, LoadTarget, Rpc
-    from benchmarks.procs import ServerProc
+    from benchmarks.procs import Pinning, ServerProc
 
 Better = Literal["lower", "higher"]
 
 PASS, FAIL, INFO, ERROR, SKIP = "PASS", "FAIL", "info", "ERROR", "skip"
+
+PINNED = "pinned"
+"""``Context.server`` / ``echo_server`` default: on the run's server core (``Context.pinning``)."""
 
 
 @dataclass(frozen=True)
@@ -329,13 +332,31 @@ class Context:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=self.tmp_dir))
 
+    @property
+    def pinning(self) -> Pinning | str:
+        """The run's core split (``procs.split_cores``), or why there is none ("one core")."""
+        from benchmarks.procs import split_cores
+
+        if "pinning" not in self.cache:
+            self.cache["pinning"] = split_cores()
+        return self.cache["pinning"]  # type: ignore[no-any-return]
+
+    def server_cpus(self, cpus: str | None = PINNED) -> str | None:
+        """``cpus`` as given, or for ``PINNED`` the run's server core (None without one)."""
+        if cpus != PINNED:
+            return cpus
+        pinning = self.pinning
+        return None if isinstance(pinning, str) else pinning.server
+
     @contextmanager
-    def server(self, args: Sequence[str] = (), cpus: str | None = None) -> Iterator[ServerProc]:
+    def server(self, args: Sequence[str] = (), cpus: str | None = PINNED) -> Iterator[ServerProc]:
         """The real server (``python -m llmopt --port 0``) in its own process with its own data
-        dir, SERVING; ``cpus`` pins it with ``taskset -c``. Stopped on exit."""
+        dir, SERVING; pinned with ``taskset -c`` to the run's server core (``PINNED``, the
+        default; the load generator's clients then keep off it), to ``cpus``, or not at all
+        (``None``). Stopped on exit."""
         from benchmarks.procs import ServerProc
 
-        proc = ServerProc.real(self.scratch("server"), args=args, cpus=cpus)
+        proc = ServerProc.real(self.scratch("server"), args=args, cpus=self.server_cpus(cpus))
         try:
             proc.start()
             yield proc
@@ -343,12 +364,12 @@ class Context:
             proc.stop()
 
     @contextmanager
-    def echo_server(self, cpus: str | None = None, busy_us: float = 0.0) -> Iterator[ServerProc]:
-        """The bare grpcio echo server (benchmarks/echo_server.py), same pool and options;
-        ``busy_us``: Python work per call (``echo_server --busy-us``)."""
+    def echo_server(self, cpus: str | None = PINNED, busy_us: float = 0.0) -> Iterator[ServerProc]:
+        """The bare grpcio echo server (benchmarks/echo_server.py), same pool and options,
+        pinned as ``server`` pins; ``busy_us``: Python work per call (``--busy-us``)."""
         from benchmarks.procs import ServerProc
 
-        proc = ServerProc.echo(self.scratch("echo"), cpus=cpus, busy_us=busy_us)
+        proc = ServerProc.echo(self.scratch("echo"), cpus=self.server_cpus(cpus), busy_us=busy_us)
         try:
             proc.start()
             yield proc

@@ -31,6 +31,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from benchmarks.harness import Percentiles, percentiles_ns
+from benchmarks.procs import client_cores
 
 MIB = 1024 * 1024
 CALL_TIMEOUT_S = 10.0
@@ -157,7 +158,9 @@ def run_load(
     client_cpus: set[int] | None = None,
 ) -> LoadReport:
     """Drive ``rpc`` against ``server``; see the module docstring. ``client_cpus`` pins the
-    client processes (e.g. away from a pinned server)."""
+    client processes; by default they keep off the cores of a pinned server (its ``cpus``)."""
+    if client_cpus is None:
+        client_cpus = client_cores(getattr(server, "cpus", None))
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     if rate is not None and rate <= 0:

@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 _LISTENING = re.compile(r"listening on (\S+)")
@@ -32,6 +33,75 @@ def cpu_seconds(pid: int) -> float:
 def rss_bytes(pid: int) -> int:
     """Resident set size of ``pid`` now (``/proc/<pid>/statm``)."""
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """``cpu_seconds`` of ``pid`` and every live descendant (a server with worker processes,
+    as MLServer's ``parallel_workers``), from ``/proc/<pid>/task/<tid>/children``."""
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            total += cpu_seconds(current)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it exited between the listing and the reading
+    return total
+
+
+def parse_cpu_list(text: str) -> set[int]:
+    """The cores of a ``taskset -c`` list ("0", "0,2", "1-3,6").
+
+    >>> sorted(parse_cpu_list("1-3,6"))
+    [1, 2, 3, 6]
+    """
+    cores: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise ValueError(f"not a cpu list: {text!r}")
+        cores.update(range(int(low), int(high or low) + 1))
+    return cores
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """Where end-to-end runs put their processes: the server under test (``taskset -c``) on
+    ``server`` and the load generator's clients on ``clients``, so that neither takes the
+    other's core."""
+
+    server: str
+    clients: frozenset[int]
+
+
+def split_cores(cores: Iterable[int] | None = None) -> Pinning | str:
+    """The server on the first allowed core, the clients on the others; or the reason it cannot
+    be done ("one core", no taskset), which end-to-end rows print as ``skipped: <reason>``.
+
+    >>> split_cores([0, 1, 2]) == Pinning("0", frozenset({1, 2})) or shutil.which("taskset") is None
+    True
+    >>> split_cores([3])
+    'one core'
+    """
+    allowed = sorted(os.sched_getaffinity(0) if cores is None else cores)
+    if len(allowed) < 2:
+        return "one core"
+    if shutil.which("taskset") is None:
+        return "taskset is not installed (util-linux): cannot pin the server to one core"
+    return Pinning(str(allowed[0]), frozenset(allowed[1:]))
+
+
+def client_cores(server_cpus: str | None) -> set[int] | None:
+    """The allowed cores a pinned server does not use (None when it is not pinned, or when it
+    holds every core)."""
+    if not server_cpus:
+        return None
+    rest = set(os.sched_getaffinity(0)) - parse_cpu_list(server_cpus)
+    return rest or None
 
 
 def taskset_prefix(cpus: str | None) -> list[str]:
@@ -61,7 +131,7 @@ class ServerProc:
         cmd = [
             sys.executable,
             "-m",
-            "server",
+            "llmopt",
             "--port",
             "0",
             "--data-dir",

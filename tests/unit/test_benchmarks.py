@@ -7,6 +7,9 @@ import json
 import math
 import os
 import random
+import shutil
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -16,13 +19,14 @@ import numpy as np
 import pytest
 
 from benchmarks import runner
-from benchmarks.e2e import Interleaved, ratio_rows
+from benchmarks.e2e import Interleaved, load_rows, throughput_rows
 from benchmarks.echo_server import METHOD, create_echo_server
 from benchmarks.harness import (
     ERROR,
     FAIL,
     INFO,
     PASS,
+    PINNED,
     SKIP,
     Context,
     Result,
@@ -32,7 +36,15 @@ from benchmarks.harness import (
     time_calls,
 )
 from benchmarks.load import LoadReport, Rpc, run_load
-from benchmarks.procs import cpu_seconds, rss_bytes
+from benchmarks.procs import (
+    Pinning,
+    client_cores,
+    cpu_seconds,
+    parse_cpu_list,
+    rss_bytes,
+    split_cores,
+    tree_cpu_seconds,
+)
 from benchmarks.soak import SoakReport, run_soak, setup
 from tests.support.server import ServerProcess
 
@@ -262,17 +274,23 @@ def _report(throughput: float, errors: int = 0) -> LoadReport:
     )
 
 
-def test_interleaved_rounds_judge_the_median_round_against_its_own_echo_runs() -> None:
+def test_throughput_rows_report_the_median_round_with_its_ratio_as_information() -> None:
     runs = Interleaved(
         echo=tuple(map(_report, (100, 200, 100, 100))), rpc=tuple(map(_report, (75, 80, 90)))
     )
     assert runs.ratios == pytest.approx([0.5, 80 / 150, 0.9])
     assert runs.median_round == 1
-    baseline, row = ratio_rows("X", 32, runs, 0.85)
-    assert baseline.name == "e2e.X.c32.echo_baseline" and baseline.measured == 150.0
-    assert row.name == "e2e.X.c32" and row.measured == round(80 / 150, 3)
+    echo, row = throughput_rows("X", 32, runs, where="server on core 0")
+    assert echo.name == "e2e.X.c32.echo" and echo.measured == 150.0 and echo.verdict == INFO
+    assert row.name == "e2e.X.c32" and row.unit == "req/s" and row.measured == 80.0
+    assert row.target is None and row.verdict == INFO  # the ratio is information, not a verdict
+    assert row.extra["ratio_to_echo"] == 0.533
     assert row.extra["round_ratios"] == [0.5, 0.533, 0.9]
-    assert row.verdict == FAIL and row.error is None
+    assert row.extra["p50_us"] == 1000.0 and row.extra["p99_us"] == 1000.0
+    assert row.extra["cpu_us_per_req"] == 1250.0  # 0.1 s of server CPU over 80 calls
+    for text in ("80 req/s", "p50 1.00 ms", "p99 1.00 ms", "1,250 us server CPU/call"):
+        assert text in row.note
+    assert "0.53 x echo" in row.note and "server on core 0" in row.note
     assert "median of 3 rounds: 0.500, 0.533, 0.900" in row.note
 
 
@@ -280,7 +298,7 @@ def test_interleaved_errors_in_any_round_make_an_error_row() -> None:
     runs = Interleaved(
         echo=tuple(map(_report, (100, 100, 100))), rpc=(_report(90), _report(10, errors=90))
     )
-    _, row = ratio_rows("X", 8, runs, 0.85)
+    _, row = throughput_rows("X", 8, runs)
     assert row.verdict == ERROR and "UNAVAILABLE" in (row.error or "")
 
 
@@ -318,6 +336,13 @@ class _Attached:
         assert proc.proc is not None
         self.address = proc.address
         self.pid = proc.proc.pid
+
+    @classmethod
+    def unused(cls) -> _Attached:
+        """A target nothing may call: rows that must not load anything get this."""
+        target = cls.__new__(cls)
+        target.address, target.pid = "unused:0", -1
+        return target
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
@@ -409,3 +434,270 @@ def test_soak_runs_what_answers_and_names_what_it_leaves_out(server: ServerProce
     assert report.total_errors == 0
     assert report.calls["GetFeatureVector"] > 0 and set(report.calls) == {"GetFeatureVector"}
     assert len(report.rss_mib) >= 2
+
+
+# -- core pinning ---------------------------------------------------------------------------------
+
+
+def test_cpu_lists_in_taskset_form() -> None:
+    assert parse_cpu_list("0") == {0}
+    assert parse_cpu_list("1-3,6") == {1, 2, 3, 6}
+    with pytest.raises(ValueError, match="not a cpu list"):
+        parse_cpu_list("0-x")
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset is not installed")
+def test_split_cores_puts_the_server_on_the_first_core_and_the_clients_on_the_rest() -> None:
+    assert split_cores([2, 0, 5]) == Pinning("0", frozenset({2, 5}))
+    assert split_cores([4]) == "one core"
+
+
+def test_clients_keep_off_the_cores_of_a_pinned_server() -> None:
+    cores = set(os.sched_getaffinity(0))
+    assert client_cores(None) is None
+    assert client_cores(",".join(map(str, sorted(cores)))) is None  # the server holds them all
+    first = min(cores)
+    assert client_cores(str(first)) == ((cores - {first}) or None)
+
+
+def test_context_pins_servers_to_the_run_core_unless_told_otherwise(tmp_path: Path) -> None:
+    ctx = Context(quick=True, tmp_dir=tmp_path)
+    ctx.cache["pinning"] = Pinning("3", frozenset({4, 5}))
+    assert ctx.server_cpus() == "3" and ctx.server_cpus(PINNED) == "3"
+    assert ctx.server_cpus(None) is None and ctx.server_cpus("1") == "1"
+    ctx.cache["pinning"] = "one core"
+    assert ctx.server_cpus() is None
+
+
+def test_end_to_end_rows_are_skipped_on_one_core(tmp_path: Path) -> None:
+    ctx = Context(quick=True, tmp_dir=tmp_path)
+    ctx.cache["pinning"] = "one core"
+    rows = list(load_rows(ctx, _Attached.unused(), Rpc.echo(8), concurrencies=(1, 32)))
+    assert [(r.name, r.verdict) for r in rows] == [("e2e.echo.c1", SKIP), ("e2e.echo.c32", SKIP)]
+    assert runner.format_table(rows).count("skipped: one core") == 2
+    assert not list(tmp_path.iterdir())  # no echo server was started
+
+
+def test_tree_cpu_seconds_counts_the_children() -> None:
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nt = time.process_time() + 0.3\n"
+            "while time.process_time() < t: pass\ntime.sleep(30)",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while cpu_seconds(child.pid) < 0.25 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tree_cpu_seconds(os.getpid()) >= cpu_seconds(os.getpid()) + 0.25
+    finally:
+        child.kill()
+        child.wait()
+
+
+# -- policy lists from the policy table ------------------------------------------------------------
+
+
+def test_every_registered_policy_is_benchmarked() -> None:
+    from benchmarks import bench_bandits, bench_peers, callgrind
+    from llmopt.bandits import policies as P
+
+    configs = bench_bandits.policy_configs()
+    defaults = configs[: len(P.POLICY_TABLE)]
+    assert [type(c) for _, c in defaults] == list(P.POLICY_TABLE)
+    assert [label for label, _ in defaults] == list(P.CONFIG_BY_ONEOF)
+    assert configs == bench_bandits.CONFIGS
+    # Forms beside the defaults have labels of their own (row names must not collide).
+    assert [label for label, _ in configs[len(defaults) :]] == list(bench_bandits.FORMS)
+    assert len({label for label, _ in configs}) == len(configs)
+    known = dict(configs)["thompson_gaussian.known_noise"]
+    assert isinstance(known, P.ThompsonGaussian) and not known.learns_variance
+    # The peer pairs and the callgrind cases name policies of the table.
+    assert {p.oneof for p in bench_peers.PAIRS} <= set(P.CONFIG_BY_ONEOF)
+    assert set(callgrind.POLICIES) <= set(P.CONFIG_BY_ONEOF)
+    for pair in bench_peers.PAIRS:
+        kernel, _ = P.KERNELS[P.CONFIG_BY_ONEOF[pair.oneof]]
+        assert pair.contextual == P.make_policy(P.CONFIG_BY_ONEOF[pair.oneof](), 2, 3, 0).contextual
+        assert kernel is not None
+
+
+# -- peers ----------------------------------------------------------------------------------------
+
+
+def test_speedup_rows_judge_the_peer_over_ours() -> None:
+    from benchmarks.bench_peers import speedup_row
+
+    row = speedup_row("peers.x.select", "select", 2.0, 5.0, 1.5, "K=10")
+    assert row.measured == 2.5 and row.unit == "x" and row.verdict == PASS
+    assert row.extra == {"ours_us": 2.0, "peer_us": 5.0}
+    assert "ours 2.00 us, peer 5.00 us" in row.note
+    assert speedup_row("peers.x.update", "update", 2.0, 100.0, 100.0, "").verdict == FAIL
+    line = runner.format_table([row]).splitlines()[-1]
+    assert "2.5 x" in line and ">= 1.5 x" in line and "PASS" in line
+
+
+def test_mlserver_verdict_counts_the_better_worker_setting() -> None:
+    from benchmarks.bench_peers import MLSERVER_TARGET, mlserver_verdict
+
+    row = mlserver_verdict(_report(5000), {0: _report(1000), 1: _report(1250)})
+    assert row.measured == 4.0 and row.target == MLSERVER_TARGET and row.verdict == PASS
+    assert row.extra["mlserver_parallel_workers"] == 1 and row.extra["mlserver_rps"] == 1250
+    row = mlserver_verdict(_report(3000), {0: _report(1000), 1: "did not start: boom"})
+    assert row.measured == 3.0 and row.verdict == FAIL
+    # A setting whose calls fail is not counted, however fast it answered them.
+    row = mlserver_verdict(_report(3000), {0: _report(1000), 1: _report(5000, errors=900)})
+    assert row.measured == 3.0 and row.extra["mlserver_parallel_workers"] == 0
+    failing = mlserver_verdict(_report(3000), {0: _report(10, errors=90), 1: "quick"})
+    assert failing.verdict == SKIP and "90 of 100 calls failed" in (failing.skipped or "")
+    skipped = mlserver_verdict(_report(3000), {0: "quick", 1: "quick"})
+    assert skipped.verdict == SKIP and skipped.skipped == "quick"
+    assert "skipped: quick" in runner.format_table([skipped])
+    both = mlserver_verdict(_report(3000), {0: "install failed: no network", 1: "x"})
+    assert both.verdict == SKIP and "parallel_workers=0: install failed: no network" in (
+        both.skipped or ""
+    )
+
+
+_TRITON_REQUEST = """
+import sys
+from tritonclient.grpc import service_pb2 as pb
+rows = [[float(v) for v in line.split()] for line in sys.stdin.read().splitlines()]
+for row in rows:
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name="X", datatype="FP32", shape=[1, len(row)],
+        contents=pb.InferTensorContents(fp32_contents=row),
+    )
+    print(pb.ModelInferRequest(model_name="lr16", inputs=[tensor]).SerializeToString().hex())
+"""
+
+
+def test_model_infer_requests_are_the_bytes_tritonclient_sends() -> None:
+    from benchmarks.bench_inference import data
+    from benchmarks.bench_peers import TRITON_RESPONSE, model_infer_rpc
+    from llmopt.gen.inference import grpc_service_pb2
+
+    X, _ = data()
+    rpc = model_infer_rpc(X, "lr16")
+    assert rpc.method == "/inference.GRPCInferenceService/ModelInfer"
+    assert (
+        rpc.response_type == TRITON_RESPONSE == "tritonclient.grpc.service_pb2:ModelInferResponse"
+    )
+    assert len(rpc.requests) == 16
+    ours = grpc_service_pb2.ModelInferRequest.FromString(rpc.requests[3])
+    assert ours.model_name == "lr16" and list(ours.inputs[0].shape) == [1, 16]
+    np.testing.assert_array_equal(np.array(ours.inputs[0].contents.fp32_contents, "f4"), X[3])
+    # tritonclient's messages cannot share this process with llmopt.gen.inference.
+    rows = "\n".join(" ".join(repr(float(v)) for v in row) for row in X[:16])
+    done = subprocess.run(
+        [sys.executable, "-c", _TRITON_REQUEST], input=rows, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert [bytes.fromhex(h) for h in done.stdout.split()] == list(rpc.requests)
+
+
+def test_mabwiser_pairs_time_both_sides_per_call() -> None:
+    pytest.importorskip("mabwiser")
+    from benchmarks.bench_peers import PAIRS, UPDATE_TARGET, pair_rows
+
+    for pair in PAIRS:
+        select, update = pair_rows(pair, ours_n=20, theirs_n=2)
+        assert select.name == f"peers.mabwiser.{pair.oneof}.select"
+        assert update.name == f"peers.mabwiser.{pair.oneof}.update"
+        assert select.target == (20.0 if pair.contextual else 1.5)
+        assert update.target == UPDATE_TARGET
+        for row in (select, update):
+            assert row.extra["ours_us"] > 0 and row.extra["peer_us"] > 0
+            assert row.verdict in (PASS, FAIL)
+
+
+@pytest.mark.integration
+def test_quick_model_infer_rows_run_ours_and_skip_mlserver(tmp_path: Path) -> None:
+    from benchmarks.bench_peers import mlserver_rows
+
+    ctx = Context(quick=True, tmp_dir=tmp_path)
+    if isinstance(ctx.pinning, str):
+        pytest.skip(ctx.pinning)
+    rows = {r.name: r for r in mlserver_rows(ctx)}
+    assert set(rows) == {
+        "peers.ModelInfer.c32.echo",
+        "peers.ModelInfer.c32.llmopt",
+        "peers.ModelInfer.c32.vs_mlserver",
+    }
+    ours = rows["peers.ModelInfer.c32.llmopt"]
+    assert ours.verdict == INFO and ours.measured and ours.measured > 0
+    assert ours.extra["errors"] == 0 and "server on core" in ours.note
+    assert rows["peers.ModelInfer.c32.vs_mlserver"].skipped == "quick"
+
+
+# -- callgrind ------------------------------------------------------------------------------------
+
+CALLGRIND_DUMP = """\
+# callgrind format
+version: 1
+creator: callgrind-3.19.0
+pid: 6400
+cmd:  /work/main/.venv/bin/python -m benchmarks.callgrind --driver
+part: {part}
+
+desc: I1 cache:
+desc: Trigger: --dump-before=os_getpgrp
+
+positions: line
+events: Ir
+summary: {total}
+
+
+totals: {total}
+"""
+
+
+def test_callgrind_totals_parts_and_per_call_counts(tmp_path: Path) -> None:
+    from benchmarks import callgrind as cg
+
+    assert cg.total_instructions(CALLGRIND_DUMP.format(part=2, total=302946)) == 302946
+    with pytest.raises(ValueError, match="no summary"):
+        cg.total_instructions("events: Ir\n")
+    # Part 1: start-up to the first mark, then per case its loop (even parts) and what lies
+    # between it and the next case's loop; the unnumbered file is the program's end. Part 10
+    # sorts after part 9. The empty loop (the first case) costs 1,000.
+    loop_totals = {2: 1_000, 4: 5_000, 6: 31_000, 8: 1_500, 10: 2_000}
+    totals = {part: loop_totals.get(part, 777) for part in range(1, 11)}
+    for part, total in totals.items():
+        (tmp_path / f"callgrind.out.{part}").write_text(
+            CALLGRIND_DUMP.format(part=part, total=total)
+        )
+    (tmp_path / "callgrind.out").write_text(CALLGRIND_DUMP.format(part=0, total=5))
+    parts = cg.dump_parts(tmp_path, "callgrind.out")
+    assert [p.name for p in parts] == [f"callgrind.out.{i}" for i in range(1, 11)]
+    loops = cg.loop_dumps(parts)
+    assert loops == [1_000, 5_000, 31_000, 1_500, 2_000]
+    counts = cg.per_call(loops, ["loop", "a", "b", "c", "d"], iterations=10)
+    assert counts == {"loop": 100.0, "a": 400.0, "b": 3_000.0, "c": 50.0, "d": 100.0}
+    with pytest.raises(ValueError, match="5 loop dumps for 2 cases"):
+        cg.per_call(loops, ["loop", "a"], iterations=10)
+    text = cg.format_counts(counts)
+    assert "loop (loop overhead, subtracted)" in text and "3,000" in text
+
+
+def test_callgrind_cases_cover_the_hot_paths() -> None:
+    from benchmarks import callgrind as cg
+
+    names = list(cg.cases(Path("model.onnx"), Path(".")))
+    assert names[0] == cg.BASELINE
+    assert {f"bandits.{p}.{op}" for p in cg.POLICIES for op in ("select", "update")} <= set(names)
+    assert {"context.default_context", "inference.servicer.predict"} <= set(names)
+    assert "inference.servicer.predict" not in cg.cases(None, Path("."))
+
+
+def test_callgrind_driver_marks_each_loop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from benchmarks import callgrind as cg
+
+    events: list[str] = []
+    monkeypatch.setattr(os, "getpgrp", lambda: events.append("mark") or 0)
+    monkeypatch.setattr(
+        cg, "cases", lambda model, scratch: {"loop": lambda: lambda: events.append("call")}
+    )
+    cg.drive(["loop"], iterations=3, model=None, scratch=tmp_path)
+    assert events == ["call"] * cg.WARMUP + ["mark", "call", "call", "call", "mark"]
