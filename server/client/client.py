@@ -197,6 +197,18 @@ class Client:
                 )
             time.sleep(0.05)
 
+    def health(self) -> dict[str, str]:
+        """Every service's health status by name ("" is the server as a whole), from
+        Health/List: ``{"": "SERVING", "llmopt.v1.Bandits": "SERVING", ...}``."""
+        answer = self._call(self._health.List, health_pb2.HealthListRequest(), name="Health/List",
+                            retry=True)  # fmt: skip
+        name = health_pb2.HealthCheckResponse.ServingStatus.Name
+        return {service: name(r.status) for service, r in sorted(answer.statuses.items())}
+
+    def ready(self) -> bool:
+        """Whether every service reports SERVING now (what ``/readyz`` answers 200 for)."""
+        return all(status == "SERVING" for status in self.health().values())
+
     # -- plumbing -------------------------------------------------------------------------------
 
     def _run(self, attempt: Callable[[], T], *, name: str, retry: bool) -> T:

@@ -343,3 +343,12 @@ def test_only_idempotent_calls_are_retried():
     with Client(address, retry=select, timeout=2) as c, pytest.raises(ClientError):
         c.select_arm("b", Context())
     assert len(select.taken) == 2
+
+
+def test_health_lists_every_service_and_ready_follows_it(client):
+    health = client.health()
+    assert health[""] == "SERVING"
+    for service in ("llmopt.v1.Bandits", "llmopt.v1.Registry", "llmopt.v1.Features",
+                    "llmopt.v1.Inference", "inference.GRPCInferenceService"):  # fmt: skip
+        assert health[service] == "SERVING", health
+    assert client.ready() is True

@@ -67,6 +67,8 @@ def test_every_readme_python_example_runs(server_factory, tmp_path):
         )
         assert out.returncode == 0, f"{block}\n{out.stdout}\n{out.stderr}"
         assert out.stdout.strip()
+        if "task-aware" in block:  # the one-hot example: a task type outside the built-in four
+            assert "'task=code': 1.0" in out.stdout, out.stdout
 
 
 def test_settings_table_matches_the_code():
