@@ -44,6 +44,17 @@ class DataLoss(LLMOptError):
     """Stored data is missing or corrupt (e.g. an artifact whose bytes fail their hash)."""
 
 
+class Unauthenticated(LLMOptError):
+    """The caller presented no credential, or one that is unknown, expired or not for us.
+
+    The message says which, and never echoes the credential itself.
+    """
+
+
+class PermissionDenied(LLMOptError):
+    """An authenticated caller lacks the scope the RPC needs (the message names both)."""
+
+
 class NotImplementedYet(LLMOptError):
     """The RPC is declared in the contract but not built yet."""
 

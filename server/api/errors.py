@@ -27,6 +27,8 @@ STATUS_BY_ERROR: dict[type[errors.LLMOptError], grpc.StatusCode] = {
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.DataLoss: grpc.StatusCode.DATA_LOSS,
     errors.NotImplementedYet: grpc.StatusCode.UNIMPLEMENTED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     # onnxruntime failed on inputs that passed every check: the model's fault, not the caller's.
     ModelRunError: grpc.StatusCode.INTERNAL,
 }

@@ -66,6 +66,15 @@ def test_mapping(exc, code):
     assert status_for(exc("x")) is code
 
 
+def test_refused_credentials_and_scopes_have_their_own_codes() -> None:
+    denied = errors.PermissionDenied("principal 'ci-bot' lacks scope 'admin' needed by /s/M")
+    assert status_of(errors.Unauthenticated("unknown token"), "/s/M") == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "unknown token",
+    )
+    assert status_of(denied, "/s/M") == (grpc.StatusCode.PERMISSION_DENIED, str(denied))
+
+
 def test_subclass_inherits_its_parents_status():
     class Expired(errors.FailedPrecondition):
         pass
