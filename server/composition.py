@@ -3,12 +3,15 @@
 ``compose(settings, data_dir)`` builds, in dependency order, each part against the Protocol of
 what it needs (``llmopt.ports``), under the data dir:
 
-1. ``Registry`` (``registry/``): needs nothing.
-2. ``FeatureService`` (``features/``): needs nothing.
-3. ``BanditService`` (``bandits/``): the feature service, as ``BanditFeatures``.
-4. the traffic policy database (``inference/inference.db``), then ``InferenceEngine``: the
+1. ``AuditLog`` (``audit/``): needs nothing; built first so that it closes last, after every
+   part whose admin RPCs it records (the interceptor, as an ``AuditSink``; ``llmopt.v1.Audit``
+   reads it).
+2. ``Registry`` (``registry/``): needs nothing.
+3. ``FeatureService`` (``features/``): needs nothing.
+4. ``BanditService`` (``bandits/``): the feature service, as ``BanditFeatures``.
+5. the traffic policy database (``inference/inference.db``), then ``InferenceEngine``: the
    registry as ``ModelSource`` and a ``TrafficPolicyStore`` on that database.
-5. ``Predictor``: the engine, and the feature service as ``FeatureVectors``.
+6. ``Predictor``: the engine, and the feature service as ``FeatureVectors``.
 
 It returns an ``AppContext``: the typed, frozen ``Services`` that ``llmopt.api`` binds to
 servicers, and the components the server warms in that order and closes in reverse. A part that
@@ -23,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from llmopt.audit import AuditLog
 from llmopt.bandits.service import BanditService
 from llmopt.config import Settings
 from llmopt.features import FeatureService
@@ -52,6 +56,7 @@ class Services:
     bandits: BanditService
     inference: InferenceEngine
     predictor: Predictor
+    audit: AuditLog
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ def compose(settings: Settings, data_dir: DataDir) -> AppContext:
 
     sync = settings.sqlite_sync
     try:
+        audit = keep(AuditLog(data_dir.folder("audit")))
         registry = keep(Registry(data_dir.path("registry"), synchronous=sync))
         features = keep(
             FeatureService(
@@ -132,7 +138,7 @@ def compose(settings: Settings, data_dir: DataDir) -> AppContext:
     except BaseException:
         close_all(built)
         raise
-    services = Services(registry, features, bandits, inference, predictor)
+    services = Services(registry, features, bandits, inference, predictor, audit)
     return AppContext(settings, data_dir, services, built)
 
 

@@ -9,6 +9,7 @@ a test can hand it a fake with only those methods.
 - ``ModelSource``: what ``inference.InferenceEngine`` needs of ``registry.Registry``.
 - ``FeatureVectors``: what ``inference.Predictor`` needs of ``features.FeatureService``.
 - ``BanditFeatures``: what ``bandits.service.BanditService`` needs of ``features.FeatureService``.
+- ``AuditSink``: what ``api.interceptor.ServingInterceptor`` needs of ``audit.AuditLog``.
 """
 
 from __future__ import annotations
@@ -77,4 +78,15 @@ class BanditFeatures(FeatureVectors, Protocol):
         quality: float | None,
         error: bool,
         at: dt.datetime | None = None,
+    ) -> None: ...
+
+
+class AuditSink(Protocol):
+    """Where the server records each admin RPC: who (``principal``, "" when nobody
+    authenticated), which RPC (``method``, its full name), on what (``target``), how it ended
+    (``code``, a status code's name) and when (``time_s``, seconds since the epoch). Returns once
+    the entry is durable."""
+
+    def record(
+        self, principal: str, method: str, target: str, code: str, time_s: float | None = None
     ) -> None: ...

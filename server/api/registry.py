@@ -1,6 +1,9 @@
 """llmopt.v1.Registry servicer: converts messages, calls ``registry.Registry``, converts back.
 
-The actor recorded with alias changes comes from the ``x-llmopt-actor`` request metadata.
+The actor recorded with alias changes (and deletions, uploads) is the authenticated principal
+when auth is on (``llmopt.security.current_actor``, set by the interceptor), whatever the caller
+writes in the ``x-llmopt-actor`` header. With auth off nobody is authenticated, so the header is
+kept as it was: a label the caller chooses, not a proof of who called.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from llmopt.api import convert_registry as conv
 from llmopt.api.binding import ServiceBinding, service_name
 from llmopt.gen.llmopt.v1 import registry_pb2, registry_pb2_grpc
 from llmopt.registry import Registry
+from llmopt.security import current_actor
 
 if TYPE_CHECKING:
     from llmopt.composition import Services
@@ -26,6 +30,10 @@ MAX_CHUNK = (4 << 20) - 1024
 
 
 def actor_of(context: grpc.ServicerContext) -> str:
+    """Who the registry records as making a change: the principal, else (auth off) the header."""
+    principal = current_actor()
+    if principal:
+        return principal
     for key, value in context.invocation_metadata() or ():
         if key == ACTOR_METADATA:
             return value if isinstance(value, str) else value.decode(errors="replace")

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 SERVICES = [
     "",
     "inference.GRPCInferenceService",
+    "llmopt.v1.Audit",
     "llmopt.v1.Bandits",
     "llmopt.v1.Features",
     "llmopt.v1.Inference",

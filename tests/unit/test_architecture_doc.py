@@ -7,7 +7,13 @@ import re
 from pathlib import Path
 
 from llmopt.gen.inference import grpc_service_pb2
-from llmopt.gen.llmopt.v1 import bandits_pb2, features_pb2, inference_pb2, registry_pb2
+from llmopt.gen.llmopt.v1 import (
+    audit_pb2,
+    bandits_pb2,
+    features_pb2,
+    inference_pb2,
+    registry_pb2,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
@@ -17,9 +23,9 @@ BASES = (ROOT, ROOT / "server")
 
 def test_every_service_of_the_contract_says_where_it_is_handled() -> None:
     table = DOC.split("## Where each RPC is handled", 1)[1].split("\n## ", 1)[0]
-    modules = (bandits_pb2, features_pb2, inference_pb2, registry_pb2, grpc_service_pb2)
+    modules = (audit_pb2, bandits_pb2, features_pb2, inference_pb2, registry_pb2, grpc_service_pb2)
     names = [s.full_name for m in modules for s in m.DESCRIPTOR.services_by_name.values()]
-    assert len(names) == 5
+    assert len(names) == 6
     for name in names:
         assert f"| `{name}` |" in table, f"{name} is not in the doc's RPC table"
 

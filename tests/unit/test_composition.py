@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from llmopt import composition
+from llmopt.audit import AuditLog
 from llmopt.bandits.service import BanditService
 from llmopt.composition import DatabaseComponent, compose, engine_config
 from llmopt.config import Settings
@@ -27,7 +28,10 @@ def test_builds_every_service_in_dependency_order(tmp_path: Path) -> None:
         assert isinstance(services.bandits, BanditService)
         assert isinstance(services.inference, InferenceEngine)
         assert isinstance(services.predictor, Predictor)
+        assert isinstance(services.audit, AuditLog)
+        assert services.audit.path.parent == data_dir.path("audit")
         assert [type(c) for c in ctx.components] == [
+            AuditLog,
             Registry,
             FeatureService,
             BanditService,
@@ -62,7 +66,7 @@ def test_a_part_that_fails_closes_the_ones_built_before_it(
             compose(Settings(data_dir=tmp_path / "data"), data_dir)
     finally:
         data_dir.close()
-    assert closed == [DatabaseComponent, BanditService, FeatureService, Registry]
+    assert closed == [DatabaseComponent, BanditService, FeatureService, Registry, AuditLog]
 
 
 def test_engine_config_comes_from_the_settings() -> None:
