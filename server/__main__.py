@@ -8,9 +8,10 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from llmopt.config import parse_settings
+from llmopt.config import SettingsError, parse_settings
 from llmopt.errors import LLMOptError
 from llmopt.logs import configure_logging
+from llmopt.security import AuthConfigError
 
 log = logging.getLogger("llmopt.server")
 
@@ -22,6 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         app = create_app(settings)
+    except (AuthConfigError, SettingsError) as exc:  # a file the settings name cannot be used
+        print(f"llmopt-server: error: {exc}", file=sys.stderr)
+        return 2
     except (OSError, LLMOptError) as exc:
         log.error("cannot start: %s", exc)
         return 1

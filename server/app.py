@@ -5,20 +5,26 @@ each service module in ``llmopt.api`` only binds its service to a servicer.
 ``create_app`` builds everything and binds the port (port 0 picks a free one) without starting;
 ``App.start`` starts serving and flips health to SERVING once every component is warm;
 ``App.stop`` drains. Where each RPC runs, the limits on RPCs and streams, and idle streams are the
-interceptor's (``llmopt.api.interceptor``). Tests and ``llmopt.__main__`` share this code.
+interceptor's (``llmopt.api.interceptor``), and so are authentication, authorization and the
+audit record of admin RPCs. With ``--tls-cert``/``--tls-key`` the port speaks TLS only
+(``ReloadingCertificates``: files re-read when they change; ``--tls-client-ca``: mTLS).
+Tests and ``llmopt.__main__`` share this code.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from llmopt import __version__, errors
+from llmopt.api import audit as audit_api
 from llmopt.api import bandits as bandits_api
 from llmopt.api import features as features_api
 from llmopt.api import inference as inference_api
@@ -26,10 +32,11 @@ from llmopt.api import oip as oip_api
 from llmopt.api import registry as registry_api
 from llmopt.api.interceptor import Lanes, ServingInterceptor
 from llmopt.composition import compose
-from llmopt.config import Settings, tune_gc
+from llmopt.config import Settings, SettingsError, tune_gc
 from llmopt.demo import seed_demo
 from llmopt.metrics import MetricsHttpServer, RpcMetrics
 from llmopt.reflection import enable_reflection
+from llmopt.security import Authenticator
 from llmopt.storage import DataDir
 
 log = logging.getLogger("llmopt.server")
@@ -41,7 +48,7 @@ DRAIN_SETTLE_SECONDS = 0.5
 
 
 # The services the server registers, in this order (health and reflection list them so).
-SERVICE_MODULES = (registry_api, features_api, bandits_api, inference_api, oip_api)
+SERVICE_MODULES = (registry_api, features_api, bandits_api, inference_api, oip_api, audit_api)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -99,6 +106,100 @@ class HealthService(health.HealthServicer):
         )
 
 
+class ReloadingCertificates:
+    """The server's TLS credentials, re-read when the certificate, key or client CA file changes.
+
+    grpc asks ``fetch`` at each new TLS handshake (``grpc.dynamic_ssl_server_credentials``); it
+    answers None (keep the current pair) unless a file's mtime or size changed, and then the new
+    pair. Connections already open keep theirs, so RPCs in progress are never dropped. A pair
+    caught half-written (unreadable, or a key that is not the certificate's) is not taken: the
+    current one stays until the files are consistent again.
+    """
+
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None = None) -> None:
+        self.cert, self.key, self.client_ca = cert, key, client_ca
+        self._lock = threading.Lock()
+        self._seen = self._stamp()
+        self._rejected: tuple[tuple[int, int], ...] | None = None
+        problem, config = self._load()
+        if config is None:
+            raise SettingsError(problem)
+        self._initial = config
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return (self.cert, self.key, *([self.client_ca] if self.client_ca else []))
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(
+            self._initial,
+            self.fetch,
+            require_client_authentication=self.client_ca is not None,
+        )
+
+    def _stamp(self) -> tuple[tuple[int, int], ...]:
+        stamps = []
+        for path in self.files:
+            try:
+                st = os.stat(path)
+                stamps.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamps.append((-1, -1))
+        return tuple(stamps)
+
+    def fetch(self) -> object | None:
+        """The new certificate configuration when the files changed; None to keep the current."""
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return None
+        with self._lock:
+            if stamp == self._seen or stamp == self._rejected:
+                return None
+            problem, config = self._load()
+            if config is None:
+                self._rejected = stamp
+                log.warning(
+                    "TLS files changed but cannot be used yet (%s); keeping the current "
+                    "certificate",
+                    problem,
+                )
+                return None
+            self._seen, self._rejected = stamp, None
+        log.info("TLS certificate reloaded from %s", self.cert)
+        return config
+
+    def _load(self) -> tuple[str, object | None]:
+        """(problem, None) or ("", the configuration) from the files as they are now."""
+        try:
+            cert, key = self.cert.read_bytes(), self.key.read_bytes()
+            ca = self.client_ca.read_bytes() if self.client_ca else None
+        except OSError as exc:
+            return f"cannot read {exc.filename}: {exc.strerror}", None
+        problem = _pair_problem(cert, key, self.cert, self.key)
+        if problem:
+            return problem, None
+        return "", grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+
+def _pair_problem(cert_pem: bytes, key_pem: bytes, cert_path: Path, key_path: Path) -> str:
+    """Why the certificate and key cannot serve together, "" when they can."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        cert = x509.load_pem_x509_certificates(cert_pem)[0]
+    except ValueError as exc:
+        return f"{cert_path}: not a PEM certificate ({exc})"
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        return f"{key_path}: not an unencrypted PEM private key ({exc})"
+    public = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(*public) != key.public_key().public_bytes(*public):
+        return f"{key_path} is not the key of the certificate in {cert_path}"
+    return ""
+
+
 class App:
     """One server process's gRPC server and the components behind it."""
 
@@ -106,6 +207,19 @@ class App:
         self.settings = settings
         self._ready = threading.Event()
         self._stopped = False
+        # Auth and TLS files first: a bad one stops the start before any store is opened.
+        # Raises llmopt.security.AuthConfigError (exit 2 in __main__).
+        self.authenticator = Authenticator.from_files(
+            settings.auth_tokens,
+            settings.auth_jwt_key,
+            settings.auth_jwt_issuer,
+            settings.auth_jwt_audience,
+        )
+        self.certificates: ReloadingCertificates | None = None
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            self.certificates = ReloadingCertificates(
+                settings.tls_cert, settings.tls_key, settings.tls_client_ca
+            )
         self.data_dir = DataDir(settings.data_dir)
         try:
             self.context = compose(settings, self.data_dir)
@@ -127,6 +241,9 @@ class App:
                 self._ready.is_set,
                 lanes=self.lanes,
                 stream_idle_seconds=settings.stream_idle_seconds,
+                authenticator=self.authenticator,
+                audit=getattr(self.context.services, "audit", None),
+                reflection_auth=settings.reflection == "auth",
             )
             self.server = grpc.server(
                 self.lanes.unary.pool,
@@ -146,9 +263,15 @@ class App:
             self.service_names = [b.name for b in self.bindings]
             for name in ["", *self.service_names]:
                 self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-            enable_reflection(self.server, [*self.service_names, health.SERVICE_NAME])
+            if settings.reflection != "off":
+                enable_reflection(self.server, [*self.service_names, health.SERVICE_NAME])
             try:
-                self.port = self.server.add_insecure_port(settings.address)
+                if self.certificates is not None:
+                    self.port = self.server.add_secure_port(
+                        settings.address, self.certificates.credentials()
+                    )
+                else:
+                    self.port = self.server.add_insecure_port(settings.address)
             except RuntimeError as exc:
                 raise OSError(f"cannot listen on {settings.address}: {exc}") from None
             if self.port == 0:
@@ -169,6 +292,10 @@ class App:
     def start(self) -> None:
         """Listen, warm every component, then report SERVING for "" and every service."""
         self.server.start()
+        self._warn_if_exposed()
+        if self.certificates is not None:
+            mode = "mTLS" if self.settings.tls_client_ca else "TLS"
+            log.info("%s with certificate %s", mode, self.settings.tls_cert)
         log.info("listening on %s", self.address)
         if self.settings.metrics_port:
             self.metrics_http = MetricsHttpServer(
@@ -196,6 +323,28 @@ class App:
             self.address,
             self.data_dir.root,
         )
+
+    def _warn_if_exposed(self) -> None:
+        """A loud warning when other machines can reach a port without TLS or without auth."""
+        if self.settings.loopback:
+            return
+        missing = [
+            *([] if self.certificates else ["TLS (--tls-cert, --tls-key): traffic is plaintext"]),
+            *(
+                []
+                if self.authenticator
+                else [
+                    "auth (--auth-tokens, --auth-jwt-key): anyone who reaches the port can call "
+                    "every RPC, DeleteModel and Promote included"
+                ]
+            ),
+        ]
+        for what in missing:
+            log.warning(
+                "SECURITY WARNING: serving on non-loopback address %s without %s",
+                self.settings.host,
+                what,
+            )
 
     def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING at once, refuse new RPCs, let in-flight ones finish, close the stores.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import ipaddress
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +18,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 SYNC_MODES = ("normal", "full")
 ONNX_PROVIDERS = ("cpu", "cuda", "tensorrt", "rocm", "openvino", "dnnl")
+REFLECTION_MODES = ("open", "auth", "off")
+LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,45 @@ class Settings:
     feature_cache_entities: int = 100_000
     gc_threshold: int = 700
     demo: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    auth_tokens: Path | None = None
+    auth_jwt_key: Path | None = None
+    auth_jwt_issuer: str = ""
+    auth_jwt_audience: str = ""
+    reflection: str = "open"
+    require_auth: bool = False
 
     @property
     def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks TLS (``--tls-cert`` and ``--tls-key``)."""
+        return self.tls_cert is not None and self.tls_key is not None
+
+    @property
+    def auth(self) -> bool:
+        """Whether calls must authenticate (``--auth-tokens`` or ``--auth-jwt-key``)."""
+        return self.auth_tokens is not None or self.auth_jwt_key is not None
+
+    @property
+    def loopback(self) -> bool:
+        """Whether ``host`` is a loopback address (only this machine can connect)."""
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost; 0.0.0.0 and every other name or address are not."""
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(ValueError):
@@ -121,6 +158,37 @@ def _path(text: str) -> Path:
     if not text:
         raise SettingsError("expected a directory path, got an empty string")
     return Path(text)
+
+
+def _readable_file(text: str) -> Path:
+    """A file that exists and can be read now (the server reads it again when it changes)."""
+    if not text:
+        raise SettingsError("expected a file path, got an empty string")
+    path = Path(text)
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+    except IsADirectoryError:
+        raise SettingsError(f"{text}: is a directory, not a file") from None
+    except OSError as exc:
+        raise SettingsError(f"cannot read {text}: {exc.strerror or exc}") from None
+    return path
+
+
+def _pem_file(text: str) -> Path:
+    """A readable file holding PEM (a certificate, a key, or a CA bundle)."""
+    path = _readable_file(text)
+    try:
+        head = path.read_bytes()
+    except OSError as exc:  # pragma: no cover - readable a moment ago
+        raise SettingsError(f"cannot read {text}: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in head:
+        raise SettingsError(f"{text}: not a PEM file (no -----BEGIN line)")
+    return path
+
+
+def _text(text: str) -> str:
+    return text.strip()
 
 
 # name -> (parser, help). Every field of Settings has one; the env var is LLMOPT_<NAME>.
@@ -210,6 +278,39 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         "on first start (empty data dir) seed a demo: bandit llm-router, model quality-predictor "
         "with champion, challenger and a traffic split, feature set request-context",
     ),
+    "tls_cert": (
+        _pem_file,
+        "PEM certificate (chain) the server presents; with --tls-key the server speaks TLS only; "
+        "re-read when the file changes, without dropping RPCs in progress",
+    ),
+    "tls_key": (_pem_file, "PEM private key of --tls-cert"),
+    "tls_client_ca": (
+        _pem_file,
+        "PEM CA certificate(s): turns on mTLS, every client must present a certificate signed "
+        "by one of them (needs --tls-cert)",
+    ),
+    "auth_tokens": (
+        _readable_file,
+        "token file, one line per token: <sha256 of the token, hex> <principal> "
+        "<scope>[,<scope>...] (or subject:<client cert CN> in place of the hash); # comments; "
+        "re-read when it changes; turns auth on",
+    ),
+    "auth_jwt_key": (
+        _readable_file,
+        "JWT verification key: an HS256 secret, an RS256/ES256 PEM public key or a JWKS JSON "
+        "file; turns auth on",
+    ),
+    "auth_jwt_issuer": (_text, "the JWT issuer (iss) accepted; empty: iss is not checked"),
+    "auth_jwt_audience": (_text, "the JWT audience (aud) accepted; empty: aud is not checked"),
+    "reflection": (
+        _choice(REFLECTION_MODES),
+        "server reflection: open to anyone, auth (any valid principal), or off (not registered)",
+    ),
+    "require_auth": (
+        _bool,
+        "refuse to start unless both TLS (--tls-cert, --tls-key) and auth (--auth-tokens or "
+        "--auth-jwt-key) are configured",
+    ),
 }
 
 
@@ -254,6 +355,7 @@ def build_parser(prog: str = "llmopt-server") -> argparse.ArgumentParser:
             except SettingsError as exc:
                 raise argparse.ArgumentTypeError(str(exc)) from None
 
+        shown = shown_default(getattr(defaults, name))
         # a boolean flag alone means true: --demo is --demo true
         extra: dict[str, Any] = {"nargs": "?", "const": "true"} if parse is _bool else {}
         parser.add_argument(
@@ -263,7 +365,7 @@ def build_parser(prog: str = "llmopt-server") -> argparse.ArgumentParser:
             default=None,
             metavar=name.upper(),
             **extra,
-            help=f"{help_text} [env {env_name(name)}, default {getattr(defaults, name)}]",
+            help=f"{help_text} [env {env_name(name)}, default {shown}]",
         )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -288,14 +390,46 @@ def parse_settings(
                 values[f.name] = _OPTIONS[f.name][0](raw)
             except SettingsError as exc:
                 parser.error(f"environment variable {env_name(f.name)}: {exc}")
-    return Settings(**values)
+    settings = Settings(**values)
+    problem = _inconsistency(settings)
+    if problem:
+        parser.error(problem)
+    return settings
+
+
+def _inconsistency(settings: Settings) -> str:
+    """What makes these settings unusable together, "" when nothing."""
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        given, missing = (
+            ("--tls-cert", "--tls-key") if settings.tls_key is None else ("--tls-key", "--tls-cert")
+        )
+        return f"{given} needs {missing} too"
+    if settings.tls_client_ca is not None and not settings.tls:
+        return "--tls-client-ca (mTLS) needs --tls-cert and --tls-key"
+    if settings.require_auth and not (settings.tls and settings.auth):
+        missing_parts = [
+            *([] if settings.tls else ["TLS (--tls-cert and --tls-key)"]),
+            *([] if settings.auth else ["auth (--auth-tokens or --auth-jwt-key)"]),
+        ]
+        return "--require-auth: refusing to start without " + " and ".join(missing_parts)
+    return ""
+
+
+def shown_default(value: Any) -> str:
+    """A default as the help and the README show it: an unset path or text is "none"."""
+    return "none" if value is None or value == "" else str(value)
 
 
 def settings_table() -> list[tuple[str, str, str, str]]:
     """(flag, env var, default, help) of every setting; the README table is checked against it."""
     defaults = Settings()
     return [
-        ("--" + name.replace("_", "-"), env_name(name), str(getattr(defaults, name)), help_text)
+        (
+            "--" + name.replace("_", "-"),
+            env_name(name),
+            shown_default(getattr(defaults, name)),
+            help_text,
+        )
         for name, (_, help_text) in _OPTIONS.items()
     ]
 

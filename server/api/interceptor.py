@@ -24,6 +24,15 @@ Every servicer method runs inside it, so later services get the same behaviour f
   (the client cancelled, its deadline passed, or this server ended it) is not an error: it is
   logged at debug level and nothing is sent.
 - **Metrics.** Each call is counted by method and code and timed.
+- **Who is calling.** With an ``Authenticator`` (auth on), every RPC but the open ones (health;
+  reflection unless ``reflection_auth``) first authenticates (the ``authorization`` metadata, or
+  the mTLS client certificate's subject common name) and is authorized against the scope table
+  (``llmopt.security.scopes``), before anything else runs or is looked up: UNAUTHENTICATED or
+  PERMISSION_DENIED naming the scope. The handler sees the caller in
+  ``llmopt.security.current_principal``. An RPC the table does not know is refused. Auth off
+  costs one branch per call.
+- **Audit.** With an ``AuditSink``, every ``admin``-scope RPC is recorded (principal, method,
+  target, status code, time) whatever its outcome, refusals included, before its answer leaves.
 """
 
 from __future__ import annotations
@@ -40,7 +49,11 @@ import grpc
 
 from llmopt import errors
 from llmopt.api.errors import status_of
+from llmopt.audit import target_of
 from llmopt.metrics import RpcMetrics
+from llmopt.ports import AuditSink
+from llmopt.security import REFLECTION_METHODS, Authenticator, Principal, scope_of
+from llmopt.security import current_principal as _current_principal
 
 log = logging.getLogger("llmopt.rpc")
 
@@ -127,7 +140,7 @@ class Lanes:
 class _Stream:
     """One open stream: what it waits on the client for (None: busy), and since when."""
 
-    __slots__ = ("context", "ended_with", "method", "since", "waiting_for")
+    __slots__ = ("context", "ended_with", "first", "method", "since", "waiting_for")
 
     def __init__(self, context: grpc.ServicerContext, method: str) -> None:
         self.context = context
@@ -135,6 +148,7 @@ class _Stream:
         self.waiting_for: str | None = None
         self.since = 0.0
         self.ended_with: grpc.StatusCode | None = None
+        self.first: Any = None  # the client's first message (client streams): the audit target
 
 
 def end_call(context: grpc.ServicerContext, exc: errors.LLMOptError, method: str) -> None:
@@ -236,6 +250,32 @@ class OpenStreams:
             self.reap()
 
 
+# What runs before an RPC's handler when auth is on: who is calling, and the refusal to raise
+# (None: allowed). The principal comes back with a PERMISSION_DENIED too, for the audit trail.
+Guard = Callable[[grpc.ServicerContext], tuple[Principal | None, errors.LLMOptError | None]]
+
+
+def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
+    return {m.key: m.value for m in context.invocation_metadata() or ()}  # type: ignore[attr-defined]
+
+
+def peer_subject(context: grpc.ServicerContext) -> str | None:
+    """The common name of the client certificate's subject (mTLS), None without one."""
+    names = context.auth_context().get("x509_common_name")
+    if not names:
+        return None
+    name = names[0]
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+
+
+@dataclass(frozen=True)
+class _Security:
+    """What the interceptor does for one method: authenticate, authorize, audit."""
+
+    guard: Guard | None  # None: the method is open (or auth is off)
+    audited: bool  # an admin RPC, with an audit sink
+
+
 @dataclass(frozen=True)
 class _Route:
     handler: grpc.RpcMethodHandler
@@ -256,8 +296,14 @@ class ServingInterceptor(grpc.ServerInterceptor):
         is_ready: Callable[[], bool],
         lanes: Lanes | None = None,
         stream_idle_seconds: float = 0.0,
+        authenticator: Authenticator | None = None,
+        audit: AuditSink | None = None,
+        reflection_auth: bool = False,
     ) -> None:
         self._metrics = metrics
+        self._authenticator = authenticator
+        self._audit = audit
+        self._reflection_auth = reflection_auth
         self._is_ready = is_ready
         self._lanes = lanes
         self.streams = OpenStreams(stream_idle_seconds)
@@ -308,11 +354,77 @@ class ServingInterceptor(grpc.ServerInterceptor):
         open_ = method.startswith(ALWAYS_OPEN_PREFIXES)
         non_blocking = bool(getattr(_behavior(handler), "experimental_non_blocking", False))
         lane = self._lane_of(handler, open_, non_blocking)
-        wrapped = self._wrap(handler, method, not open_, non_blocking)
+        wrapped = self._wrap(handler, method, not open_, non_blocking, self._security(method))
         refusal = None
         if lane is not None and lane.limit is not None:
             refusal = self._refusal(handler, method, lane)
         return _Route(_on(wrapped, lane), _on(refusal, self._control), lane)
+
+    def _security(self, method: str) -> _Security:
+        """Decided once per method: what it takes to call it, and whether it is audited."""
+        auth = self._authenticator
+        try:
+            scope = scope_of(method)
+        except KeyError:
+            if auth is None:
+                return _Security(None, False)
+
+            refusal = errors.PermissionDenied(
+                f"{method} has no scope in the scope table (llmopt.security.scopes): "
+                "refused until it has one"
+            )
+
+            def unknown(
+                _context: grpc.ServicerContext,
+            ) -> tuple[Principal | None, errors.LLMOptError | None]:
+                return None, refusal
+
+            return _Security(unknown, False)
+        audited = self._audit is not None and scope == "admin"
+        if auth is None:
+            return _Security(None, audited)
+        if scope is None:
+            if not (self._reflection_auth and method in REFLECTION_METHODS):
+                return _Security(None, audited)
+
+            def anyone(
+                context: grpc.ServicerContext,
+            ) -> tuple[Principal | None, errors.LLMOptError | None]:
+                return auth.authenticate(_metadata(context), peer_subject(context)), None
+
+            return _Security(anyone, audited)
+
+        def scoped(
+            context: grpc.ServicerContext,
+        ) -> tuple[Principal | None, errors.LLMOptError | None]:
+            principal = auth.authenticate(_metadata(context), peer_subject(context))
+            try:
+                auth.authorize(principal, method)
+            except errors.PermissionDenied as exc:
+                return principal, exc
+            return principal, None
+
+        return _Security(scoped, audited)
+
+    def _audit_call(
+        self,
+        method: str,
+        context: grpc.ServicerContext,
+        principal: Principal | None,
+        request: Any,
+        stream: _Stream | None = None,
+    ) -> None:
+        """Record an admin RPC that is over (its status is set); never fails the call."""
+        assert self._audit is not None
+        code = _code_of(context, stream)
+        try:
+            if type(request) is _Malformed:
+                request = None
+            target = target_of(method, request)
+            name = principal.name if principal is not None else ""
+            self._audit.record(name, method, target, code.name, time.time())
+        except Exception:
+            log.exception("%s: the audit record could not be written", method)
 
     @property
     def _control(self) -> Lane | None:
@@ -329,7 +441,12 @@ class ServingInterceptor(grpc.ServerInterceptor):
         return self._lanes.streams if streaming else self._lanes.unary
 
     def _wrap(
-        self, handler: grpc.RpcMethodHandler, method: str, gated: bool, non_blocking: bool
+        self,
+        handler: grpc.RpcMethodHandler,
+        method: str,
+        gated: bool,
+        non_blocking: bool,
+        security: _Security,
     ) -> grpc.RpcMethodHandler:
         serialized = getattr(handler.unary_unary, "answers_serialized", False)
         options = {
@@ -337,16 +454,16 @@ class ServingInterceptor(grpc.ServerInterceptor):
             "response_serializer": None if serialized else handler.response_serializer,
         }
         if handler.unary_unary:
-            wrapped = self._unary(handler.unary_unary, method, gated)
+            wrapped = self._unary(handler.unary_unary, method, gated, security)
             return grpc.unary_unary_rpc_method_handler(wrapped, **options)
         if handler.stream_unary:
-            wrapped = self._client_stream(handler.stream_unary, method, gated)
+            wrapped = self._client_stream(handler.stream_unary, method, gated, security)
             return grpc.stream_unary_rpc_method_handler(wrapped, **options)
         behavior = handler.unary_stream or handler.stream_stream
         if non_blocking:
-            wrapped = self._endless(behavior, method, gated)
+            wrapped = self._endless(behavior, method, gated, security)
         else:
-            wrapped = self._stream(behavior, method, gated, bool(handler.stream_stream))
+            wrapped = self._stream(behavior, method, gated, bool(handler.stream_stream), security)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(wrapped, **options)
         return grpc.stream_stream_rpc_method_handler(wrapped, **options)
@@ -385,11 +502,21 @@ class ServingInterceptor(grpc.ServerInterceptor):
 
     # -- the wrappers, one call each -----------------------------------------------------
 
-    def _unary(self, behavior: Callable[..., Any], method: str, gated: bool) -> Callable[..., Any]:
+    def _unary(
+        self, behavior: Callable[..., Any], method: str, gated: bool, security: _Security
+    ) -> Callable[..., Any]:
+        guard, audited = security.guard, security.audited
+
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             self._active.add(context)
+            principal = None
             try:
+                if guard is not None:  # auth on: who is calling, before anything is looked up
+                    principal, refusal = guard(context)
+                    if refusal is not None:
+                        raise refusal
+                    _current_principal.set(principal)
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
                 if type(request) is _Malformed:
@@ -398,26 +525,42 @@ class ServingInterceptor(grpc.ServerInterceptor):
             except Exception as exc:
                 _abort_for(exc, method, context)
             finally:
+                if guard is not None:
+                    _current_principal.set(None)
+                if audited:
+                    self._audit_call(method, context, principal, request)
                 self._active.discard(context)
                 self._record(method, context, start)
 
         return call
 
     def _client_stream(
-        self, behavior: Callable[..., Any], method: str, gated: bool
+        self, behavior: Callable[..., Any], method: str, gated: bool, security: _Security
     ) -> Callable[..., Any]:
+        guard, audited = security.guard, security.audited
+
         def call(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             stream = _Stream(context, method)
             self._active.add(context)
             self.streams.open(stream)
+            principal = None
             try:
+                if guard is not None:  # before the first message is read
+                    principal, refusal = guard(context)
+                    if refusal is not None:
+                        raise refusal
+                    _current_principal.set(principal)
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
                 return behavior(_received(requests, stream), context)
             except Exception as exc:
                 _abort_for(exc, method, context)
             finally:
+                if guard is not None:
+                    _current_principal.set(None)
+                if audited:
+                    self._audit_call(method, context, principal, stream.first, stream)
                 self.streams.close(stream)
                 self._active.discard(context)
                 self._record(method, context, start, stream)
@@ -425,14 +568,28 @@ class ServingInterceptor(grpc.ServerInterceptor):
         return call
 
     def _stream(
-        self, behavior: Callable[..., Any], method: str, gated: bool, streaming_in: bool
+        self,
+        behavior: Callable[..., Any],
+        method: str,
+        gated: bool,
+        streaming_in: bool,
+        security: _Security,
     ) -> Callable[..., Any]:
+        guard, audited = security.guard, security.audited
+
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start = time.perf_counter()
             stream = _Stream(context, method)
             self._active.add(context)
             self.streams.open(stream)
+            principal = None
             try:
+                if guard is not None:
+                    principal, refusal = guard(context)
+                    if refusal is not None:
+                        raise refusal
+                    # grpc iterates this generator on one thread, which serves only this call
+                    _current_principal.set(principal)
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
                 if streaming_in:
@@ -448,6 +605,11 @@ class ServingInterceptor(grpc.ServerInterceptor):
             except Exception as exc:
                 _abort_for(exc, method, context)
             finally:
+                if guard is not None:
+                    _current_principal.set(None)
+                if audited:
+                    first = stream.first if streaming_in else request
+                    self._audit_call(method, context, principal, first, stream)
                 self.streams.close(stream)
                 self._active.discard(context)
                 self._record(method, context, start, stream)
@@ -455,7 +617,7 @@ class ServingInterceptor(grpc.ServerInterceptor):
         return call
 
     def _endless(
-        self, behavior: Callable[..., Any], method: str, gated: bool
+        self, behavior: Callable[..., Any], method: str, gated: bool, security: _Security
     ) -> Callable[..., Any]:
         """A non-blocking stream (health Watch): it answers through grpc's callback and holds no
         thread while open; it ends when the client leaves, or at shutdown."""
@@ -469,6 +631,10 @@ class ServingInterceptor(grpc.ServerInterceptor):
                 self._record(method, context, start, stream)
 
             try:
+                if security.guard is not None:  # health Watch is open: no guard in practice
+                    _principal, refusal = security.guard(context)
+                    if refusal is not None:
+                        raise refusal
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
                 if type(request) is _Malformed:
@@ -494,13 +660,16 @@ class ServingInterceptor(grpc.ServerInterceptor):
     ) -> None:
         if self._metrics is None:
             return
-        code = stream.ended_with if stream is not None else None
-        code = code or context.code()  # type: ignore[attr-defined]
-        if stream is not None and code is None and not context.is_active():
-            code = grpc.StatusCode.CANCELLED
-        self._metrics.observe(
-            method, (code or grpc.StatusCode.OK).name, time.perf_counter() - start
-        )
+        self._metrics.observe(method, _code_of(context, stream).name, time.perf_counter() - start)
+
+
+def _code_of(context: grpc.ServicerContext, stream: _Stream | None = None) -> grpc.StatusCode:
+    """The status a call that is over ended with."""
+    code = stream.ended_with if stream is not None else None
+    code = code or context.code()  # type: ignore[attr-defined]
+    if stream is not None and code is None and not context.is_active():
+        code = grpc.StatusCode.CANCELLED
+    return code or grpc.StatusCode.OK
 
 
 def _on(handler: grpc.RpcMethodHandler | None, lane: Lane | None) -> Any:
@@ -556,6 +725,8 @@ def _received(requests: Iterator[Any], stream: _Stream) -> Iterator[Any]:
             return
         finally:
             stream.waiting_for = None
+        if stream.first is None:
+            stream.first = request
         if type(request) is _Malformed:
             raise errors.InvalidArgument(request.error)
         yield request

@@ -28,12 +28,23 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m llmopt`` on a free port with its own data dir; log in ``log_path``."""
+    """``python -m llmopt`` on a free port with its own data dir; log in ``log_path``.
 
-    def __init__(self, data_dir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None):
+    ``credentials`` (``grpc.ssl_channel_credentials(...)``) for a server started with
+    ``--tls-cert``: ``channel()`` and the health wait then speak TLS.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ):
         self.data_dir = Path(data_dir)
         self.args = list(args)
         self.env = env
+        self.credentials = credentials
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.address = ""
@@ -70,7 +81,7 @@ class ServerProcess:
 
     def wait_serving(self, timeout: float = 60.0, service: str = "") -> None:
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
+        with self.channel() as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 try:
@@ -84,8 +95,12 @@ class ServerProcess:
                 time.sleep(0.05)
         raise TimeoutError(f"server not SERVING within {timeout}s:\n{self.log()}")
 
-    def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.address)
+    def channel(self, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+        """A channel to the server: TLS with ``credentials`` (or the server's own), else plain."""
+        credentials = credentials or self.credentials
+        if credentials is None:
+            return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(self.address, credentials)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

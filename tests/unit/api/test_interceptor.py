@@ -1,5 +1,5 @@
 """The interceptor on a real in-process grpc.server: unbuilt RPCs, bugs, domain errors, gate,
-limits, ended streams."""
+limits, ended streams, authentication and scopes, the audit record of admin RPCs."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from prometheus_client import CollectorRegistry
 
 from llmopt import errors
 from llmopt.api.interceptor import Lanes, ServingInterceptor
+from llmopt.audit import AuditLog
 from llmopt.gen.llmopt.v1 import registry_pb2, registry_pb2_grpc
 from llmopt.metrics import RpcMetrics
+from llmopt.security import Authenticator, current_actor, hash_token
 
 
 class PartlyBuilt(registry_pb2_grpc.RegistryServicer):
@@ -190,3 +192,144 @@ def test_a_stream_whose_client_reads_nothing_ends_idle(limited):
         "stream idle: waited 0.5 s for the client to read the last answer "
         "(--stream-idle-seconds 0.5)"
     )
+
+
+# -- who is calling, what they may do, and the audit trail ---------------------------------
+
+READER, ADMIN = "reader-token", "admin-token"
+DELETE_MODEL = "/llmopt.v1.Registry/DeleteModel"
+UPLOAD = "/llmopt.v1.Registry/UploadVersion"
+
+
+class Guarded(PartlyBuilt):
+    """Answers with who it saw calling (``current_actor``), to show the principal reached it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deleted: list[str] = []
+
+    def GetModel(self, request, context):
+        if request.name == "whoami":
+            return registry_pb2.Model(name=current_actor())
+        return super().GetModel(request, context)
+
+    def DeleteModel(self, request, context):
+        self.deleted.append(request.name)
+        return registry_pb2.DeleteModelResponse(versions_deleted=len(current_actor()))
+
+
+def bearer(token: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")]
+
+
+@pytest.fixture
+def secured(tmp_path):
+    """Auth on (a token file: reader holds read, admin holds read and admin) and an audit log."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(
+        f"# test tokens\n{hash_token(READER)} reader read\n{hash_token(ADMIN)} admin read,admin\n"
+    )
+    ready = threading.Event()
+    ready.set()
+    audit = AuditLog(tmp_path / "audit")
+    interceptor = ServingInterceptor(
+        RpcMetrics(CollectorRegistry()),
+        ready.is_set,
+        authenticator=Authenticator.from_files(tokens, None),
+        audit=audit,
+    )
+    servicer = Guarded()
+    server, channel = serve(interceptor, servicer, ThreadPoolExecutor(4))
+    yield registry_pb2_grpc.RegistryStub(channel), servicer, audit, channel
+    channel.close()
+    server.stop(None)
+    interceptor.close()
+    audit.close()
+
+
+def refused(call, *args, **kwargs) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        call(*args, timeout=5, **kwargs)
+    return err.value
+
+
+def test_without_a_token_every_kind_of_rpc_is_unauthenticated_before_its_handler(secured):
+    stub, servicer, _, _ = secured
+    # "boom" would be INTERNAL if the handler ran
+    err = refused(stub.GetModel, registry_pb2.GetModelRequest(name="boom"))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "bearer" in err.details().lower()
+    err = refused(stub.GetModel, registry_pb2.GetModelRequest(name="boom"), metadata=bearer("x"))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    upload = iter([registry_pb2.UploadVersionRequest(chunk=b"x")])
+    assert refused(stub.UploadVersion, upload).code() == grpc.StatusCode.UNAUTHENTICATED
+    assert not servicer.received.is_set()  # no message was read
+    answers = stub.DownloadVersion(registry_pb2.DownloadVersionRequest(model="m"), timeout=5)
+    with pytest.raises(grpc.RpcError) as stream_err:
+        next(answers)
+    assert stream_err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert servicer.deleted == []
+
+
+def test_health_stays_open_with_auth_on(secured):
+    _, _, _, channel = secured
+    check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert check.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_handler_sees_the_principal_and_a_missing_scope_is_permission_denied(secured):
+    stub, servicer, _, _ = secured
+    answer = stub.GetModel(registry_pb2.GetModelRequest(name="whoami"), metadata=bearer(READER))
+    assert answer.name == "reader"
+    delete = registry_pb2.DeleteModelRequest(name="m")
+    err = refused(stub.DeleteModel, delete, metadata=bearer(READER))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "'admin'" in err.details() and "reader" in err.details()
+    assert servicer.deleted == []
+    upload = iter([registry_pb2.UploadVersionRequest(chunk=b"x")])
+    err = refused(stub.UploadVersion, upload, metadata=bearer(READER))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    done = stub.DeleteModel(registry_pb2.DeleteModelRequest(name="m"), metadata=bearer(ADMIN))
+    assert done.versions_deleted == len("admin")  # the handler saw "admin"
+    assert servicer.deleted == ["m"]
+
+
+def test_every_admin_rpc_is_audited_with_its_outcome_refusals_included(secured):
+    stub, _, audit, _ = secured
+    refused(stub.DeleteModel, registry_pb2.DeleteModelRequest(name="m1"))
+    refused(stub.DeleteModel, registry_pb2.DeleteModelRequest(name="m2"), metadata=bearer(READER))
+    stub.DeleteModel(registry_pb2.DeleteModelRequest(name="m3"), metadata=bearer(ADMIN))
+    upload = iter(
+        [registry_pb2.UploadVersionRequest(metadata=registry_pb2.UploadVersionMetadata(model="m4"))]
+    )
+    stub.UploadVersion(upload, metadata=bearer(ADMIN), timeout=5)
+    stub.GetModel(registry_pb2.GetModelRequest(name="whoami"), metadata=bearer(ADMIN))  # read
+    entries, _ = audit.query(page_size=100)
+    seen = sorted((e.target, e.principal, e.method, e.code) for e in entries)
+    assert seen == [
+        ("m1", "", DELETE_MODEL, "UNAUTHENTICATED"),
+        ("m2", "reader", DELETE_MODEL, "PERMISSION_DENIED"),
+        ("m3", "admin", DELETE_MODEL, "OK"),
+        ("m4", "admin", UPLOAD, "OK"),
+    ]
+
+
+def test_with_auth_off_admin_rpcs_are_still_audited_without_a_principal(tmp_path):
+    ready = threading.Event()
+    ready.set()
+    audit = AuditLog(tmp_path / "audit")
+    interceptor = ServingInterceptor(None, ready.is_set, audit=audit)
+    server, channel = serve(interceptor, Guarded(), ThreadPoolExecutor(2))
+    try:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        assert stub.DeleteModel(registry_pb2.DeleteModelRequest(name="m"), timeout=5)
+        assert stub.GetModel(registry_pb2.GetModelRequest(name="whoami"), timeout=5).name == ""
+        entries, _ = audit.query()
+        assert [(e.principal, e.method, e.target, e.code) for e in entries] == [
+            ("", DELETE_MODEL, "m", "OK")
+        ]
+    finally:
+        channel.close()
+        server.stop(None)
+        interceptor.close()
+        audit.close()
