@@ -8,6 +8,11 @@ Examples::
     llmopt-registry versions quality
     llmopt-registry promote quality --reason "beats champion on holdout"
     llmopt-registry history quality --json
+    llmopt-registry --tls-ca ca.pem audit --method /llmopt.v1.Registry/Promote --since 2026-01-01
+
+Over TLS, ``--tls-ca`` names the CA that signed the server's certificate (``--tls-cert`` and
+``--tls-key``: the client's certificate for mTLS); ``--token`` (better: env ``LLMOPT_TOKEN``,
+which keeps it out of the process list) is sent as ``authorization: Bearer <token>``.
 
 It talks to the server only through the Python client (``llmopt.client.Client``); ``--json``
 prints the server's answer as the proto JSON mapping (field names as in the .proto).
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import getpass
 import json
 import os
@@ -31,6 +37,7 @@ from llmopt.client import (
     DEFAULT_ADDRESS,
     AliasChange,
     AlreadyExists,
+    AuditEntry,
     Client,
     ClientError,
     Model,
@@ -77,6 +84,22 @@ def _ref(text: str) -> tuple[int, str]:
     return 0, text.removeprefix("@")
 
 
+def _time_arg(text: str | None, flag: str) -> float | None:
+    """Seconds since the epoch from a number of seconds or an ISO 8601 time (UTC when it names
+    no zone): "1767225600", "2026-01-01", "2026-01-01T12:00:00Z"."""
+    if text is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return float(text)
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{flag} {text!r}: expected seconds since the epoch or ISO 8601") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
+
+
 def _artifact(args: argparse.Namespace) -> tuple[bytes | Path, str]:
     """What to upload: an .onnx file as is (streamed from disk), anything else loaded as a
     scikit-learn estimator (joblib or pickle) and exported. Returns (file or bytes, note)."""
@@ -108,6 +131,7 @@ _MESSAGES: dict[type, Callable[[Any], Any]] = {
     Model: ct.to_model,
     ModelVersion: ct.to_version,
     AliasChange: ct.to_alias_change,
+    AuditEntry: ct.to_audit_entry,
 }
 
 
@@ -180,6 +204,11 @@ def _show_change(c: AliasChange) -> str:
         f"#{c.id} {_when(c.time)} {c.model} @{c.alias} "
         f"{_fmt_version(c.from_version)} -> {_fmt_version(c.to_version)} ({c.kind}){who}{why}"
     )
+
+
+def _show_entry(e: AuditEntry) -> str:
+    who = e.principal or "-"
+    return f"{_when(e.time)} {who} {e.method} {e.target or '-'} {e.code}"
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -298,6 +327,22 @@ def cmd_history(c: Client, a: argparse.Namespace) -> Answer:
     return {"changes": page.items, "next_page_token": page.next_page_token}, text
 
 
+def cmd_audit(c: Client, a: argparse.Namespace) -> Answer:
+    page = c.get_audit_log(
+        principal=a.principal,
+        method=a.method,
+        target=a.target,
+        since=_time_arg(a.since, "--since"),
+        until=_time_arg(a.until, "--until"),
+        page_size=a.limit,
+        page_token=a.page_token,
+    )
+    text = "\n".join(_show_entry(e) for e in page.items) or "(no audit entries)"
+    if page.next_page_token:
+        text += f"\n(more: --page-token {page.next_page_token})"
+    return {"entries": page.items, "next_page_token": page.next_page_token}, text
+
+
 # -- parser -------------------------------------------------------------------------------------
 
 
@@ -319,6 +364,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=argparse.SUPPRESS,
         help="print the server's answer as JSON",
+    )
+    common.add_argument(
+        "--tls-ca",
+        default=argparse.SUPPRESS,
+        metavar="PEM",
+        help="talk TLS, verifying the server against this CA certificate file",
+    )
+    common.add_argument(
+        "--tls-cert",
+        default=argparse.SUPPRESS,
+        metavar="PEM",
+        help="client certificate file for mTLS (with --tls-key; implies TLS)",
+    )
+    common.add_argument(
+        "--tls-key", default=argparse.SUPPRESS, metavar="PEM", help="key of --tls-cert"
+    )
+    common.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        help="bearer token sent with every call [env LLMOPT_TOKEN, which keeps it out of ps]",
     )
     common.add_argument(
         "--timeout",
@@ -418,6 +483,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--alias", help="only this alias")
     p.add_argument("--limit", type=int, default=100)
+
+    p = add("audit", cmd_audit, "show the audit trail of admin calls, newest first (admin scope)")
+    p.add_argument("--principal", default="", help="only this principal's calls")
+    p.add_argument("--method", default="", help="only this RPC, e.g. /llmopt.v1.Registry/Promote")
+    p.add_argument("--target", default="", help="only calls about this model, bandit, ...")
+    p.add_argument("--since", help="from this time on (ISO 8601, UTC by default, or epoch s)")
+    p.add_argument("--until", help="before this time (ISO 8601, UTC by default, or epoch s)")
+    p.add_argument("--limit", type=int, default=100, help="entries per page (at most 1000)")
+    p.add_argument("--page-token", default="", help="next_page_token of a previous page")
     return parser
 
 
@@ -429,10 +503,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.actor = getattr(args, "actor", None) or os.environ.get("LLMOPT_ACTOR") or _login()
     args.json = getattr(args, "json", False)
     args.timeout = getattr(args, "timeout", None) or 60.0
+    token = getattr(args, "token", None) or os.environ.get("LLMOPT_TOKEN") or None
     try:
-        with Client(
-            args.address, timeout=args.timeout, upload_timeout=args.timeout, actor=args.actor
-        ) as client:
+        with _connect(args, token) as client:
             answer, text = args.fn(client, args)
     except ClientError as exc:
         print(f"error: {exc.code.name}: {exc.message}", file=sys.stderr)
@@ -445,6 +518,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(json.dumps(_as_dict(answer), indent=2) if args.json else text)
     return 0
+
+
+def _connect(args: argparse.Namespace, token: str | None) -> Client:
+    """The client of the command line's address, TLS files and token; a TLS file that can not
+    be read, or a certificate without its key, is a CliError naming it."""
+    try:
+        return Client(
+            args.address,
+            timeout=args.timeout,
+            upload_timeout=args.timeout,
+            actor=args.actor,
+            tls_ca=getattr(args, "tls_ca", None),
+            tls_cert=getattr(args, "tls_cert", None),
+            tls_key=getattr(args, "tls_key", None),
+            token=token,
+        )
+    except OSError as exc:
+        raise CliError(f"{exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise CliError(str(exc).replace("tls_", "--tls-")) from None
 
 
 def _login() -> str:

@@ -43,6 +43,7 @@ from llmopt.client.errors import (
 from llmopt.client.types import (
     AliasChange,
     Arm,
+    AuditEntry,
     Bandit,
     BanditStats,
     Context,
@@ -61,6 +62,8 @@ from llmopt.client.types import (
     TrafficPolicy,
 )
 from llmopt.gen.llmopt.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     bandits_pb2,
     bandits_pb2_grpc,
     common_pb2,
@@ -72,13 +75,67 @@ from llmopt.gen.llmopt.v1 import (
     registry_pb2_grpc,
 )
 
-__all__ = ["DEFAULT_ADDRESS", "Client", "RetryPolicy"]
+__all__ = ["DEFAULT_ADDRESS", "Client", "RetryPolicy", "call_metadata", "tls_credentials"]
 
 T = TypeVar("T")
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 UPLOAD_CHUNK = 1 << 20
 MIB = 1 << 20
 ACTOR_METADATA = "x-llmopt-actor"
+AUTHORIZATION_METADATA = "authorization"
+
+
+def tls_credentials(
+    ca: str | Path | None = None, cert: str | Path | None = None, key: str | Path | None = None
+) -> grpc.ChannelCredentials | None:
+    """Channel credentials from PEM files, None when none is given (plaintext).
+
+    ``ca`` verifies the server (None: the system's roots); ``cert`` and ``key`` are the client's
+    certificate and key for mTLS, both or neither. A missing file raises FileNotFoundError.
+
+    >>> tls_credentials() is None
+    True
+    >>> tls_credentials(cert="client.pem")
+    Traceback (most recent call last):
+    ...
+    ValueError: tls_cert and tls_key go together: tls_cert='client.pem', tls_key=None
+    """
+    if ca is None and cert is None and key is None:
+        return None
+    if (cert is None) != (key is None):
+        raise ValueError(f"tls_cert and tls_key go together: tls_cert={_shown(cert)}, "
+                         f"tls_key={_shown(key)}")  # fmt: skip
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(ca).read_bytes() if ca is not None else None,
+        private_key=Path(key).read_bytes() if key is not None else None,
+        certificate_chain=Path(cert).read_bytes() if cert is not None else None,
+    )
+
+
+def _shown(path: str | Path | None) -> str:
+    return repr(str(path)) if path is not None else "None"
+
+
+def call_metadata(
+    *, actor: str = "", token: str | None = None
+) -> tuple[tuple[str, str], ...] | None:
+    """The metadata sent with every call: the actor header and the bearer token, where given.
+
+    >>> call_metadata(actor="ci", token="s3cret")
+    (('x-llmopt-actor', 'ci'), ('authorization', 'Bearer s3cret'))
+    >>> call_metadata() is None
+    True
+    """
+    if token is not None and (not token or token != token.strip() or "\n" in token):
+        # The value is a secret: say what is wrong with it, not what it is.
+        raise ValueError(f"token must be non-empty, one line, without surrounding whitespace "
+                         f"(got {len(token)} characters)")  # fmt: skip
+    pairs: list[tuple[str, str]] = []
+    if actor:
+        pairs.append((ACTOR_METADATA, actor))
+    if token:
+        pairs.append((AUTHORIZATION_METADATA, f"Bearer {token}"))
+    return tuple(pairs) or None
 
 
 @dataclass(frozen=True)
@@ -116,7 +173,15 @@ class Client:
     """A connection to llmopt-server; use it as a context manager to close the channel.
 
     ``timeout`` is the default deadline of every call in seconds (uploads get ``upload_timeout``);
-    ``actor`` is recorded with registry alias changes.
+    ``actor`` is recorded with registry alias changes when the server runs without auth (with
+    auth on, the server records the authenticated principal instead).
+
+    TLS: ``tls_ca`` (PEM file of the CA that signed the server's certificate; None: the system's
+    roots) turns TLS on, as do ``tls_cert`` and ``tls_key`` (the client certificate and its key,
+    for a server with mTLS; both or neither). ``credentials`` (ready channel credentials) is the
+    alternative to those three. ``token`` is sent as ``authorization: Bearer <token>`` on every
+    call; gRPC sends call credentials only over TLS, so the token goes as plain metadata, which
+    also reaches a plaintext server on loopback.
 
     >>> with Client(address) as c:
     ...     c.wait_ready(timeout=10)
@@ -133,9 +198,17 @@ class Client:
         retry: RetryPolicy | None = None,
         actor: str = "",
         credentials: grpc.ChannelCredentials | None = None,
+        tls_ca: str | Path | None = None,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        token: str | None = None,
         max_message_mb: int = 64,
         seed: int | None = None,
     ) -> None:
+        tls = tls_credentials(tls_ca, tls_cert, tls_key)
+        if tls is not None and credentials is not None:
+            raise ValueError("pass either credentials or tls_ca/tls_cert/tls_key, not both")
+        credentials = credentials or tls
         options = [
             ("grpc.max_send_message_length", max_message_mb * MIB),
             ("grpc.max_receive_message_length", max_message_mb * MIB),
@@ -150,12 +223,13 @@ class Client:
         self._upload_timeout = upload_timeout
         self._retry = retry or RetryPolicy()
         self._rng = random.Random(seed)
-        self._metadata = ((ACTOR_METADATA, actor),) if actor else None
+        self._metadata = call_metadata(actor=actor, token=token)
         self._bandits = bandits_pb2_grpc.BanditsStub(self._channel)
         self._registry = registry_pb2_grpc.RegistryStub(self._channel)
         self._inference = inference_pb2_grpc.InferenceStub(self._channel)
         self._features = features_pb2_grpc.FeaturesStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._audit = audit_pb2_grpc.AuditStub(self._channel)
         # (model, version, alias) -> (input name, dtype name) of the version it reaches.
         self._inputs: dict[tuple[str, int, str], tuple[str, str]] = {}
 
@@ -946,6 +1020,35 @@ class Client:
             self._features.GetFeatureVector, request, name="GetFeatureVector", retry=True
         )
         return ct.from_feature_vector(answer)
+
+    # -- audit ----------------------------------------------------------------------------------
+
+    def get_audit_log(
+        self,
+        principal: str = "",
+        method: str = "",
+        target: str = "",
+        since: float | None = None,
+        until: float | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> Page[AuditEntry]:
+        """One page of the server's audit trail of admin RPCs, newest first (needs the admin
+        scope). Filters that are given must all match: ``principal``, ``method`` (a full name,
+        "/llmopt.v1.Registry/Promote"), ``target``; ``since``/``until`` are seconds since the
+        epoch (calls at or after ``since``, before ``until``)."""
+        request = audit_pb2.GetAuditLogRequest(
+            principal=principal,
+            method=method,
+            target=target,
+            page=common_pb2.PageRequest(page_size=page_size, page_token=page_token),
+        )
+        if since is not None:
+            request.since.CopyFrom(ct.to_timestamp(since))
+        if until is not None:
+            request.until.CopyFrom(ct.to_timestamp(until))
+        page = self._call(self._audit.GetAuditLog, request, name="GetAuditLog", retry=True)
+        return Page(tuple(ct.from_audit_entry(e) for e in page.entries), page.next_page_token)
 
 
 def _read_blocks(path: Path, size: int) -> Iterator[bytes]:

@@ -19,6 +19,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmopt.gen.llmopt.v1 import (
+    audit_pb2,
     bandits_pb2,
     common_pb2,
     features_pb2,
@@ -737,3 +738,33 @@ def from_feature_vector(msg: features_pb2.FeatureVector) -> FeatureVector:
         else np.asarray(msg.values, dtype=np.float32)
     )
     return FeatureVector(msg.feature_set, msg.version, tuple(msg.slot_names), values)
+
+
+# -- audit ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One admin RPC from the server's audit trail: who (``principal``, "" with auth off), which
+    RPC (``method``, its full name), about what (``target``), how it ended (``code``, a status
+    code's name) and when (``time``, seconds since the epoch)."""
+
+    principal: str
+    method: str
+    target: str
+    code: str
+    time: float
+
+
+def to_audit_entry(entry: AuditEntry) -> audit_pb2.AuditEntry:
+    return audit_pb2.AuditEntry(
+        principal=entry.principal,
+        method=entry.method,
+        target=entry.target,
+        code=entry.code,
+        time=to_timestamp(entry.time),
+    )
+
+
+def from_audit_entry(msg: audit_pb2.AuditEntry) -> AuditEntry:
+    return AuditEntry(msg.principal, msg.method, msg.target, msg.code, _time(msg.time))

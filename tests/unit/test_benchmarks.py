@@ -701,3 +701,23 @@ def test_callgrind_driver_marks_each_loop(monkeypatch: pytest.MonkeyPatch, tmp_p
     )
     cg.drive(["loop"], iterations=3, model=None, scratch=tmp_path)
     assert events == ["call"] * cg.WARMUP + ["mark", "call", "call", "call", "mark"]
+
+
+def test_security_rows_judge_the_p50_overhead_of_tls_and_a_token() -> None:
+    from benchmarks.bench_security import overhead_rows
+    from benchmarks.harness import Percentiles
+
+    plain = Percentiles(count=10, mean=100.0, p50=100.0, p95=150.0, p99=200.0, p999=250.0,
+                        max=300.0)  # fmt: skip
+    fast = Percentiles(count=10, mean=105.0, p50=105.0, p95=160.0, p99=260.0, p999=270.0,
+                       max=310.0)  # fmt: skip
+    slow = Percentiles(count=10, mean=120.0, p50=120.0, p95=160.0, p99=220.0, p999=270.0,
+                       max=310.0)  # fmt: skip
+    rows = {r.name: r for r in overhead_rows(plain, fast)}
+    overhead = rows["security.SelectArm.tls_overhead"]
+    assert overhead.measured == pytest.approx(5.0) and overhead.verdict == "PASS"
+    assert overhead.extra["p99_overhead_pct"] == pytest.approx(30.0)
+    assert rows["security.SelectArm.plaintext"].measured == 100.0
+    assert rows["security.SelectArm.tls_token"].extra["p99_us"] == 260.0
+    slow_row = overhead_rows(plain, slow)[-1]
+    assert slow_row.measured == pytest.approx(20.0) and slow_row.verdict == "FAIL"
