@@ -52,7 +52,7 @@ from llmopt.api.errors import status_of
 from llmopt.audit import target_of
 from llmopt.metrics import RpcMetrics
 from llmopt.ports import AuditSink
-from llmopt.security import REFLECTION_METHODS, Authenticator, Principal, scope_of
+from llmopt.security import REFLECTION_METHODS, Authenticator, scope_of
 from llmopt.security import current_principal as _current_principal
 
 log = logging.getLogger("llmopt.rpc")
@@ -250,9 +250,10 @@ class OpenStreams:
             self.reap()
 
 
-# What runs before an RPC's handler when auth is on: who is calling, and the refusal to raise
-# (None: allowed). The principal comes back with a PERMISSION_DENIED too, for the audit trail.
-Guard = Callable[[grpc.ServicerContext], tuple[Principal | None, errors.LLMOptError | None]]
+# What runs before an RPC's handler when auth is on: it sets ``current_principal`` to who is
+# calling and raises the refusal, if any. The principal stays set when it is refused a scope, for
+# the audit trail; the wrapper clears it when the call is over.
+Guard = Callable[[grpc.ServicerContext], None]
 
 
 def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
@@ -374,10 +375,8 @@ class ServingInterceptor(grpc.ServerInterceptor):
                 "refused until it has one"
             )
 
-            def unknown(
-                _context: grpc.ServicerContext,
-            ) -> tuple[Principal | None, errors.LLMOptError | None]:
-                return None, refusal
+            def unknown(_context: grpc.ServicerContext) -> None:
+                raise refusal
 
             return _Security(unknown, False)
         audited = self._audit is not None and scope == "admin"
@@ -387,22 +386,15 @@ class ServingInterceptor(grpc.ServerInterceptor):
             if not (self._reflection_auth and method in REFLECTION_METHODS):
                 return _Security(None, audited)
 
-            def anyone(
-                context: grpc.ServicerContext,
-            ) -> tuple[Principal | None, errors.LLMOptError | None]:
-                return auth.authenticate(_metadata(context), peer_subject(context)), None
+            def anyone(context: grpc.ServicerContext) -> None:
+                _current_principal.set(auth.authenticate(_metadata(context), peer_subject(context)))
 
             return _Security(anyone, audited)
 
-        def scoped(
-            context: grpc.ServicerContext,
-        ) -> tuple[Principal | None, errors.LLMOptError | None]:
+        def scoped(context: grpc.ServicerContext) -> None:
             principal = auth.authenticate(_metadata(context), peer_subject(context))
-            try:
-                auth.authorize(principal, method)
-            except errors.PermissionDenied as exc:
-                return principal, exc
-            return principal, None
+            _current_principal.set(principal)
+            auth.authorize(principal, method)
 
         return _Security(scoped, audited)
 
@@ -410,13 +402,14 @@ class ServingInterceptor(grpc.ServerInterceptor):
         self,
         method: str,
         context: grpc.ServicerContext,
-        principal: Principal | None,
         request: Any,
         stream: _Stream | None = None,
     ) -> None:
-        """Record an admin RPC that is over (its status is set); never fails the call."""
+        """Record an admin RPC that is over (its status is set): by the principal of
+        ``current_principal``; never fails the call."""
         assert self._audit is not None
         code = _code_of(context, stream)
+        principal = _current_principal.get()
         try:
             if type(request) is _Malformed:
                 request = None
@@ -510,13 +503,9 @@ class ServingInterceptor(grpc.ServerInterceptor):
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             self._active.add(context)
-            principal = None
             try:
                 if guard is not None:  # auth on: who is calling, before anything is looked up
-                    principal, refusal = guard(context)
-                    if refusal is not None:
-                        raise refusal
-                    _current_principal.set(principal)
+                    guard(context)
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
                 if type(request) is _Malformed:
@@ -525,10 +514,10 @@ class ServingInterceptor(grpc.ServerInterceptor):
             except Exception as exc:
                 _abort_for(exc, method, context)
             finally:
+                if audited:
+                    self._audit_call(method, context, request)
                 if guard is not None:
                     _current_principal.set(None)
-                if audited:
-                    self._audit_call(method, context, principal, request)
                 self._active.discard(context)
                 self._record(method, context, start)
 
@@ -544,23 +533,19 @@ class ServingInterceptor(grpc.ServerInterceptor):
             stream = _Stream(context, method)
             self._active.add(context)
             self.streams.open(stream)
-            principal = None
             try:
                 if guard is not None:  # before the first message is read
-                    principal, refusal = guard(context)
-                    if refusal is not None:
-                        raise refusal
-                    _current_principal.set(principal)
+                    guard(context)
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
                 return behavior(_received(requests, stream), context)
             except Exception as exc:
                 _abort_for(exc, method, context)
             finally:
+                if audited:
+                    self._audit_call(method, context, stream.first, stream)
                 if guard is not None:
                     _current_principal.set(None)
-                if audited:
-                    self._audit_call(method, context, principal, stream.first, stream)
                 self.streams.close(stream)
                 self._active.discard(context)
                 self._record(method, context, start, stream)
@@ -582,14 +567,10 @@ class ServingInterceptor(grpc.ServerInterceptor):
             stream = _Stream(context, method)
             self._active.add(context)
             self.streams.open(stream)
-            principal = None
             try:
                 if guard is not None:
-                    principal, refusal = guard(context)
-                    if refusal is not None:
-                        raise refusal
                     # grpc iterates this generator on one thread, which serves only this call
-                    _current_principal.set(principal)
+                    guard(context)
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
                 if streaming_in:
@@ -605,11 +586,11 @@ class ServingInterceptor(grpc.ServerInterceptor):
             except Exception as exc:
                 _abort_for(exc, method, context)
             finally:
-                if guard is not None:
-                    _current_principal.set(None)
                 if audited:
                     first = stream.first if streaming_in else request
-                    self._audit_call(method, context, principal, first, stream)
+                    self._audit_call(method, context, first, stream)
+                if guard is not None:
+                    _current_principal.set(None)
                 self.streams.close(stream)
                 self._active.discard(context)
                 self._record(method, context, start, stream)
@@ -632,9 +613,10 @@ class ServingInterceptor(grpc.ServerInterceptor):
 
             try:
                 if security.guard is not None:  # health Watch is open: no guard in practice
-                    _principal, refusal = security.guard(context)
-                    if refusal is not None:
-                        raise refusal
+                    try:
+                        security.guard(context)
+                    finally:
+                        _current_principal.set(None)  # nothing runs as the caller after this
                 if gated and not self._is_ready():
                     raise errors.Unavailable("server is not serving (starting up or shutting down)")
                 if type(request) is _Malformed:
