@@ -108,6 +108,29 @@ cdef double _normal_propensity(const double* mean, const double* sd,
     return (1.0 + wins) / (1.0 + rounds)
 
 
+cdef void _tie_probability(const double* s, const unsigned char* allowed, Py_ssize_t k,
+                           double* probability) noexcept nogil:
+    """An index policy's choice probabilities: 1 / ties for the allowed slots tied at the
+    maximum of ``s``, 0 for every other slot (what ``_argmax_ties`` draws from)."""
+    cdef Py_ssize_t i, n_tied = 0
+    cdef double best = -INFINITY
+    cdef bint any_ = False
+    for i in range(k):
+        if allowed[i] and (not any_ or s[i] > best):
+            best = s[i]
+            any_ = True
+    for i in range(k):
+        if allowed[i] and s[i] == best:
+            n_tied += 1
+    for i in range(k):
+        probability[i] = (1.0 / n_tied) if allowed[i] and s[i] == best else 0.0
+
+
+EXPLAIN_ROWS = ("exploitation", "exploration", "mean", "posterior_mean", "posterior_sd",
+                "probability", "pulls")
+"""The per-slot arrays of ``Kernel.explain``, in the order of the ``EX_*`` rows."""
+
+
 # ------------------------------------------------------------------------------------------
 # Base kernel
 # ------------------------------------------------------------------------------------------
@@ -155,6 +178,23 @@ cdef class Kernel:
     cdef void _update(self, Py_ssize_t arm, double reward, const double* x,
                       double propensity) noexcept nogil:
         pass
+
+    cdef void _explain(self, const double* x, const unsigned char* allowed, const double* scores,
+                       Py_ssize_t arm, double propensity, double* out,
+                       double* theta_x) noexcept nogil:
+        """Write the explanation of ``scores`` into ``out`` (``EX_ROWS`` rows of k, row-major,
+        NaN on entry) and, for contextual kernels, theta_i x_i into ``theta_x`` (k x dim, NaN on
+        entry). Runs right after ``_select`` on the same state; may use ``work``."""
+        pass
+
+    def _explain_extras(self, dict explanation):
+        """Add policy-wide values to an explanation (epsilon-greedy: the epsilon it drew with)."""
+        pass
+
+    def _estimates(self, const unsigned char[::1] allowed):
+        """The learned estimates per slot (see ``estimates``); ``allowed`` is a uint8 mask."""
+        nan = np.full(self.k, np.nan)
+        return {"pulls": nan, "mean": nan.copy(), "sd": nan.copy()}
 
     # --- shared machinery ------------------------------------------------------------------
 
@@ -233,6 +273,77 @@ cdef class Kernel:
             sp[i] = NAN
         arm = self._select(xp, mask, sp, &propensity)
         return arm, propensity, scores
+
+    def explain(self, x, cnp.ndarray allowed not None, cnp.ndarray scores not None,
+                Py_ssize_t arm=-1, double propensity=NAN):
+        """Why ``select(x, allowed)`` scored what it did: called right after that select, on the
+        same state, with its ``scores`` (and its chosen ``arm`` and ``propensity``).
+
+        Returns per-slot float64 arrays (``EXPLAIN_ROWS``): ``exploitation`` and ``exploration``
+        (summing to the score of every allowed slot; NaN for the others), ``mean`` (the arm's
+        mean estimate, or theta . x), ``posterior_mean`` and ``posterior_sd`` (Thompson
+        policies: the score's distribution; NaN otherwise), ``probability`` (of choosing the
+        slot for this context and mask: exact, or NaN where only the chosen arm's propensity is
+        known; 0 for slots not allowed) and ``pulls``; contextual kernels add ``theta_x``
+        (k x dim, theta_i x_i per slot, each row summing to that slot's theta . x). No work is
+        added to ``select``: everything is recomputed here."""
+        cdef const unsigned char* mask = self._mask(allowed)
+        cdef const double* xp = self._context(x)
+        cdef Py_ssize_t i, k = self.k
+        if (cnp.PyArray_NDIM(scores) != 1 or cnp.PyArray_DIM(scores, 0) != k
+                or cnp.PyArray_TYPE(scores) != cnp.NPY_DOUBLE
+                or not cnp.PyArray_IS_C_CONTIGUOUS(scores)):
+            raise ValueError(f"scores: must be a contiguous float64 vector of length {k}")
+        if arm >= k:
+            raise ValueError(f"arm: slot {arm} is out of range 0..{k - 1}")
+        cdef cnp.npy_intp shape[2]
+        shape[0] = EX_ROWS
+        shape[1] = k
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, shape, cnp.NPY_DOUBLE, 0)
+        cdef cnp.ndarray theta_x = None
+        cdef double* op = <double*>cnp.PyArray_DATA(out)
+        cdef double* tp = NULL
+        for i in range(EX_ROWS * k):
+            op[i] = NAN
+        if xp != NULL:
+            shape[0] = k
+            shape[1] = self.dim
+            theta_x = cnp.PyArray_EMPTY(2, shape, cnp.NPY_DOUBLE, 0)
+            tp = <double*>cnp.PyArray_DATA(theta_x)
+            for i in range(k * self.dim):
+                tp[i] = NAN
+        self._explain(xp, mask, <const double*>cnp.PyArray_DATA(scores), arm, propensity, op, tp)
+        for i in range(k):
+            if not mask[i]:
+                op[EX_EXPLOITATION * k + i] = NAN
+                op[EX_EXPLORATION * k + i] = NAN
+                op[EX_PROBABILITY * k + i] = 0.0
+        result = {
+            "exploitation": out[EX_EXPLOITATION],
+            "exploration": out[EX_EXPLORATION],
+            "mean": out[EX_MEAN],
+            "posterior_mean": out[EX_POSTERIOR_MEAN],
+            "posterior_sd": out[EX_POSTERIOR_SD],
+            "probability": out[EX_PROBABILITY],
+            "pulls": out[EX_PULLS],
+        }
+        if theta_x is not None:
+            result["theta_x"] = theta_x
+        self._explain_extras(result)
+        return result
+
+    def estimates(self, allowed=None):
+        """What the policy has learned, per slot, as float64 arrays: ``pulls`` (rewards learned
+        from; NaN where the policy keeps no count), ``mean`` and ``sd`` (the mean estimate and
+        the policy's own uncertainty about it: see each kernel; NaN for linear kernels), and
+        for linear kernels ``theta`` and ``theta_sd`` (k x dim); EXP3 and softmax add
+        ``probability``, of each slot where ``allowed`` (default: every slot; 0 elsewhere)."""
+        if allowed is None:
+            mask = np.ones(self.k, dtype=np.uint8)
+        else:
+            mask = np.ascontiguousarray(allowed, dtype=np.uint8)
+            self._mask(mask)
+        return self._estimates(mask)
 
     def update(self, Py_ssize_t arm, double reward, x, double propensity=NAN):
         if arm < 0 or arm >= self.k:

@@ -3,7 +3,7 @@
 Gaussian), EXP3 and softmax. See ``llmopt.native.bandit_base`` for the shared machinery."""
 
 cimport numpy as cnp
-from libc.math cimport INFINITY, exp, isnan, log, sqrt
+from libc.math cimport INFINITY, NAN, exp, isnan, log, sqrt
 from numpy.random cimport bitgen_t
 from numpy.random.c_distributions cimport (
     random_beta,
@@ -12,7 +12,20 @@ from numpy.random.c_distributions cimport (
     random_standard_uniform,
 )
 
-from llmopt.native.bandit_base cimport Kernel, _argmax_ties, _normal_propensity, _uniform_index
+from llmopt.native.bandit_base cimport (
+    EX_EXPLOITATION,
+    EX_EXPLORATION,
+    EX_MEAN,
+    EX_POSTERIOR_MEAN,
+    EX_POSTERIOR_SD,
+    EX_PROBABILITY,
+    EX_PULLS,
+    Kernel,
+    _argmax_ties,
+    _normal_propensity,
+    _tie_probability,
+    _uniform_index,
+)
 
 import numpy as np
 
@@ -58,6 +71,61 @@ cdef class MeanKernel(Kernel):
         self._index(allowed, scores)
         return _argmax_ties(scores, allowed, self.k, self.rng, &self.tied[0], propensity)
 
+    # --- explanation of an index policy: mean + bonus, +inf for an untried slot -------------
+
+    cdef double _bonus_context(self) noexcept nogil:
+        """What every slot's bonus shares (ln N for most)."""
+        return log(self.g[0]) if self.g[0] > 1.0 else 0.0
+
+    cdef bint _tried(self, Py_ssize_t i) noexcept nogil:
+        """Whether slot ``i`` has an index (else it scores +inf)."""
+        return self.n[i] > 0.0
+
+    cdef double _bonus(self, Py_ssize_t i, double c) noexcept nogil:
+        """The exploration bonus of a tried slot, from the index's own formula."""
+        return NAN
+
+    cdef void _explain(self, const double* x, const unsigned char* allowed, const double* scores,
+                       Py_ssize_t arm, double propensity, double* out,
+                       double* theta_x) noexcept nogil:
+        cdef Py_ssize_t i, k = self.k
+        cdef double c = self._bonus_context()
+        for i in range(k):
+            out[EX_PULLS * k + i] = self.n[i]
+            out[EX_MEAN * k + i] = self.s[i] / self.n[i] if self.n[i] > 0.0 else NAN
+            if not allowed[i]:
+                continue
+            if self._tried(i):
+                out[EX_EXPLOITATION * k + i] = self.s[i] / self.n[i]
+                out[EX_EXPLORATION * k + i] = self._bonus(i, c)
+            else:  # untried: no estimate, the whole (infinite) score is exploration
+                out[EX_EXPLOITATION * k + i] = 0.0
+                out[EX_EXPLORATION * k + i] = INFINITY
+        _tie_probability(scores, allowed, k, &out[EX_PROBABILITY * k])
+
+    def _estimates(self, const unsigned char[::1] allowed):
+        """``mean`` = s / n (NaN untried); ``sd`` = the standard error sqrt(var / n) of that
+        mean, with var = ss / n - mean^2 the rewards' sample variance (the one UCB-Tuned and
+        UCB-V read; the others read none, and this is their mean's error all the same)."""
+        n = np.asarray(self.n)
+        s = np.asarray(self.s)
+        ss = np.asarray(self.ss)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0.0, s / n, np.nan)
+            var = np.maximum(ss / n - mean * mean, 0.0)
+            sd = np.where(n > 0.0, np.sqrt(var / n), np.nan)
+        return {"pulls": n.copy(), "mean": mean, "sd": sd}
+
+    def _bounded_estimates(self):
+        """For kernels that keep no sum of squares: ``sd`` = sqrt(mean (1 - mean) / n), the
+        largest standard error a mean of n rewards in [0, 1] can have."""
+        n = np.asarray(self.n)
+        s = np.asarray(self.s)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0.0, s / n, np.nan)
+            sd = np.where(n > 0.0, np.sqrt(np.clip(mean * (1.0 - mean), 0.0, None) / n), np.nan)
+        return {"pulls": n.copy(), "mean": mean, "sd": sd}
+
 
 cdef class EpsilonGreedyKernel(MeanKernel):
     """``g[1]`` counts selections (the t of the decay)."""
@@ -80,16 +148,41 @@ cdef class EpsilonGreedyKernel(MeanKernel):
         self.g[1] += n
 
     cdef double current_epsilon(self) noexcept nogil:
-        cdef double t = self.g[1], e
-        if self.decay == 0:
-            return self.epsilon
-        if self.decay == 1:
-            e = self.epsilon - self.decay_rate * t
-        elif self.decay == 2:
-            e = self.epsilon * exp(-self.decay_rate * t)
-        else:
-            e = self.epsilon / (1.0 + self.decay_rate * log(1.0 + t))
-        return e if e > self.min_epsilon else self.min_epsilon
+        return _decayed(self.epsilon, self.decay, self.decay_rate, self.min_epsilon, self.g[1])
+
+    cdef double _drawn_epsilon(self) noexcept nogil:
+        """The epsilon of the latest selection (which counted itself in ``g[1]``)."""
+        cdef double t = self.g[1] - 1.0
+        return _decayed(self.epsilon, self.decay, self.decay_rate, self.min_epsilon,
+                        t if t > 0.0 else 0.0)
+
+    cdef void _explain(self, const double* x, const unsigned char* allowed, const double* scores,
+                       Py_ssize_t arm, double propensity, double* out,
+                       double* theta_x) noexcept nogil:
+        """Score = the mean (+inf untried, all exploration); probability = (1 - eps) / ties for
+        the best slots + eps / m, with the epsilon the latest selection drew with."""
+        cdef Py_ssize_t i, m = 0, k = self.k
+        cdef double eps = self._drawn_epsilon()
+        cdef double* prob = &out[EX_PROBABILITY * k]
+        for i in range(k):
+            out[EX_PULLS * k + i] = self.n[i]
+            out[EX_MEAN * k + i] = self.s[i] / self.n[i] if self.n[i] > 0.0 else NAN
+            if not allowed[i]:
+                continue
+            m += 1
+            if self.n[i] > 0.0:
+                out[EX_EXPLOITATION * k + i] = self.s[i] / self.n[i]
+                out[EX_EXPLORATION * k + i] = 0.0
+            else:
+                out[EX_EXPLOITATION * k + i] = 0.0
+                out[EX_EXPLORATION * k + i] = INFINITY
+        _tie_probability(scores, allowed, k, prob)
+        for i in range(k):
+            if allowed[i]:
+                prob[i] = (1.0 - eps) * prob[i] + eps / m
+
+    def _explain_extras(self, dict explanation):
+        explanation["epsilon"] = self._drawn_epsilon()
 
     cdef Py_ssize_t _select(self, const double* x, const unsigned char* allowed, double* scores,
                             double* propensity) noexcept nogil:
@@ -121,6 +214,21 @@ cdef class EpsilonGreedyKernel(MeanKernel):
             arm = _argmax_ties(scores, allowed, self.k, self.rng, &self.tied[0], &greedy_p)
         propensity[0] = (1.0 - eps) * greedy_p + eps / m
         return arm
+
+
+cdef inline double _decayed(double epsilon, int decay, double rate, double floor,
+                            double t) noexcept nogil:
+    """Epsilon after ``t`` selections (``EpsilonDecay``), never below ``floor``."""
+    cdef double e
+    if decay == 0:
+        return epsilon
+    if decay == 1:
+        e = epsilon - rate * t
+    elif decay == 2:
+        e = epsilon * exp(-rate * t)
+    else:
+        e = epsilon / (1.0 + rate * log(1.0 + t))
+    return e if e > floor else floor
 
 
 cdef Py_ssize_t _count_ties(const double* s, const unsigned char* allowed, Py_ssize_t k,
@@ -159,6 +267,9 @@ cdef class UCB1Kernel(MeanKernel):
                 else:
                     scores[i] = INFINITY
 
+    cdef double _bonus(self, Py_ssize_t i, double log_n) noexcept nogil:
+        return self.exploration * sqrt(2.0 * log_n / self.n[i])
+
 
 cdef class UCBTunedKernel(MeanKernel):
     def __init__(self, n_arms, dim, bit_generator):
@@ -181,6 +292,12 @@ cdef class UCBTunedKernel(MeanKernel):
                     scores[i] = mean + sqrt(log_n / self.n[i] * v)
                 else:
                     scores[i] = INFINITY
+
+    cdef double _bonus(self, Py_ssize_t i, double log_n) noexcept nogil:
+        cdef double mean = self.s[i] / self.n[i]
+        cdef double var = self.ss[i] / self.n[i] - mean * mean
+        cdef double v = (var if var > 0.0 else 0.0) + sqrt(2.0 * log_n / self.n[i])
+        return sqrt(log_n / self.n[i] * (v if v < 0.25 else 0.25))
 
 
 cdef class UCBVKernel(MeanKernel):
@@ -205,6 +322,16 @@ cdef class UCBVKernel(MeanKernel):
                                  + 3.0 * e_log_n / self.n[i])
                 else:
                     scores[i] = INFINITY
+
+    cdef double _bonus_context(self) noexcept nogil:
+        return self.exploration * (log(self.g[0]) if self.g[0] > 1.0 else 0.0)
+
+    cdef double _bonus(self, Py_ssize_t i, double e_log_n) noexcept nogil:
+        cdef double mean = self.s[i] / self.n[i]
+        cdef double var = self.ss[i] / self.n[i] - mean * mean
+        if var < 0.0:
+            var = 0.0
+        return sqrt(2.0 * var * e_log_n / self.n[i]) + 3.0 * e_log_n / self.n[i]
 
 
 cdef enum:
@@ -278,6 +405,15 @@ cdef class KLUCBKernel(MeanKernel):
                 else:
                     scores[i] = INFINITY
 
+    cdef double _bonus_context(self) noexcept nogil:
+        cdef double log_n = log(self.g[0]) if self.g[0] > 1.0 else 0.0
+        return log_n + (self.c * log(log_n) if log_n > 1.0 else 0.0)
+
+    cdef double _bonus(self, Py_ssize_t i, double budget) noexcept nogil:
+        """The KL bound's distance above the mean."""
+        cdef double mean = self.s[i] / self.n[i]
+        return kl_ucb_bound(mean, self.n[i], budget) - mean
+
 
 cdef class DiscountedUCBKernel(MeanKernel):
     """``n`` and ``s`` are discounted; ``ss`` is unused (kept 0); ``pulls`` counts raw rewards."""
@@ -323,6 +459,17 @@ cdef class DiscountedUCBKernel(MeanKernel):
                                  + self.exploration * sqrt(2.0 * log_n / self.n[i]))
                 else:
                     scores[i] = INFINITY
+
+    cdef bint _tried(self, Py_ssize_t i) noexcept nogil:
+        return self.pulls[i] > 0.0 and self.n[i] > 0.0
+
+    cdef double _bonus(self, Py_ssize_t i, double log_n) noexcept nogil:
+        return self.exploration * sqrt(2.0 * log_n / self.n[i])
+
+    def _estimates(self, const unsigned char[::1] allowed):
+        """``pulls`` and ``mean`` are the discounted ones; ``sd`` is the bound for [0, 1]
+        rewards (no sum of squares is kept): see ``MeanKernel._bounded_estimates``."""
+        return self._bounded_estimates()
 
 
 cdef class SlidingWindowUCBKernel(MeanKernel):
@@ -381,6 +528,18 @@ cdef class SlidingWindowUCBKernel(MeanKernel):
                 else:
                     scores[i] = INFINITY
 
+    cdef double _bonus_context(self) noexcept nogil:
+        cdef double seen = self.g[0] if self.g[0] < self.window else <double>self.window
+        return log(seen) if seen > 1.0 else 0.0
+
+    cdef double _bonus(self, Py_ssize_t i, double log_n) noexcept nogil:
+        return self.exploration * sqrt(2.0 * log_n / self.n[i])
+
+    def _estimates(self, const unsigned char[::1] allowed):
+        """Over the window: ``pulls`` and ``mean`` of the last ``window`` rewards; ``sd`` is the
+        bound for [0, 1] rewards (see ``MeanKernel._bounded_estimates``)."""
+        return self._bounded_estimates()
+
 
 cdef class ThompsonBetaKernel(Kernel):
     """Per slot Beta(alpha, beta); a reward r adds r to alpha and 1 - r to beta."""
@@ -431,6 +590,37 @@ cdef class ThompsonBetaKernel(Kernel):
         propensity[0] = _normal_propensity(mean, sd, allowed, k, arm, self.rounds, self.rng,
                                            draws)
         return arm
+
+    cdef void _explain(self, const double* x, const unsigned char* allowed, const double* scores,
+                       Py_ssize_t arm, double propensity, double* out,
+                       double* theta_x) noexcept nogil:
+        """The draw = posterior mean + (draw - posterior mean); the posterior's moments."""
+        cdef Py_ssize_t i, k = self.k
+        cdef double a, b, ab
+        for i in range(k):
+            a = self.alpha[i]
+            b = self.beta[i]
+            ab = a + b
+            out[EX_POSTERIOR_MEAN * k + i] = a / ab
+            out[EX_POSTERIOR_SD * k + i] = sqrt(a * b / (ab * ab * (ab + 1.0)))
+            out[EX_MEAN * k + i] = a / ab
+            out[EX_PULLS * k + i] = ab - self.prior_alpha - self.prior_beta
+            if allowed[i]:
+                out[EX_EXPLOITATION * k + i] = a / ab
+                out[EX_EXPLORATION * k + i] = scores[i] - a / ab
+        if 0 <= arm < k:
+            out[EX_PROBABILITY * k + arm] = propensity
+
+    def _estimates(self, const unsigned char[::1] allowed):
+        """``mean`` and ``sd``: the Beta posterior's; ``pulls`` = alpha + beta - the prior's."""
+        a = np.asarray(self.alpha)
+        b = np.asarray(self.beta)
+        ab = a + b
+        return {
+            "pulls": ab - self.prior_alpha - self.prior_beta,
+            "mean": a / ab,
+            "sd": np.sqrt(a * b / (ab * ab * (ab + 1.0))),
+        }
 
 
 cdef class ThompsonGaussianKernel(Kernel):
@@ -560,6 +750,54 @@ cdef class ThompsonGaussianKernel(Kernel):
                                                scratch)
         return arm
 
+    cdef void _posterior(self, Py_ssize_t i, double* mean, double* sd) noexcept nogil:
+        """The mean's posterior location and sd of slot ``i``, as the propensity reads them
+        (learned noise: the Student t marginal's, its sd at 3 or more degrees of freedom)."""
+        cdef double precision, n, kappa_n, alpha_n, beta_n, d, dof
+        if not self.learned:
+            precision = 1.0 / self.prior_variance + self.n[i] / self.noise_variance
+            mean[0] = (self.prior_mean / self.prior_variance
+                       + self.s[i] / self.noise_variance) / precision
+            sd[0] = 1.0 / sqrt(precision)
+            return
+        n = self.n[i]
+        kappa_n = self.prior_kappa + n
+        alpha_n = self.prior_alpha + 0.5 * n
+        d = self.mean[i] - self.prior_mean
+        beta_n = self.prior_beta + 0.5 * self.m2[i] + 0.5 * self.prior_kappa * n * d * d / kappa_n
+        mean[0] = (self.prior_kappa * self.prior_mean + n * self.mean[i]) / kappa_n
+        dof = 2.0 * alpha_n if alpha_n > 1.5 else 3.0
+        sd[0] = sqrt(beta_n / (alpha_n * kappa_n) * dof / (dof - 2.0))
+
+    cdef void _explain(self, const double* x, const unsigned char* allowed, const double* scores,
+                       Py_ssize_t arm, double propensity, double* out,
+                       double* theta_x) noexcept nogil:
+        cdef Py_ssize_t i, k = self.k
+        cdef double mean, sd
+        for i in range(k):
+            self._posterior(i, &mean, &sd)
+            out[EX_POSTERIOR_MEAN * k + i] = mean
+            out[EX_POSTERIOR_SD * k + i] = sd
+            out[EX_MEAN * k + i] = mean
+            out[EX_PULLS * k + i] = self.n[i]
+            if allowed[i]:
+                out[EX_EXPLOITATION * k + i] = mean
+                out[EX_EXPLORATION * k + i] = scores[i] - mean
+        if 0 <= arm < k:
+            out[EX_PROBABILITY * k + arm] = propensity
+
+    def _estimates(self, const unsigned char[::1] allowed):
+        """``mean`` and ``sd``: the posterior of the arm's mean (see ``_posterior``)."""
+        cdef Py_ssize_t i
+        cdef double m, v
+        mean = np.empty(self.k)
+        sd = np.empty(self.k)
+        for i in range(self.k):
+            self._posterior(i, &m, &v)
+            mean[i] = m
+            sd[i] = v
+        return {"pulls": np.array(self.n, copy=True), "mean": mean, "sd": sd}
+
 
 cdef Py_ssize_t _sample_index(const double* p, const unsigned char* allowed, Py_ssize_t k,
                               bitgen_t* rng) noexcept nogil:
@@ -638,6 +876,46 @@ cdef class EXP3Kernel(Kernel):
             p = 1.0 / m
         self.logw[arm] += self.gamma * (reward / p) / m
 
+    cdef void _explain(self, const double* x, const unsigned char* allowed, const double* scores,
+                       Py_ssize_t arm, double propensity, double* out,
+                       double* theta_x) noexcept nogil:
+        """p_i = (1 - gamma) w_i / sum w (exploitation) + gamma / m (exploration); no mean or
+        count is kept."""
+        self._probabilities(allowed, &out[EX_EXPLOITATION * self.k],
+                            &out[EX_EXPLORATION * self.k], &out[EX_PROBABILITY * self.k])
+
+    cdef void _probabilities(self, const unsigned char* allowed, double* exploit, double* explore,
+                             double* prob) noexcept nogil:
+        cdef Py_ssize_t i, m = 0
+        cdef double top = -INFINITY, total = 0.0
+        for i in range(self.k):
+            if allowed[i]:
+                m += 1
+                if self.logw[i] > top:
+                    top = self.logw[i]
+        if m == 0:
+            return
+        for i in range(self.k):
+            if allowed[i]:
+                total += exp(self.logw[i] - top)
+        for i in range(self.k):
+            if allowed[i]:
+                exploit[i] = (1.0 - self.gamma) * exp(self.logw[i] - top) / total
+                explore[i] = self.gamma / m
+                prob[i] = exploit[i] + explore[i]
+            else:
+                prob[i] = 0.0
+
+    def _estimates(self, const unsigned char[::1] allowed):
+        """No mean, sd or count is kept; ``probability`` of each allowed slot now."""
+        cdef Py_ssize_t k = self.k
+        block = np.full((3, k), np.nan)
+        cdef double[:, ::1] b = block
+        if k:
+            self._probabilities(&allowed[0], &b[0, 0], &b[1, 0], &b[2, 0])
+        nan = np.full(k, np.nan)
+        return {"pulls": nan, "mean": nan.copy(), "sd": nan.copy(), "probability": block[2]}
+
 
 cdef class SoftmaxKernel(MeanKernel):
     cdef double temperature
@@ -668,3 +946,48 @@ cdef class SoftmaxKernel(MeanKernel):
         arm = _sample_index(scores, allowed, self.k, self.rng)
         propensity[0] = scores[arm]
         return arm
+
+    cdef void _probabilities(self, const unsigned char* allowed, double* prob) noexcept nogil:
+        """exp((mean_i - top) / temperature) / total over the allowed slots (mean 1 untried)."""
+        cdef Py_ssize_t i
+        cdef double top = -INFINITY, total = 0.0, mean
+        for i in range(self.k):
+            if allowed[i]:
+                mean = self.s[i] / self.n[i] if self.n[i] > 0.0 else 1.0
+                if mean > top:
+                    top = mean
+        for i in range(self.k):
+            if allowed[i]:
+                mean = self.s[i] / self.n[i] if self.n[i] > 0.0 else 1.0
+                total += exp((mean - top) / self.temperature)
+        for i in range(self.k):
+            if allowed[i] and total > 0.0:
+                mean = self.s[i] / self.n[i] if self.n[i] > 0.0 else 1.0
+                prob[i] = exp((mean - top) / self.temperature) / total
+            else:
+                prob[i] = 0.0
+
+    cdef void _explain(self, const double* x, const unsigned char* allowed, const double* scores,
+                       Py_ssize_t arm, double propensity, double* out,
+                       double* theta_x) noexcept nogil:
+        """The score is the probability: all exploitation; ``mean`` is the one it read."""
+        cdef Py_ssize_t i, k = self.k
+        self._probabilities(allowed, &out[EX_PROBABILITY * k])
+        for i in range(k):
+            out[EX_PULLS * k + i] = self.n[i]
+            out[EX_MEAN * k + i] = self.s[i] / self.n[i] if self.n[i] > 0.0 else 1.0
+            if allowed[i]:
+                out[EX_EXPLOITATION * k + i] = out[EX_PROBABILITY * k + i]
+                out[EX_EXPLORATION * k + i] = 0.0
+
+    def _estimates(self, const unsigned char[::1] allowed):
+        """As ``MeanKernel``'s, with the untried slots' mean read as 1 (as the policy does),
+        and ``probability`` of each allowed slot now."""
+        est = MeanKernel._estimates(self, allowed)
+        est["mean"] = np.where(np.asarray(self.n) > 0.0, est["mean"], 1.0)
+        prob = np.zeros(self.k)
+        cdef double[::1] p = prob
+        if self.k:
+            self._probabilities(&allowed[0], &p[0])
+        est["probability"] = prob
+        return est

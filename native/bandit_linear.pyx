@@ -4,10 +4,22 @@ with the small dense linear algebra they need (Sherman-Morrison, rank-one Choles
 triangular solves). See ``llmopt.native.bandit_base`` for the shared machinery."""
 
 cimport numpy as cnp
-from libc.math cimport INFINITY, sqrt
+from libc.math cimport INFINITY, NAN, sqrt
 from numpy.random.c_distributions cimport random_standard_normal
 
-from llmopt.native.bandit_base cimport ContextKernel, _argmax_ties, _normal_propensity
+from llmopt.native.bandit_base cimport (
+    EX_EXPLOITATION,
+    EX_EXPLORATION,
+    EX_MEAN,
+    EX_POSTERIOR_MEAN,
+    EX_POSTERIOR_SD,
+    EX_PROBABILITY,
+    EX_PULLS,
+    ContextKernel,
+    _argmax_ties,
+    _normal_propensity,
+    _tie_probability,
+)
 
 import numpy as np
 
@@ -169,6 +181,42 @@ cdef class LinUCBKernel(ContextKernel):
         _matvec(ainv, &self.b[arm, 0], &self.theta[arm, 0], d)
         self.pulls[arm] += 1.0
 
+    cdef void _explain(self, const double* x, const unsigned char* allowed, const double* scores,
+                       Py_ssize_t arm, double propensity, double* out,
+                       double* theta_x) noexcept nogil:
+        """theta . x (split into theta_j x_j) + alpha sqrt(x^T A^-1 x); +inf bonus untried."""
+        cdef Py_ssize_t i, j, k = self.k, d = self.dim
+        cdef double* u = &self.work[0]
+        cdef double q
+        for i in range(k):
+            for j in range(d):
+                theta_x[i * d + j] = self.theta[i, j] * x[j]
+            out[EX_MEAN * k + i] = _dot(&self.theta[i, 0], x, d)
+            out[EX_PULLS * k + i] = self.pulls[i]
+            if not allowed[i]:
+                continue
+            out[EX_EXPLOITATION * k + i] = out[EX_MEAN * k + i]
+            if self.pulls[i] > 0.0:
+                _matvec(&self.ainv[i, 0, 0], x, u, d)
+                q = _dot(x, u, d)
+                out[EX_EXPLORATION * k + i] = self.alpha * sqrt(q if q > 0.0 else 0.0)
+            else:
+                out[EX_EXPLORATION * k + i] = INFINITY
+        _tie_probability(scores, allowed, k, &out[EX_PROBABILITY * k])
+
+    def _estimates(self, const unsigned char[::1] allowed):
+        """``theta`` = A^-1 b; ``theta_sd`` = sqrt(diag A^-1) (unit noise scale: the bonus is
+        alpha times the sd of theta . x, sqrt(x^T A^-1 x))."""
+        ainv = np.asarray(self.ainv)
+        nan = np.full(self.k, np.nan)
+        return {
+            "pulls": np.array(self.pulls, copy=True),
+            "mean": nan,
+            "sd": nan.copy(),
+            "theta": np.array(self.theta, copy=True),
+            "theta_sd": np.sqrt(np.maximum(np.diagonal(ainv, axis1=1, axis2=2), 0.0)),
+        }
+
 
 cdef class HybridLinUCBKernel(ContextKernel):
     """Li et al. 2010, algorithm 2, with z = x. Shared ``a0`` (k x k), ``a0inv``, ``b0``,
@@ -296,6 +344,72 @@ cdef class HybridLinUCBKernel(ContextKernel):
         _matvec(&self.a0inv[0, 0], &self.b0[0], &self.beta[0], d)
         self.pulls[arm] += 1.0
 
+    cdef void _explain(self, const double* x, const unsigned char* allowed, const double* scores,
+                       Py_ssize_t arm, double propensity, double* out,
+                       double* theta_x) noexcept nogil:
+        """x . beta + x . theta_a (split into x_j (beta_j + theta_a,j)) + alpha sqrt(s_a), as
+        ``_select`` scores it; +inf bonus untried."""
+        cdef Py_ssize_t i, r, c, j, k = self.k, d = self.dim
+        cdef double* w = &self.work[0]       # A0^-1 z
+        cdef double* u = &self.work[d]       # A_a^-1 x
+        cdef double* v = &self.work[2 * d]   # B_a^T A_a^-1 x
+        cdef double* t = &self.work[3 * d]   # b_a - B_a beta, then A0^-1 v
+        cdef double* th = &self.work[4 * d]  # theta_a
+        cdef double zw, base, s, acc
+        cdef double* bm
+        _matvec(&self.a0inv[0, 0], x, w, d)
+        zw = _dot(x, w, d)
+        base = _dot(x, &self.beta[0], d)
+        for i in range(k):
+            bm = &self.bmat[i, 0, 0]
+            for r in range(d):
+                t[r] = self.b[i, r] - _dot(&bm[r * d], &self.beta[0], d)
+            _matvec(&self.ainv[i, 0, 0], t, th, d)
+            for j in range(d):
+                theta_x[i * d + j] = x[j] * (self.beta[j] + th[j])
+            out[EX_MEAN * k + i] = base + _dot(x, th, d)
+            out[EX_PULLS * k + i] = self.pulls[i]
+            if not allowed[i]:
+                continue
+            out[EX_EXPLOITATION * k + i] = out[EX_MEAN * k + i]
+            if self.pulls[i] <= 0.0:
+                out[EX_EXPLORATION * k + i] = INFINITY
+                continue
+            _matvec(&self.ainv[i, 0, 0], x, u, d)
+            for c in range(d):
+                acc = 0.0
+                for r in range(d):
+                    acc += bm[r * d + c] * u[r]
+                v[c] = acc
+            _matvec(&self.a0inv[0, 0], v, t, d)
+            s = zw - 2.0 * _dot(w, v, d) + _dot(x, u, d) + _dot(v, t, d)
+            out[EX_EXPLORATION * k + i] = self.alpha * sqrt(s if s > 0.0 else 0.0)
+        _tie_probability(scores, allowed, k, &out[EX_PROBABILITY * k])
+
+    def _estimates(self, const unsigned char[::1] allowed):
+        """``theta`` = beta + theta_a (shared plus own, theta_a = A_a^-1 (b_a - B_a beta));
+        ``theta_sd`` = the sd of each coefficient of that sum: the square root of the diagonal
+        of the matrix whose quadratic form is the bonus's s_a (unit noise scale)."""
+        a0inv = np.asarray(self.a0inv)
+        beta = np.asarray(self.beta)
+        ainv = np.asarray(self.ainv)
+        bmat = np.asarray(self.bmat)
+        own = np.einsum("kij,kj->ki", ainv, np.asarray(self.b) - bmat @ beta)
+        # s(x) = x' A0^-1 x - 2 x' A0^-1 B' A^-1 x + x' A^-1 x + x' A^-1 B A0^-1 B' A^-1 x; at
+        # x = e_j each term is a diagonal entry (A^-1 is symmetric: B' A^-1 = (A^-1 B)').
+        ainv_b = ainv @ bmat
+        cross = np.einsum("ij,kji->ki", a0inv, np.swapaxes(ainv_b, 1, 2))
+        last = np.einsum("kij,jl,kil->ki", ainv_b, a0inv, ainv_b)
+        var = np.diag(a0inv)[None, :] - 2.0 * cross + np.diagonal(ainv, axis1=1, axis2=2) + last
+        nan = np.full(self.k, np.nan)
+        return {
+            "pulls": np.array(self.pulls, copy=True),
+            "mean": nan,
+            "sd": nan.copy(),
+            "theta": beta[None, :] + own,
+            "theta_sd": np.sqrt(np.maximum(var, 0.0)),
+        }
+
 
 cdef class LinearThompsonKernel(ContextKernel):
     """Per slot lower Cholesky factor ``chol`` of B = lambda I + sum x x^T, ``f = sum r x`` and
@@ -364,6 +478,43 @@ cdef class LinearThompsonKernel(ContextKernel):
         _forward(l, &self.f[arm, 0], y, d)
         _backward_t(l, y, &self.mu[arm, 0], d)
 
+    cdef void _explain(self, const double* x, const unsigned char* allowed, const double* scores,
+                       Py_ssize_t arm, double propensity, double* out,
+                       double* theta_x) noexcept nogil:
+        """The draw = x . mu (split into mu_j x_j) + (draw - x . mu); the score's posterior
+        sd v ||L^-1 x||. No count of rewards is kept (``pulls`` NaN)."""
+        cdef Py_ssize_t i, j, k = self.k, d = self.dim
+        cdef double* y = &self.work[0]
+        cdef double mean
+        for i in range(k):
+            _forward(&self.chol[i, 0, 0], x, y, d)
+            for j in range(d):
+                theta_x[i * d + j] = self.mu[i, j] * x[j]
+            mean = _dot(x, &self.mu[i, 0], d)
+            out[EX_MEAN * k + i] = mean
+            out[EX_POSTERIOR_MEAN * k + i] = mean
+            out[EX_POSTERIOR_SD * k + i] = self.v * sqrt(_dot(y, y, d))
+            if allowed[i]:
+                out[EX_EXPLOITATION * k + i] = mean
+                out[EX_EXPLORATION * k + i] = scores[i] - mean
+        if 0 <= arm < k:
+            out[EX_PROBABILITY * k + arm] = propensity
+
+    def _estimates(self, const unsigned char[::1] allowed):
+        """``theta`` = mu = B^-1 f; ``theta_sd`` = v sqrt(diag B^-1) (the posterior's); no
+        count of rewards is kept (``pulls`` NaN)."""
+        chol = np.asarray(self.chol)
+        eye = np.eye(self.dim)
+        linv = np.array([np.linalg.solve(l, eye) for l in chol]).reshape(self.k, self.dim, self.dim)
+        nan = np.full(self.k, np.nan)
+        return {
+            "pulls": nan,
+            "mean": nan.copy(),
+            "sd": nan.copy(),
+            "theta": np.array(self.mu, copy=True),
+            "theta_sd": self.v * np.sqrt(np.sum(linv * linv, axis=1)),
+        }
+
 
 cdef class DiagonalThompsonKernel(ContextKernel):
     """Per slot and feature precision ``prec`` and ``bvec = sum r x_j / noise_variance``;
@@ -422,3 +573,40 @@ cdef class DiagonalThompsonKernel(ContextKernel):
         for j in range(self.dim):
             self.prec[arm, j] += x[j] * x[j] / self.noise_variance
             self.bvec[arm, j] += reward * x[j] / self.noise_variance
+
+    cdef void _explain(self, const double* x, const unsigned char* allowed, const double* scores,
+                       Py_ssize_t arm, double propensity, double* out,
+                       double* theta_x) noexcept nogil:
+        """The draw = sum x_j bvec_j / prec_j (those terms) + (draw - that); the score's
+        posterior sd sqrt(sum x_j^2 / prec_j). No count of rewards is kept (``pulls`` NaN)."""
+        cdef Py_ssize_t i, j, k = self.k, d = self.dim
+        cdef double m, var, p
+        for i in range(k):
+            m = 0.0
+            var = 0.0
+            for j in range(d):
+                p = self.prec[i, j]
+                theta_x[i * d + j] = x[j] * (self.bvec[i, j] / p)
+                m += theta_x[i * d + j]
+                var += x[j] * x[j] / p
+            out[EX_MEAN * k + i] = m
+            out[EX_POSTERIOR_MEAN * k + i] = m
+            out[EX_POSTERIOR_SD * k + i] = sqrt(var)
+            if allowed[i]:
+                out[EX_EXPLOITATION * k + i] = m
+                out[EX_EXPLORATION * k + i] = scores[i] - m
+        if 0 <= arm < k:
+            out[EX_PROBABILITY * k + arm] = propensity
+
+    def _estimates(self, const unsigned char[::1] allowed):
+        """``theta`` = bvec / prec and ``theta_sd`` = 1 / sqrt(prec), per slot and feature;
+        no count of rewards is kept (``pulls`` NaN)."""
+        prec = np.asarray(self.prec)
+        nan = np.full(self.k, np.nan)
+        return {
+            "pulls": nan,
+            "mean": nan.copy(),
+            "sd": nan.copy(),
+            "theta": np.asarray(self.bvec) / prec,
+            "theta_sd": 1.0 / np.sqrt(prec),
+        }

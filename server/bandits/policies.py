@@ -36,6 +36,16 @@ Conventions shared by every policy (see ``llmopt.bandits.policy`` for the contra
   for the learned-noise Gaussian (its degrees of freedom taken as at least 3, where the t's
   variance would be infinite). Arms whose score ``mean + 5 sd`` stays below the chosen arm's
   ``mean - 5 sd`` are not drawn (they would beat it with probability below 6e-7).
+* Every policy explains a selection (``explain``, right after ``select``: no work is added to
+  ``select`` itself) and reports what it has learned (``estimates``); ``llmopt.bandits.explain``
+  reads both. An eligible arm's score is its exploitation part plus its exploration part: the
+  mean (or theta . x) plus the bonus, computed from the bonus's own formula, for the UCB-style
+  policies (an unpulled arm: 0 plus +inf; hybrid LinUCB: x . beta plus +inf); the posterior
+  mean plus the draw's distance from it for Thompson policies; the weight share
+  ``(1 - gamma) w_i / sum w`` plus ``gamma / K`` for EXP3; the probability plus 0 for softmax,
+  and the mean plus 0 for epsilon-greedy. ``probability`` is exact for index policies (1 / ties
+  at the maximum), epsilon-greedy (at the epsilon the selection drew with), EXP3 and softmax;
+  Thompson policies know the chosen arm's (its propensity) only.
 * Every policy takes a ``seed``: a ``numpy.random.PCG64(seed)`` feeds the kernel through numpy's C
   random API, so the same seed and the same calls give the same choices, and ``get_state`` /
   ``set_state`` (also used by pickling) resume the generator exactly.
@@ -530,6 +540,24 @@ class NativePolicy(Policy):
         if arm < 0:
             raise errors.FailedPrecondition("arms: no arm is eligible (all removed or excluded)")
         return Selection(arm, propensity, scores)
+
+    def explain(
+        self, x: np.ndarray | None, allowed: np.ndarray, selection: Selection
+    ) -> dict[str, np.ndarray]:
+        try:
+            raw: dict[str, np.ndarray] = self._kernel.explain(
+                x, allowed, selection.scores, selection.arm, selection.propensity
+            )
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise errors.InvalidArgument(str(exc)) from None
+        return raw
+
+    def estimates(self, allowed: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        try:
+            est: dict[str, np.ndarray] = self._kernel.estimates(allowed)
+        except (ValueError, TypeError) as exc:
+            raise errors.InvalidArgument(str(exc)) from None
+        return est
 
     def update(
         self, arm: int, reward: float, x: np.ndarray | None, propensity: float | None = None

@@ -36,6 +36,9 @@ class Policy(ABC):
     contextual: bool = False
     """Whether ``select`` and ``update`` read ``x`` (set by each implementation)."""
 
+    config: Any
+    """The frozen config this policy implements (its ``ONEOF`` and ``EXPLORATION`` name it)."""
+
     @abstractmethod
     def add_arm(self) -> int:
         """Append a cold arm slot and return its index."""
@@ -52,6 +55,28 @@ class Policy(ABC):
 
         ``propensity`` is the one logged with the decision; EXP3 weighs the reward by its inverse
         (without it, the probability the arm had at its latest selection); others ignore it."""
+
+    @abstractmethod
+    def explain(
+        self, x: np.ndarray | None, allowed: np.ndarray, selection: Selection
+    ) -> dict[str, np.ndarray]:
+        """Why ``selection`` (what ``select(x, allowed)`` just returned) scored what it did.
+
+        Call it right after that ``select``, under the same lock, before any other change.
+        Per-slot float64 arrays: ``exploitation`` + ``exploration`` = the score of each
+        eligible slot (NaN for the others); ``mean``; ``posterior_mean`` and ``posterior_sd``
+        (Thompson policies, NaN otherwise); ``probability`` (of choosing the slot for this
+        context and mask; NaN where only the chosen slot's propensity is known); ``pulls``;
+        contextual policies add ``theta_x`` (slots x dim, theta_i x_i). Policy-wide values may
+        be added (epsilon-greedy: ``epsilon``, the one the selection drew with). Explanations
+        read ``llmopt.bandits.explain``'s types; this is the raw form."""
+
+    @abstractmethod
+    def estimates(self, allowed: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """What the policy has learned, per slot: ``pulls``, ``mean``, ``sd`` (the policy's own
+        uncertainty about the mean); linear policies ``theta`` and ``theta_sd`` (slots x dim);
+        EXP3 and softmax ``probability`` of choosing each slot now, among ``allowed`` (a uint8
+        mask; default every slot)."""
 
     @abstractmethod
     def add_selections(self, n: int) -> None:

@@ -6,6 +6,11 @@ for the contextual policies: matrices are kept as sums and inverted or factored 
 updated by Sherman-Morrison), drawing from a ``numpy.random.Generator(PCG64(seed))`` in the same
 order as the kernels, so that a kernel and its reference fed the same calls make the same choices.
 ``state()`` gives the learned statistics under the names of the kernel's ``get_state``.
+
+For the explanations: ``exploitation(x, allowed)`` is each allowed arm's exploitation part of
+its score, by the reference's own maths (NaN elsewhere): the tests take the exploration part as
+the reference's score minus it; ``estimates()`` is what ``Kernel.estimates`` should report
+(means and their sd, theta and its sd, probabilities), computed from the reference's sums.
 """
 
 from __future__ import annotations
@@ -37,6 +42,12 @@ class Reference:
         pass
 
     def cold(self) -> None:
+        raise NotImplementedError
+
+    def exploitation(self, x: Any, allowed: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def estimates(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
     def add_arm(self) -> int:
@@ -122,6 +133,45 @@ class MeanRef(Reference):
 
     def state(self) -> dict[str, np.ndarray]:
         return {"n": np.array(self.n), "s": np.array(self.s), "ss": np.array(self.ss)}
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n, s) per arm, as the index reads them."""
+        return np.array(self.n), np.array(self.s)
+
+    def exploitation(self, x: Any, allowed: np.ndarray) -> np.ndarray:
+        """The mean; 0 for an untried arm (its +inf score is all exploration)."""
+        n, s = self.stats()
+        out = np.full(self.k, math.nan)
+        for i in range(self.k):
+            if allowed[i]:
+                out[i] = s[i] / n[i] if n[i] > 0 else 0.0
+        return out
+
+    def estimates(self) -> dict[str, np.ndarray]:
+        """The mean and its standard error from the rewards' sample variance."""
+        n, s = self.stats()
+        mean = np.array([s[i] / n[i] if n[i] > 0 else math.nan for i in range(self.k)])
+        sd = np.array(
+            [
+                math.sqrt(max(self.ss[i] / n[i] - mean[i] ** 2, 0.0) / n[i])
+                if n[i] > 0
+                else math.nan
+                for i in range(self.k)
+            ]
+        )
+        return {"pulls": n, "mean": mean, "sd": sd}
+
+    def bounded_estimates(self) -> dict[str, np.ndarray]:
+        """The mean and the largest standard error [0, 1] rewards allow: sqrt(m (1 - m) / n)."""
+        n, s = self.stats()
+        mean = np.array([s[i] / n[i] if n[i] > 0 else math.nan for i in range(self.k)])
+        sd = np.array(
+            [
+                math.sqrt(max(mean[i] * (1 - mean[i]), 0.0) / n[i]) if n[i] > 0 else math.nan
+                for i in range(self.k)
+            ]
+        )
+        return {"pulls": n, "mean": mean, "sd": sd}
 
 
 class EpsilonGreedyRef(MeanRef):
@@ -252,6 +302,14 @@ class DiscountedUCBRef(MeanRef):
     def state(self) -> dict[str, np.ndarray]:
         return {"n": np.array(self.n), "s": np.array(self.s), "pulls": np.array(self.pulls)}
 
+    def exploitation(self, x: Any, allowed: np.ndarray) -> np.ndarray:
+        out = super().exploitation(x, allowed)
+        out[(np.array(self.pulls) == 0) & (allowed == 1)] = 0.0
+        return out
+
+    def estimates(self) -> dict[str, np.ndarray]:
+        return self.bounded_estimates()
+
 
 class SlidingWindowUCBRef(MeanRef):
     def init(self) -> None:
@@ -289,6 +347,12 @@ class SlidingWindowUCBRef(MeanRef):
         n, s = self.window_stats()
         return {"n": n, "s": s}
 
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.window_stats()
+
+    def estimates(self) -> dict[str, np.ndarray]:
+        return self.bounded_estimates()
+
 
 class ThompsonBetaRef(Reference):
     def init(self) -> None:
@@ -318,6 +382,17 @@ class ThompsonBetaRef(Reference):
 
     def state(self) -> dict[str, np.ndarray]:
         return {"alpha": np.array(self.alpha), "beta": np.array(self.beta)}
+
+    def estimates(self) -> dict[str, np.ndarray]:
+        a, b = np.array(self.alpha), np.array(self.beta)
+        return {
+            "pulls": a + b - self.c.prior_alpha - self.c.prior_beta,
+            "mean": a / (a + b),
+            "sd": np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1))),
+        }
+
+    def exploitation(self, x: Any, allowed: np.ndarray) -> np.ndarray:
+        return np.where(allowed == 1, self.estimates()["mean"], math.nan)
 
 
 class ThompsonGaussianRef(Reference):
@@ -393,6 +468,29 @@ class ThompsonGaussianRef(Reference):
         )
         return {"n": n, "mean": mean, "m2": m2}
 
+    def estimates(self) -> dict[str, np.ndarray]:
+        """The posterior of each arm's mean: normal (known noise), or the Student t marginal's
+        location and sd at 3 or more degrees of freedom (learned noise)."""
+        c = self.c
+        mean, sd = [], []
+        for i, r in enumerate(self.rewards):
+            if c.noise_variance is not None:
+                prec = 1.0 / c.prior_variance + len(r) / c.noise_variance
+                mean.append(
+                    (c.prior_mean / c.prior_variance + math.fsum(r) / c.noise_variance) / prec
+                )
+                sd.append(1.0 / math.sqrt(prec))
+            else:
+                mu, kappa, alpha, beta = self.posterior(i)
+                dof = max(2 * alpha, 3.0)
+                mean.append(mu)
+                sd.append(math.sqrt(beta / (alpha * kappa) * dof / (dof - 2)))
+        n = np.array([float(len(r)) for r in self.rewards])
+        return {"pulls": n, "mean": np.array(mean), "sd": np.array(sd)}
+
+    def exploitation(self, x: Any, allowed: np.ndarray) -> np.ndarray:
+        return np.where(allowed == 1, self.estimates()["mean"], math.nan)
+
 
 class EXP3Ref(Reference):
     def init(self) -> None:
@@ -431,6 +529,20 @@ class EXP3Ref(Reference):
     def state(self) -> dict[str, np.ndarray]:
         return {"logw": np.array(self.logw), "last_p": np.array(self.last_p)}
 
+    def weight_share(self, allowed: np.ndarray) -> np.ndarray:
+        """(1 - gamma) w_i / sum w over the allowed arms (NaN elsewhere)."""
+        w = np.where(allowed == 1, np.exp(np.array(self.logw) - max(self.logw)), math.nan)
+        return (1.0 - self.c.gamma) * w / np.nansum(w)
+
+    def exploitation(self, x: Any, allowed: np.ndarray) -> np.ndarray:
+        return self.weight_share(allowed)
+
+    def estimates(self) -> dict[str, np.ndarray]:
+        nan = np.full(self.k, math.nan)
+        allowed = np.ones(self.k, dtype=np.uint8)
+        p = self.weight_share(allowed) + self.c.gamma / self.k
+        return {"pulls": nan, "mean": nan, "sd": nan, "probability": p}
+
 
 class SoftmaxRef(MeanRef):
     def select(self, x: Any, allowed: np.ndarray) -> tuple[int, float, np.ndarray]:
@@ -446,6 +558,20 @@ class SoftmaxRef(MeanRef):
             p[i] = p[i] / total
         arm = self.sample_index(p, allowed)
         return arm, p[arm], np.array(p)
+
+    def probabilities(self, allowed: np.ndarray) -> np.ndarray:
+        means = np.array([s / n if n > 0 else 1.0 for n, s in zip(self.n, self.s, strict=True)])
+        e = np.where(allowed == 1, np.exp(means / self.c.temperature), 0.0)
+        return e / e.sum()
+
+    def exploitation(self, x: Any, allowed: np.ndarray) -> np.ndarray:
+        return np.where(allowed == 1, self.probabilities(allowed), math.nan)
+
+    def estimates(self) -> dict[str, np.ndarray]:
+        est = super().estimates()
+        est["mean"] = np.where(est["pulls"] > 0, est["mean"], 1.0)
+        est["probability"] = self.probabilities(np.ones(self.k, dtype=np.uint8))
+        return est
 
 
 # --- contextual ------------------------------------------------------------------------------
@@ -495,6 +621,21 @@ class LinUCBRef(Reference):
             "pulls": np.array(self.pulls),
         }
 
+    def estimates(self) -> dict[str, np.ndarray]:
+        nan = np.full(self.k, math.nan)
+        theta = np.array([np.linalg.solve(a, b) for a, b in zip(self.a, self.b, strict=True)])
+        sd = np.array([np.sqrt(np.diag(np.linalg.inv(a))) for a in self.a])
+        return {
+            "pulls": np.array(self.pulls),
+            "mean": nan,
+            "sd": nan,
+            "theta": theta,
+            "theta_sd": sd,
+        }
+
+    def exploitation(self, x: Any, allowed: np.ndarray) -> np.ndarray:
+        return np.where(allowed == 1, self.estimates()["theta"] @ x, math.nan)
+
 
 class HybridLinUCBRef(Reference):
     """Li et al. 2010 algorithm 2 as printed, with z = x and explicit inverses."""
@@ -540,6 +681,40 @@ class HybridLinUCBRef(Reference):
             scores[i] = float(z @ beta + x @ theta + self.c.alpha * math.sqrt(max(s, 0.0)))
         arm, p = self.argmax_ties(scores, allowed)
         return arm, p, np.array(scores)
+
+    def coefficients(self, i: int) -> np.ndarray:
+        """beta + theta_i: the shared coefficients plus the arm's own."""
+        beta = np.linalg.solve(self.a0, self.b0)
+        return beta + np.linalg.solve(self.a[i], self.b[i] - self.bm[i] @ beta)
+
+    def score_variance(self, i: int, x: np.ndarray) -> float:
+        """s of Li et al.'s algorithm 2 for arm i at context x (z = x)."""
+        a0inv, ainv, bm, z = np.linalg.inv(self.a0), np.linalg.inv(self.a[i]), self.bm[i], x
+        return float(
+            z @ a0inv @ z
+            - 2.0 * z @ a0inv @ bm.T @ ainv @ x
+            + x @ ainv @ x
+            + x @ ainv @ bm @ a0inv @ bm.T @ ainv @ x
+        )
+
+    def estimates(self) -> dict[str, np.ndarray]:
+        """theta_sd_j: the sd of coefficient j, s at the unit context e_j."""
+        nan = np.full(self.k, math.nan)
+        eye = np.eye(self.dim)
+        theta = np.array([self.coefficients(i) for i in range(self.k)])
+        sd = np.array(
+            [[math.sqrt(max(self.score_variance(i, e), 0.0)) for e in eye] for i in range(self.k)]
+        )
+        return {
+            "pulls": np.array(self.pulls),
+            "mean": nan,
+            "sd": nan,
+            "theta": theta,
+            "theta_sd": sd,
+        }
+
+    def exploitation(self, x: Any, allowed: np.ndarray) -> np.ndarray:
+        return np.where(allowed == 1, self.estimates()["theta"] @ x, math.nan)
 
     def update(self, arm: int, r: float, x: Any = None, propensity: float | None = None) -> None:
         z = x
@@ -612,6 +787,19 @@ class LinearThompsonRef(Reference):
             "mu": np.array([np.linalg.solve(b, f) for b, f in zip(self.bmat, self.f, strict=True)]),
         }
 
+    def estimates(self) -> dict[str, np.ndarray]:
+        nan = np.full(self.k, math.nan)
+        theta = self.state()["mu"]
+        sd = np.array([self.c.v * np.sqrt(np.diag(np.linalg.inv(b))) for b in self.bmat])
+        return {"pulls": nan, "mean": nan, "sd": nan, "theta": theta, "theta_sd": sd}
+
+    def exploitation(self, x: Any, allowed: np.ndarray) -> np.ndarray:
+        return np.where(allowed == 1, self.estimates()["theta"] @ x, math.nan)
+
+    def score_sd(self, x: np.ndarray) -> np.ndarray:
+        """The sd of each arm's draw x . theta: v sqrt(x^T B^-1 x)."""
+        return np.array([self.c.v * math.sqrt(x @ np.linalg.solve(b, x)) for b in self.bmat])
+
 
 class DiagonalThompsonRef(Reference):
     contextual = True
@@ -645,6 +833,17 @@ class DiagonalThompsonRef(Reference):
 
     def state(self) -> dict[str, np.ndarray]:
         return {"prec": np.array(self.prec), "bvec": np.array(self.bvec)}
+
+    def estimates(self) -> dict[str, np.ndarray]:
+        nan = np.full(self.k, math.nan)
+        prec, bvec = np.array(self.prec), np.array(self.bvec)
+        return {"pulls": nan, "mean": nan, "sd": nan, "theta": bvec / prec, "theta_sd": prec**-0.5}
+
+    def exploitation(self, x: Any, allowed: np.ndarray) -> np.ndarray:
+        return np.where(allowed == 1, self.estimates()["theta"] @ x, math.nan)
+
+    def score_sd(self, x: np.ndarray) -> np.ndarray:
+        return np.sqrt(np.array(self.prec) ** -1.0 @ (x * x))
 
 
 REFERENCES: dict[type, type[Reference]] = {
