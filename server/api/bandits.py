@@ -70,6 +70,7 @@ class BanditsServicer(bandits_pb2_grpc.BanditsServicer):
             excluded=request.excluded_arms,
             decision_id=request.decision_id,
             entity_ids=request.entity_ids,
+            explain=request.explain,
         )
         return cb.decision_answer(decision, self._arm_answer)
 
@@ -86,6 +87,20 @@ class BanditsServicer(bandits_pb2_grpc.BanditsServicer):
 
     def GetStats(self, request: bandits_pb2.GetStatsRequest, context: Any) -> Any:
         return cb.to_bandit_stats(self._service.stats(request.bandit))
+
+    def GetDecision(self, request: bandits_pb2.GetDecisionRequest, context: Any) -> Any:
+        decision = self._service.get_decision(request.decision_id, explain=request.explain)
+        return cb.to_logged_decision(decision)
+
+    def ListDecisions(self, request: bandits_pb2.ListDecisionsRequest, context: Any) -> Any:
+        bandit, start, end, page_size, page_token = cb.from_list_decisions(request)
+        decisions, token = self._service.list_decisions(bandit, start, end, page_size, page_token)
+        return bandits_pb2.ListDecisionsResponse(
+            decisions=[cb.to_logged_decision(d) for d in decisions], next_page_token=token
+        )
+
+    def GetArmEstimates(self, request: bandits_pb2.GetArmEstimatesRequest, context: Any) -> Any:
+        return cb.to_arm_estimates(self._service.arm_estimates(request.bandit))
 
 
 def bind(services: Services) -> ServiceBinding:

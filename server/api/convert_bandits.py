@@ -17,9 +17,18 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmopt import errors
+from llmopt.api.convert import to_request_context
 from llmopt.api.wire import decision_answer as native_decision_answer
 from llmopt.api.wire import reward_answer as native_reward_answer
 from llmopt.bandits.arms import Arm, LLMConfig
+from llmopt.bandits.explain import (
+    ArmEstimate,
+    ArmEstimates,
+    ArmExplanation,
+    ArmStatus,
+    Explanation,
+    FeatureContribution,
+)
 from llmopt.bandits.policies import CONFIG_BY_ONEOF, UCB1, PolicyConfig
 from llmopt.bandits.rewards import Feedback, Outcome, RewardConfig
 from llmopt.bandits.types import (
@@ -29,6 +38,7 @@ from llmopt.bandits.types import (
     BanditSpec,
     BanditStats,
     Decision,
+    LoggedDecision,
     RewardReceipt,
 )
 from llmopt.gen.llmopt.v1 import bandits_pb2, common_pb2
@@ -226,10 +236,197 @@ def to_timestamp(t: float) -> Timestamp:
 
 def decision_answer(d: Decision, arm_bytes: Callable[[Arm], bytes]) -> bytes:
     """The serialized Decision message (written natively, see ``llmopt.api.wire``); ``arm_bytes``
-    gives an arm's serialized Arm message (arms never change: it may come from a cache)."""
-    return native_decision_answer(
+    gives an arm's serialized Arm message (arms never change: it may come from a cache). An
+    explained decision's Explanation is appended as field 7 (a length-delimited field added to
+    a serialized message is the message with that field set), so the usual answer is as it was."""
+    answer = native_decision_answer(
         d.decision_id, d.bandit, arm_bytes(d.arm), d.propensity, d.arm_ids, d.arm_scores, d.time
     )
+    if d.explanation is None:
+        return answer  # type: ignore[no-any-return]
+    return answer + _length_delimited(_EXPLANATION_FIELD, to_explanation(d.explanation))  # type: ignore[no-any-return]
+
+
+_EXPLANATION_FIELD = bandits_pb2.Decision.DESCRIPTOR.fields_by_name["explanation"].number
+
+
+def _length_delimited(number: int, msg: Any) -> bytes:
+    """Field ``number`` holding the serialized ``msg``, as protobuf writes it."""
+    data = msg.SerializeToString()
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# -- explanations and estimates -------------------------------------------------------------------
+
+
+def to_explanation(e: Explanation) -> bandits_pb2.Explanation:
+    return bandits_pb2.Explanation(
+        policy=e.policy,
+        exploration_kind=e.exploration_kind,
+        chosen_arm_id=e.chosen_arm_id,
+        propensity=e.propensity,
+        reason=e.reason,
+        arms=[to_arm_explanation(a) for a in e.arms],
+    )
+
+
+def to_arm_explanation(a: ArmExplanation) -> bandits_pb2.ArmExplanation:
+    return bandits_pb2.ArmExplanation(
+        arm_id=a.arm_id,
+        status=int(a.status),  # type: ignore[arg-type]
+        score=a.score,
+        exploitation=a.exploitation,
+        exploration=a.exploration,
+        mean=a.mean,
+        posterior_mean=a.posterior_mean,
+        posterior_sd=a.posterior_sd,
+        probability=a.probability,
+        pulls=a.pulls,
+        contributions=[
+            bandits_pb2.FeatureContribution(name=c.name, value=c.value, contribution=c.contribution)
+            for c in a.contributions
+        ],
+    )
+
+
+def from_explanation(msg: bandits_pb2.Explanation) -> Explanation:
+    """The domain Explanation of a message (``to_explanation``'s inverse)."""
+    return Explanation(
+        policy=msg.policy,
+        exploration_kind=msg.exploration_kind,
+        chosen_arm_id=msg.chosen_arm_id,
+        propensity=msg.propensity,
+        reason=msg.reason,
+        arms=tuple(
+            ArmExplanation(
+                arm_id=a.arm_id,
+                status=ArmStatus(a.status),
+                score=a.score,
+                exploitation=a.exploitation,
+                exploration=a.exploration,
+                mean=a.mean,
+                posterior_mean=a.posterior_mean,
+                posterior_sd=a.posterior_sd,
+                probability=a.probability,
+                pulls=a.pulls,
+                contributions=tuple(
+                    FeatureContribution(c.name, c.value, c.contribution) for c in a.contributions
+                ),
+            )
+            for a in msg.arms
+        ),
+    )
+
+
+def to_arm_estimates(e: ArmEstimates) -> bandits_pb2.ArmEstimates:
+    return bandits_pb2.ArmEstimates(
+        bandit=e.bandit,
+        policy=e.policy,
+        slot_names=list(e.slot_names),
+        arms=[to_arm_estimate(a) for a in e.arms],
+    )
+
+
+def to_arm_estimate(a: ArmEstimate) -> bandits_pb2.ArmEstimate:
+    return bandits_pb2.ArmEstimate(
+        arm_id=a.arm_id,
+        removed=a.removed,
+        pulls=a.pulls,
+        mean=a.mean,
+        sd=a.sd,
+        ci_low=a.ci_low,
+        ci_high=a.ci_high,
+        theta=list(a.theta),
+        theta_sd=list(a.theta_sd),
+        probability=a.probability,
+    )
+
+
+# -- the decision log -----------------------------------------------------------------------------
+
+
+def to_outcome(o: Outcome) -> bandits_pb2.Outcome:
+    f = o.feedback
+    msg = bandits_pb2.Outcome(
+        cost=o.cost,
+        latency_ms=o.latency_ms,
+        tokens=o.tokens,
+        feedback=bandits_pb2.Feedback(
+            rating=f.rating,
+            task_completed=f.task_completed,
+            retried=f.retried,
+            edited=f.edited,
+            saved=f.saved,
+        ),
+        error=o.error,
+    )
+    if o.quality_score is not None:
+        msg.quality_score = o.quality_score
+    if f.dwell_seconds is not None:
+        msg.feedback.dwell_seconds = f.dwell_seconds
+    return msg
+
+
+def to_logged_decision(d: LoggedDecision) -> bandits_pb2.LoggedDecision:
+    msg = bandits_pb2.LoggedDecision(
+        decision_id=d.decision_id,
+        bandit=d.bandit,
+        arm=to_arm(d.arm),
+        propensity=d.propensity,
+        scores=[bandits_pb2.ArmScore(arm_id=a, score=s) for a, s in d.scores],
+        time=to_timestamp(d.time),
+        context_vector=d.context_vector.tolist(),
+        slot_names=list(d.slot_names),
+        status=int(d.status),  # type: ignore[arg-type]  # DecisionStatus values are the contract's
+        explanation_recomputed=d.explanation_recomputed,
+        degraded=d.degraded,
+        expire_time=to_timestamp(d.expire_time),
+    )
+    if d.context is not None:
+        msg.context.CopyFrom(to_request_context(d.context))
+    if d.reward is not None:
+        msg.reward = d.reward
+    if d.outcome is not None:
+        msg.outcome.CopyFrom(to_outcome(d.outcome))
+    if d.reward_time is not None:
+        msg.reward_time.CopyFrom(to_timestamp(d.reward_time))
+    if d.explanation is not None:
+        msg.explanation.CopyFrom(to_explanation(d.explanation))
+    return msg
+
+
+# The range of a valid Timestamp (google/protobuf/timestamp.proto): years 0001 through 9999.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def from_time(msg: Timestamp, field: str) -> float:
+    """Seconds since the epoch of a request's Timestamp; InvalidArgument naming ``field`` when
+    it is not a valid Timestamp (nanos out of [0, 1e9), seconds outside years 1 to 9999)."""
+    if not 0 <= msg.nanos < 1_000_000_000:
+        raise errors.invalid(f"{field}.nanos", msg.nanos, "must be in [0, 1e9)")
+    if not _MIN_SECONDS <= msg.seconds <= _MAX_SECONDS:
+        raise errors.invalid(
+            f"{field}.seconds", msg.seconds, "must be within years 0001 to 9999 (a Timestamp)"
+        )
+    return msg.seconds + msg.nanos / 1e9
+
+
+def from_list_decisions(
+    msg: bandits_pb2.ListDecisionsRequest,
+) -> tuple[str, float | None, float | None, int, str]:
+    """(bandit, start_time, end_time, page_size, page_token) of a ListDecisions request."""
+    start = from_time(msg.start_time, "start_time") if msg.HasField("start_time") else None
+    end = from_time(msg.end_time, "end_time") if msg.HasField("end_time") else None
+    return msg.bandit, start, end, msg.page.page_size, msg.page.page_token
 
 
 def reward_answer(receipt: RewardReceipt) -> bytes:

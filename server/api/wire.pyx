@@ -127,6 +127,8 @@ _decision_tags = message_tags(
         ("scores", _MESSAGE, True),
         ("time", _MESSAGE),
     ],
+    # Only for SelectArm with explain: appended to this answer by convert_bandits.
+    ("explanation",),
 )
 _score = _decision.fields_by_name["scores"].message_type
 _score_tags = message_tags(_score, [("arm_id", _STRING), ("score", _DOUBLE)])

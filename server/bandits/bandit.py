@@ -40,11 +40,22 @@ import numpy as np
 from llmopt import errors
 from llmopt.bandits import store as st
 from llmopt.bandits.arms import Arm
+from llmopt.bandits.explain import ArmEstimates, Explanation
 from llmopt.bandits.policies import make_policy
 from llmopt.bandits.policy import Policy
+from llmopt.bandits.rewards import Feedback, Outcome
 from llmopt.bandits.state import BanditState, OpenDecision
-from llmopt.bandits.types import BanditInfo, BanditSpec, BanditStats, Decision
+from llmopt.bandits.types import (
+    BanditInfo,
+    BanditSpec,
+    BanditStats,
+    Decision,
+    DecisionStatus,
+    LoggedDecision,
+)
+from llmopt.features.context import OutputLength, RequestContext
 from llmopt.storage import WriteFuture
+from llmopt.storage.records import decode_context
 
 log = logging.getLogger("llmopt.bandits")
 
@@ -98,6 +109,44 @@ def reused_id(decision_id: str) -> errors.AlreadyExists:
     )
 
 
+_STATUS = {
+    st.OPEN: DecisionStatus.OPEN,
+    st.REWARDED: DecisionStatus.REWARDED,
+    st.EXPIRED: DecisionStatus.EXPIRED,
+}
+
+
+def context_of(blob: bytes) -> RequestContext:
+    """The RequestContext a decision record kept (``llmopt.storage.records.encode_context``)."""
+    fields = decode_context(blob)
+    fields["output_length"] = OutputLength(fields["output_length"])
+    return RequestContext(**fields)
+
+
+def outcome_of(detail: dict[str, Any]) -> Outcome:
+    """The Outcome of a reward event's detail (``service._outcome_detail``)."""
+    return Outcome(
+        quality_score=detail.get("quality_score"),
+        cost=detail.get("cost", 0.0),
+        latency_ms=detail.get("latency_ms", 0.0),
+        tokens=detail.get("tokens", 0),
+        feedback=Feedback(
+            rating=detail.get("rating", 0),
+            task_completed=detail.get("task_completed", False),
+            retried=detail.get("retried", False),
+            edited=detail.get("edited", False),
+            dwell_seconds=detail.get("dwell_seconds"),
+            saved=detail.get("saved", False),
+        ),
+        error=detail.get("error", False),
+    )
+
+
+class KeptExplanation(Exception):
+    """A retry of an open decision whose explanation was kept: the answer comes from the log
+    (``BanditStore.find_decision``), where the explanation is, instead of from memory."""
+
+
 def _ignore(exc: BaseException) -> None:
     """A journaled change cannot fail once queued: it is already durable."""
 
@@ -143,6 +192,9 @@ class Bandit(BanditState):
         self._changes = 0  # since the last snapshot
         self._snapshot_time = time.monotonic()
         self._deleted = False
+        # The explanation of the decision just made with explain (read by select at once): open
+        # decisions keep none in memory, only a flag (a retry reads the log's).
+        self._made: Explanation | None = None
 
     # -- construction and recovery --------------------------------------------------------------
 
@@ -219,7 +271,14 @@ class Bandit(BanditState):
             )
         for d in store.open_decisions(row.id):
             od = OpenDecision(
-                d.slot, d.context, d.propensity, d.scores, d.time, d.expires, d.request_digest
+                d.slot,
+                d.context,
+                d.propensity,
+                d.scores,
+                d.time,
+                d.expires,
+                d.request_digest,
+                d.explanation is not None,
             )
             bandit._open[d.decision_id] = od
             bandit._expiry.append((d.expires, d.decision_id))
@@ -276,22 +335,35 @@ class Bandit(BanditState):
         decision_id: str | None,
         now: float,
         request_digest: bytes | None = None,
+        context: RequestContext | None = None,
+        explain: bool = False,
+        slot_names: Sequence[str] = (),
     ) -> Decision:
         """Choose an arm for context ``x``; log the decision durably before returning it. An
         open decision with the same ``decision_id`` is returned as it was when it was made for
-        the same request (``same_request``), and refused (AlreadyExists) otherwise."""
+        the same request (``same_request``), and refused (AlreadyExists) otherwise; one with a
+        kept explanation raises ``KeptExplanation`` (the caller reads it from the log).
+        ``context`` is the request's (logged with the decision); ``explain`` explains the choice
+        over ``x``'s ``slot_names`` and keeps the explanation with the logged decision."""
         did = decision_id or new_decision_id()  # outside the lock
         if not decision_id:
             request_digest = SERVER_MADE
+        explanation = None
         with self._lock:
             self._check_live()
             od = self._open.get(did)
             if od is None:
-                od = self._new_decision(x, excluded, did, now, request_digest)
+                od = self._new_decision(
+                    x, excluded, did, now, request_digest, context, explain, slot_names
+                )
+                if explain:
+                    explanation, self._made = self._made, None
             elif not same_request(od.request_digest, request_digest):
                 raise reused_id(did)
+            elif od.explained:
+                raise KeptExplanation(did)
         # The answer is built outside the lock: every other caller of this bandit queues on it.
-        return self._decision(did, od.slot, od.propensity, od.scores, od.time)
+        return self._decision(did, od.slot, od.propensity, od.scores, od.time, explanation)
 
     def holds(self, decision_id: str) -> bool:
         """Whether ``decision_id`` is one of this bandit's open decisions (no lock: a hint)."""
@@ -304,11 +376,16 @@ class Bandit(BanditState):
         decision_id: str,
         now: float,
         request_digest: bytes | None,
+        context: RequestContext | None,
+        explain: bool,
+        slot_names: Sequence[str],
     ) -> OpenDecision:
         if self._index.setdefault(decision_id, self.id) != self.id:
             raise reused_id(decision_id)
         try:
-            return self._log_decision(x, excluded, decision_id, now, request_digest)
+            return self._log_decision(
+                x, excluded, decision_id, now, request_digest, context, explain, slot_names
+            )
         except BaseException:
             self._forget(decision_id)
             raise
@@ -320,14 +397,44 @@ class Bandit(BanditState):
         decision_id: str,
         now: float,
         request_digest: bytes | None,
+        context: RequestContext | None,
+        explain: bool,
+        slot_names: Sequence[str],
     ) -> OpenDecision:
-        sel = self._select(x, excluded)
+        allowed = self._allowed(excluded)
+        sel = self._policy.select(x if self._contextual else None, allowed)
         propensity = float(sel.propensity)
         expires = now + self.spec.reward_wait
-        seq = self._store.log_decision(
-            decision_id, self.id, sel.arm, propensity, sel.scores, x, now, expires, request_digest
-        )
-        od = OpenDecision(sel.arm, x, propensity, sel.scores, now, expires, request_digest)
+        if explain:
+            explanation = self._explain(x, allowed, sel, slot_names)
+            seq = self._store.log_decision(
+                decision_id,
+                self.id,
+                sel.arm,
+                propensity,
+                sel.scores,
+                x,
+                now,
+                expires,
+                request_digest,
+                context,
+                explanation.to_json(),
+            )
+            self._made = explanation
+        else:
+            seq = self._store.log_decision(
+                decision_id,
+                self.id,
+                sel.arm,
+                propensity,
+                sel.scores,
+                x,
+                now,
+                expires,
+                request_digest,
+                context,
+            )
+        od = OpenDecision(sel.arm, x, propensity, sel.scores, now, expires, request_digest, explain)
         self._open[decision_id] = od
         self._expiry.append((expires, decision_id))
         self._applied(self._apply_decision, od, seq)
@@ -345,8 +452,59 @@ class Bandit(BanditState):
             del self._index[decision_id]
 
     def decision_from_store(self, d: st.StoredDecision) -> Decision:
+        explanation = None if d.explanation is None else Explanation.from_json(d.explanation)
         with self._lock:
-            return self._decision(d.decision_id, d.slot, d.propensity, d.scores, d.time)
+            return self._decision(
+                d.decision_id, d.slot, d.propensity, d.scores, d.time, explanation
+            )
+
+    def logged(
+        self, row: st.LoggedRow, slot_names: Sequence[str], explain: bool = False
+    ) -> LoggedDecision:
+        """A stored decision of this bandit as GetDecision returns it; ``explain``: recompute
+        its explanation, when none was kept, against the policy's state now."""
+        d = row.decision
+        explanation = None if d.explanation is None else Explanation.from_json(d.explanation)
+        recomputed = False
+        with self._lock:
+            self._check_live()
+            if explanation is None and explain:
+                explanation = self._explain_logged(
+                    d.context, d.slot, d.propensity, d.scores, slot_names
+                )
+                recomputed = True
+            arm = self._arms[d.slot]
+            arm_ids = self._arm_ids
+        status = _STATUS[d.status]
+        outcome = None
+        if row.reward_detail is not None:
+            outcome = outcome_of(row.reward_detail)
+        return LoggedDecision(
+            decision_id=d.decision_id,
+            bandit=self.name,
+            arm=arm,
+            propensity=d.propensity,
+            arm_ids=arm_ids,
+            arm_scores=d.scores,
+            time=d.time,
+            expire_time=d.expires,
+            context=None if d.request_context is None else context_of(d.request_context),
+            context_vector=d.context,
+            slot_names=tuple(slot_names),
+            status=status,
+            reward=row.reward if status != DecisionStatus.OPEN else None,
+            outcome=outcome,
+            reward_time=row.close_time if status != DecisionStatus.OPEN else None,
+            explanation=explanation,
+            explanation_recomputed=recomputed,
+            degraded=d.degraded,
+        )
+
+    def estimates(self, slot_names: Sequence[str]) -> ArmEstimates:
+        """What the policy has learned, per arm (``llmopt.bandits.explain.arm_estimates``)."""
+        with self._lock:
+            self._check_live()
+            return self._estimates(slot_names)
 
     # -- rewards and expiry ---------------------------------------------------------------------
 

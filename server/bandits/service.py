@@ -10,6 +10,11 @@ Contexts: a ready vector, else the bandit's feature set through ``features.vecto
 ``FeatureService``), else the built-in 10-dim request context vector. Rewards given as outcomes
 also feed ``features.record_arm_outcome`` under the arm key ``"<bandit>/<arm_id>"``.
 
+The decision log: every decision keeps the request's context (when one was sent), its vector
+and scores, and, when SelectArm asked (``explain``), its explanation
+(``llmopt.bandits.explain``); ``get_decision`` and ``list_decisions`` read it back joined with
+the reward or expiry that closed it, ``arm_estimates`` reads what each policy has learned.
+
 >>> import tempfile, pathlib
 >>> from llmopt.bandits.arms import Arm, LLMConfig
 >>> from llmopt.bandits.policies import UCB1
@@ -28,8 +33,10 @@ True
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -41,16 +48,18 @@ import numpy as np
 from llmopt import errors
 from llmopt.bandits import store as st
 from llmopt.bandits.arms import Arm, check_id
-from llmopt.bandits.bandit import Bandit, reused_id, same_request
+from llmopt.bandits.bandit import Bandit, KeptExplanation, reused_id, same_request
+from llmopt.bandits.explain import ArmEstimates
 from llmopt.bandits.rewards import Outcome, check_raw_reward, outcome_quality, outcome_reward
 from llmopt.bandits.types import (
     BanditInfo,
     BanditSpec,
     BanditStats,
     Decision,
+    LoggedDecision,
     RewardReceipt,
 )
-from llmopt.features.context import RequestContext, default_context
+from llmopt.features.context import DEFAULT_CONTEXT_SLOTS, RequestContext, default_context
 from llmopt.native.context import DEFAULT_CONTEXT_DIM
 from llmopt.ports import BanditFeatures
 
@@ -92,6 +101,8 @@ class BanditService:
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._ready = False
+        # Slot names of feature-set bandits' vectors, as the feature service last gave them.
+        self._slot_names: dict[str, tuple[str, ...]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -236,16 +247,23 @@ class BanditService:
         excluded: Iterable[str] = (),
         decision_id: str = "",
         entity_ids: Mapping[str, str] | None = None,
+        explain: bool = False,
     ) -> Decision:
         """Pick an arm. A ``decision_id`` already used makes the call a retry: the same request
         (``request_digest``: the bandit, context, vector, entity ids and excluded arms) gets that
-        decision as it was; a different one is refused with AlreadyExists naming the id."""
+        decision as it was, with its kept explanation if it has one; a different one is refused
+        with AlreadyExists naming the id. ``explain``: the decision carries its explanation
+        (``llmopt.bandits.explain``), which the log keeps (``get_decision``)."""
         b = self._bandit(bandit)
         digest = None
         if decision_id:
             check_id("decision_id", decision_id)
             excluded = tuple(excluded)
             digest = request_digest(bandit, context, vector, excluded, entity_ids)
+        if explain:
+            return self._select_explained(
+                b, context, vector, excluded, decision_id, entity_ids, digest
+            )
         x = self._context_vector(b, context, vector, entity_ids)
         if decision_id and not b.holds(decision_id):
             # A client's id must be new, or one of this bandit's finished decisions (a retry
@@ -255,10 +273,46 @@ class BanditService:
             if stored is not None:
                 return self._stored_decision(b, decision_id, stored, digest)
         try:
-            return b.select(x, excluded, decision_id or None, self._clock(), digest)
+            return b.select(x, excluded, decision_id or None, self._clock(), digest, context)
         except errors.AlreadyExists:
             if not decision_id:
                 raise
+        except KeptExplanation:
+            pass  # a retry of an explained decision: as the log keeps it
+        return self._stored_decision(b, decision_id, self._store.find_decision(decision_id), digest)
+
+    def _select_explained(
+        self,
+        b: Bandit,
+        context: RequestContext | None,
+        vector: np.ndarray | None,
+        excluded: Iterable[str],
+        decision_id: str,
+        entity_ids: Mapping[str, str] | None,
+        digest: bytes | None,
+    ) -> Decision:
+        """``select_arm`` with ``explain``: kept apart so that the usual path tests one flag."""
+        x, slot_names = self._context_vector_named(b, context, vector, entity_ids)
+        if decision_id and not b.holds(decision_id):
+            stored = self._store.find_decision(decision_id)
+            if stored is not None:
+                return self._stored_decision(b, decision_id, stored, digest)
+        try:
+            return b.select(
+                x,
+                excluded,
+                decision_id or None,
+                self._clock(),
+                digest,
+                context,
+                True,
+                slot_names,
+            )
+        except errors.AlreadyExists:
+            if not decision_id:
+                raise
+        except KeptExplanation:
+            pass
         return self._stored_decision(b, decision_id, self._store.find_decision(decision_id), digest)
 
     @staticmethod
@@ -324,6 +378,97 @@ class BanditService:
                 f"{b.name!r} was created for {b.dim}"
             )
         return x
+
+    def _context_vector_named(
+        self,
+        b: Bandit,
+        context: RequestContext | None,
+        vector: np.ndarray | None,
+        entity_ids: Mapping[str, str] | None,
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """``_context_vector`` and the names of its slots (the feature set's, as the feature
+        service gives them with the vector, or the default context's)."""
+        if b.spec.feature_set and (vector is None or not len(vector)) and self._features:
+            ctx = context or RequestContext()
+            fv = self._features.vector(b.spec.feature_set, ctx, dict(entity_ids or {}))
+            x = np.ascontiguousarray(fv.values, dtype=np.float64)
+            if x.shape != (b.dim,):
+                raise errors.FailedPrecondition(
+                    f"feature set {b.spec.feature_set!r} now gives {x.size} values; bandit "
+                    f"{b.name!r} was created for {b.dim}"
+                )
+            names = tuple(fv.slot_names)
+            self._slot_names[b.name] = names
+            return x, names
+        return self._context_vector(b, context, vector, entity_ids), self._names_of(b)
+
+    def _names_of(self, b: Bandit) -> tuple[str, ...]:
+        """The names of a bandit's context slots: the default context's, or its feature set's
+        (as the latest vector came with them; else asked of the feature service; else x0..)."""
+        if not b.spec.feature_set:
+            return DEFAULT_CONTEXT_SLOTS
+        names = self._slot_names.get(b.name)
+        if names is None and self._features is not None:
+            try:
+                fv = self._features.vector(b.spec.feature_set, RequestContext(), {})
+                names = tuple(fv.slot_names)
+            except errors.LLMOptError:
+                names = None
+        if names is None or len(names) != b.dim:
+            return tuple(f"x{i}" for i in range(b.dim))
+        self._slot_names[b.name] = names
+        return names
+
+    # -- the decision log -----------------------------------------------------------------------
+
+    def get_decision(self, decision_id: str, explain: bool = False) -> LoggedDecision:
+        """A decision as logged, open or closed, with its reward or expiry once recorded;
+        ``explain``: with an explanation (the kept one, else recomputed from the logged vector
+        and scores against the policy's state now, marked ``explanation_recomputed``)."""
+        if not self._ready:
+            raise errors.Unavailable("bandits are loading; retry shortly")
+        check_id("decision_id", decision_id)
+        row = self._store.logged_decision(decision_id)
+        if row is None:
+            raise errors.NotFound(f"decision_id: {decision_id!r} is not a known decision")
+        bandit = self._by_id.get(row.decision.bandit_id)
+        if bandit is None:
+            raise errors.NotFound(f"decision_id: {decision_id!r} belongs to no live bandit")
+        return bandit.logged(row, self._names_of(bandit), explain)
+
+    def list_decisions(
+        self,
+        bandit: str,
+        start_time: float | None = None,
+        end_time: float | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[LoggedDecision], str]:
+        """A bandit's decisions made in [start_time, end_time) (None: unbounded), oldest first,
+        ``page_size`` at a time (0: 100); the token resumes the list (journaled decisions are
+        flushed to the log first, so none is missed)."""
+        b = self._bandit(bandit)
+        if not 0 <= page_size <= MAX_PAGE_SIZE:
+            raise errors.invalid("page.page_size", page_size, f"must be in 0..{MAX_PAGE_SIZE}")
+        if start_time is not None and end_time is not None and end_time < start_time:
+            raise errors.invalid(
+                "end_time", _iso(end_time), f"is before start_time {_iso(start_time)}"
+            )
+        after = _decode_cursor(page_token)
+        size = page_size or DEFAULT_PAGE_SIZE
+        rows = self._store.list_decisions(b.id, start_time, end_time, after, size + 1)
+        names = self._names_of(b)
+        page = [b.logged(r, names) for r in rows[:size]]
+        token = ""
+        if len(rows) > size:
+            last = rows[size - 1].decision
+            token = _encode_cursor(last.time, last.rowid)
+        return page, token
+
+    def arm_estimates(self, bandit: str) -> ArmEstimates:
+        """What the bandit's policy has learned, per arm."""
+        b = self._bandit(bandit)
+        return b.estimates(self._names_of(b))
 
     def record_reward(
         self, decision_id: str, reward: float | None = None, outcome: Outcome | None = None
@@ -447,6 +592,35 @@ def _outcome_detail(outcome: Outcome) -> dict[str, Any]:
         "saved": f.saved,
         "error": outcome.error,
     }
+
+
+def _iso(t: float) -> str:
+    """``t`` (seconds since the epoch) as ISO 8601 where a datetime holds it, else as seconds."""
+    try:
+        return dt.datetime.fromtimestamp(t, dt.UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return f"{t!r} s"
+
+
+def _encode_cursor(when: float, rowid: int) -> str:
+    """The page token after the decision logged at ``when`` with sequence number ``rowid``."""
+    return _encode_token(f"{when!r}/{rowid}")
+
+
+def _decode_cursor(token: str) -> tuple[float, int] | None:
+    if not token:
+        return None
+    text = _decode_token(token)
+    try:
+        when, rowid = text.split("/")
+        cursor = float(when), int(rowid)
+    except ValueError:
+        raise errors.invalid(
+            "page.page_token", token, "is not a token this server issued"
+        ) from None
+    if not (math.isfinite(cursor[0]) and cursor[1] >= 0):
+        raise errors.invalid("page.page_token", token, "is not a token this server issued")
+    return cursor
 
 
 def _encode_token(name: str) -> str:

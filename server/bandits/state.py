@@ -15,6 +15,7 @@ import numpy as np
 
 from llmopt import errors
 from llmopt.bandits.arms import Arm
+from llmopt.bandits.explain import ArmEstimates, Explanation, arm_estimates, explain_selection
 from llmopt.bandits.policy import Policy, Selection
 from llmopt.bandits.types import (
     ArmCounters,
@@ -41,6 +42,7 @@ class OpenDecision(NamedTuple):
     time: float
     expires: float
     request_digest: bytes | None = None  # of a caller-chosen id's request (see BanditService)
+    explained: bool = False  # its explanation is kept in the log (not in memory)
 
 
 class BanditState:
@@ -74,8 +76,9 @@ class BanditState:
 
     # -- decisions ------------------------------------------------------------------------------
 
-    def _select(self, x: np.ndarray, excluded: Iterable[str]) -> Selection:
-        """The policy's choice for context ``x`` among the active arms not ``excluded``."""
+    def _allowed(self, excluded: Iterable[str]) -> np.ndarray:
+        """The uint8 mask of the arms a selection may choose: active and not ``excluded`` (the
+        kept active mask itself when nothing is excluded; never change it in place)."""
         allowed, any_left = self._active, self._any_active
         if excluded:
             allowed = allowed.copy()
@@ -91,13 +94,61 @@ class BanditState:
             raise errors.FailedPrecondition(
                 f"bandit {self.name!r}: no arm left to choose (every arm is removed or excluded)"
             )
-        return self._policy.select(x if self._contextual else None, allowed)
+        return allowed
+
+    def _explain(
+        self, x: np.ndarray, allowed: np.ndarray, sel: Selection, slot_names: Sequence[str]
+    ) -> Explanation:
+        """Why ``sel`` was chosen: right after the policy's select, before any other change
+        (``llmopt.bandits.explain.explain_selection``)."""
+        return explain_selection(
+            self._policy,
+            x if self._contextual else None,
+            allowed,
+            self._removed,
+            self._arm_ids,
+            slot_names,
+            sel,
+        )
+
+    def _explain_logged(
+        self,
+        x: np.ndarray,
+        slot: int,
+        propensity: float,
+        scores: np.ndarray,
+        slot_names: Sequence[str],
+    ) -> Explanation:
+        """An explanation recomputed for a logged decision against the policy's state now: the
+        arms eligible then are those with a score (arms added since were not), and the logged
+        scores stand for the selection's (a Thompson decision's are its draws)."""
+        n = self._policy.n_arms
+        padded = np.full(n, np.nan)
+        padded[: min(n, len(scores))] = scores[:n]
+        allowed = (~np.isnan(padded)).astype(np.uint8)
+        return self._explain(x, allowed, Selection(slot, propensity, padded), slot_names)
+
+    def _estimates(self, slot_names: Sequence[str]) -> ArmEstimates:
+        return arm_estimates(self.name, self._policy, self._arm_ids, self._removed, slot_names)
 
     def _decision(
-        self, decision_id: str, slot: int, propensity: float, scores: np.ndarray, when: float
+        self,
+        decision_id: str,
+        slot: int,
+        propensity: float,
+        scores: np.ndarray,
+        when: float,
+        explanation: Explanation | None = None,
     ) -> Decision:
         return Decision(
-            decision_id, self.name, self._arms[slot], propensity, self._arm_ids, scores, when
+            decision_id,
+            self.name,
+            self._arms[slot],
+            propensity,
+            self._arm_ids,
+            scores,
+            when,
+            explanation,
         )
 
     def _count_decision(self, od: OpenDecision) -> None:

@@ -7,7 +7,11 @@ Tables:
   expired. ``seq`` orders a bandit's decisions (the snapshot's decision watermark).
   ``request_digest`` (migration 2) fingerprints the request of a caller-chosen decision id, so
   that a retry is told from another request reusing the id; NULL for server-made ids and for
-  decisions logged before it existed.
+  decisions logged before it existed. Migration 3 adds what GetDecision returns beside the
+  choice: ``request_context`` (the caller's RequestContext as ``llmopt.storage.records``
+  encodes it; NULL when none was sent), ``explanation`` (JSON of
+  ``llmopt.bandits.explain.Explanation``, when SelectArm asked for one), ``degraded``, and the
+  indexes that list a bandit's decisions by time and find a decision's reward or expiry event.
 
 Sequence numbers (``events.seq``, ``decisions.seq``) are AUTOINCREMENT: never reused, even after
 a bandit's rows are deleted, because snapshot watermarks compare against them.
@@ -24,7 +28,8 @@ other write goes through ``Database.write_async`` (group commit). Both kinds are
 database writer under one lock, in the order their sequence numbers were given, so SQLite always
 holds a prefix of that order (plus journal records beyond it after a crash): a snapshot's
 watermarks and the ``events`` order mean the same before and after a crash. Reads that must see
-the journal's latest writes (``find_decision``) flush it first.
+the journal's latest writes (``find_decision``, ``logged_decision``, ``list_decisions``) flush it
+first.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ def _apply_sql(table: str, n: int) -> str:
     if table == "decisions":
         columns = (
             "seq, decision_id, bandit_id, slot, propensity, scores, context, time, expires,"
-            " request_digest"
+            " request_digest, request_context, explanation, degraded"
         )
         bandit_column = "column3"
     else:
@@ -148,7 +153,26 @@ MIGRATIONS = [
     );
     """,
     "ALTER TABLE decisions ADD COLUMN request_digest BLOB",
+    """
+    ALTER TABLE decisions ADD COLUMN request_context BLOB;
+    ALTER TABLE decisions ADD COLUMN explanation TEXT;
+    ALTER TABLE decisions ADD COLUMN degraded INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX decisions_by_time ON decisions(bandit_id, time);
+    CREATE INDEX events_by_decision ON events(decision_id) WHERE decision_id IS NOT NULL;
+    """,
 ]
+
+# The columns of a StoredDecision, in its order (``_decision`` reads them).
+_DECISION_COLUMNS = (
+    "d.decision_id, d.bandit_id, d.slot, d.propensity, d.scores, d.context, d.time, d.expires,"
+    " d.status, d.rowid, d.request_digest, d.request_context, d.explanation, d.degraded"
+)
+# ... and the reward or expiry event that closed it, if any (``_logged``).
+_LOGGED_SELECT = (
+    f"SELECT {_DECISION_COLUMNS}, e.reward, e.detail, e.time FROM decisions d {{hint}}"
+    " LEFT JOIN events e ON e.decision_id = d.decision_id AND e.bandit_id = d.bandit_id"
+    f" AND e.kind IN ({REWARD}, {EXPIRY})"
+)
 
 
 @dataclass(frozen=True)
@@ -173,6 +197,20 @@ class StoredDecision:
     status: int
     rowid: int = 0
     request_digest: bytes | None = None
+    request_context: bytes | None = None  # llmopt.storage.records.encode_context's bytes
+    explanation: str | None = None  # JSON
+    degraded: bool = False
+
+
+@dataclass(frozen=True)
+class LoggedRow:
+    """A stored decision and the event that closed it (reward or expiry), if one did: what
+    GetDecision and ListDecisions read."""
+
+    decision: StoredDecision
+    reward: float | None = None
+    reward_detail: dict[str, Any] | None = None  # an outcome's fields (``_outcome_detail``)
+    close_time: float | None = None
 
 
 @dataclass(frozen=True)
@@ -410,9 +448,15 @@ class BanditStore:
         time: float,
         expires: float,
         request_digest: bytes | None = None,
+        request_context: Any = None,
+        explanation: str | None = None,
+        degraded: bool = False,
     ) -> int:
         """Journal a decision (durable on return); returns its sequence number. The caller has
-        made sure its id is unused (``find_decision`` for ids a client chose)."""
+        made sure its id is unused (``find_decision`` for ids a client chose).
+        ``request_context`` is the caller's RequestContext (None: none was sent),
+        ``explanation`` the JSON of the one SelectArm asked for, ``degraded`` whether a fallback
+        made the choice (always false today: the resilience work sets it)."""
         with self._order:
             self._decision_seq = seq = self._decision_seq + 1
             self._append(
@@ -427,6 +471,9 @@ class BanditStore:
                     time,
                     expires,
                     request_digest,
+                    request_context,
+                    explanation,
+                    degraded,
                 )
             )
         return seq
@@ -503,18 +550,58 @@ class BanditStore:
         self.flush()
         row = self.db.read(
             lambda c: c.execute(
-                "SELECT decision_id, bandit_id, slot, propensity, scores, context, time, expires,"
-                " status, rowid, request_digest FROM decisions WHERE decision_id = ?",
+                f"SELECT {_DECISION_COLUMNS} FROM decisions d WHERE decision_id = ?",
                 (decision_id,),
             ).fetchone()
         )
         return None if row is None else _decision(row)
 
+    def logged_decision(self, decision_id: str) -> LoggedRow | None:
+        """A decision with its reward or expiry, journaled rows included (flushed first)."""
+        self.flush()
+        row = self.db.read(
+            lambda c: c.execute(
+                _LOGGED_SELECT.format(hint="") + " WHERE d.decision_id = ?", (decision_id,)
+            ).fetchone()
+        )
+        return None if row is None else _logged(row)
+
+    def list_decisions(
+        self,
+        bandit_id: int,
+        start: float | None,
+        end: float | None,
+        after: tuple[float, int] | None,
+        limit: int,
+    ) -> list[LoggedRow]:
+        """Up to ``limit`` of a bandit's decisions made in [start, end), oldest first (ties by
+        sequence number), after the (time, rowid) ``after``; journaled rows included."""
+        self.flush()
+        where = ["d.bandit_id = ?"]
+        args: list[Any] = [bandit_id]
+        if start is not None:
+            where.append("d.time >= ?")
+            args.append(start)
+        if end is not None:
+            where.append("d.time < ?")
+            args.append(end)
+        if after is not None:
+            where.append("(d.time > ? OR (d.time = ? AND d.rowid > ?))")
+            args.extend((after[0], after[0], after[1]))
+        sql = (
+            _LOGGED_SELECT.format(hint="INDEXED BY decisions_by_time")
+            + " WHERE "
+            + " AND ".join(where)
+            + " ORDER BY d.time, d.rowid LIMIT ?"
+        )
+        args.append(limit)
+        rows = self.db.read(lambda c: c.execute(sql, args).fetchall())
+        return [_logged(r) for r in rows]
+
     def open_decisions(self, bandit_id: int) -> list[StoredDecision]:
         rows = self.db.read(
             lambda c: c.execute(
-                "SELECT decision_id, bandit_id, slot, propensity, scores, context, time, expires,"
-                " status, rowid, request_digest FROM decisions INDEXED BY open_decisions"
+                f"SELECT {_DECISION_COLUMNS} FROM decisions d INDEXED BY open_decisions"
                 " WHERE bandit_id = ? AND status = 0 ORDER BY expires",
                 (bandit_id,),
             ).fetchall()
@@ -527,10 +614,10 @@ class BanditStore:
         """Per slot (slot, decisions, last time) for decisions past ``rowid``; and the max rowid."""
 
         def read(c: sqlite3.Connection) -> tuple[list[tuple[int, int, float]], int]:
-            # A rowid range scan: the log's tail past the bandit's snapshot (no per-bandit index,
-            # which every decision would pay for).
+            # A rowid range scan: the log's tail past the bandit's snapshot (NOT INDEXED: the
+            # planner would otherwise take decisions_by_time and read every row of the bandit).
             rows = c.execute(
-                "SELECT slot, count(*), max(time), max(rowid) FROM decisions"
+                "SELECT slot, count(*), max(time), max(rowid) FROM decisions NOT INDEXED"
                 " WHERE rowid > ? AND bandit_id = ? GROUP BY slot",
                 (rowid, bandit_id),
             ).fetchall()
@@ -631,6 +718,25 @@ def _decision(row: Sequence[Any]) -> StoredDecision:
     context = _array(row[5])
     assert scores is not None and context is not None
     digest = None if row[10] is None else bytes(row[10])
+    request_context = None if row[11] is None else bytes(row[11])
     return StoredDecision(
-        row[0], row[1], row[2], row[3], scores, context, row[6], row[7], row[8], row[9], digest
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        scores,
+        context,
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        digest,
+        request_context,
+        row[12],
+        bool(row[13]),
     )
+
+
+def _logged(row: Sequence[Any]) -> LoggedRow:
+    detail = None if row[15] is None else json.loads(row[15])
+    return LoggedRow(_decision(row), row[14], detail, row[16])

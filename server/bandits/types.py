@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from llmopt import errors, naming
 from llmopt.bandits.arms import Arm
 from llmopt.bandits.policies import CONFIG_BY_ONEOF, UCB1, PolicyConfig
-from llmopt.bandits.rewards import RewardConfig
+from llmopt.bandits.rewards import Outcome, RewardConfig
+from llmopt.features.context import RequestContext
+
+if TYPE_CHECKING:
+    from llmopt.bandits.explain import Explanation
 
 DEFAULT_REWARD_WAIT = 24 * 3600.0
 MAX_REWARD_WAIT = 366 * 24 * 3600.0
@@ -117,7 +122,8 @@ class BanditInfo:
 class Decision:
     """A choice and what it was made from. ``arm_scores`` holds one score per id in
     ``arm_ids`` (the bandit's arms, removed ones included), NaN where the arm was not eligible;
-    a decision stored before arms were added has fewer scores than ids."""
+    a decision stored before arms were added has fewer scores than ids. ``explanation`` only
+    when SelectArm asked for one (``explain``)."""
 
     decision_id: str
     bandit: str
@@ -126,6 +132,7 @@ class Decision:
     arm_ids: tuple[str, ...]
     arm_scores: np.ndarray
     time: float
+    explanation: Explanation | None = None
 
     @property
     def scores(self) -> tuple[tuple[str, float], ...]:
@@ -143,6 +150,48 @@ class Decision:
 
     def __hash__(self) -> int:
         return hash(self._key())
+
+
+class DecisionStatus(enum.IntEnum):
+    """Where a logged decision stands (values equal the contract's DecisionStatus)."""
+
+    OPEN = 1
+    REWARDED = 2
+    EXPIRED = 3
+
+
+@dataclass(frozen=True, eq=False)
+class LoggedDecision:
+    """A decision as the log keeps it (GetDecision, ListDecisions): the choice, what it was
+    made from, and how it ended. ``reward`` is the reward learned (an expired decision's is the
+    bandit's default reward, if it has one); ``outcome`` is set when the reward came as one;
+    ``reward_time`` is when it was rewarded or expired. ``degraded``: a fallback made the
+    choice, not the policy (always false until degraded mode exists)."""
+
+    decision_id: str
+    bandit: str
+    arm: Arm
+    propensity: float
+    arm_ids: tuple[str, ...]
+    arm_scores: np.ndarray
+    time: float
+    expire_time: float
+    context: RequestContext | None
+    context_vector: np.ndarray
+    slot_names: tuple[str, ...]
+    status: DecisionStatus
+    reward: float | None = None
+    outcome: Outcome | None = None
+    reward_time: float | None = None
+    explanation: Explanation | None = None
+    explanation_recomputed: bool = False
+    degraded: bool = False
+
+    @property
+    def scores(self) -> tuple[tuple[str, float], ...]:
+        """(arm id, score) of every eligible arm, in arm order."""
+        pairs = zip(self.arm_ids, self.arm_scores.tolist(), strict=False)
+        return tuple([(arm_id, score) for arm_id, score in pairs if score == score])
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,34 @@ then the variable parts:
   own decision id) is the rest of the payload, empty when there is none. Records written before
   it existed end after the context and read back with no digest; a reader that predates it stops
   at the context and ignores it, so the format is compatible both ways.
+
+  The decision log's extension (what GetDecision returns beside the choice) is a second
+  optional trailer after the digest, written only when there is something in it (a request
+  context, an explanation, or the degraded flag): ``request_context | explanation (utf-8) |
+  context_len u32 (0: none) | explanation_len i32 (-1: none) | flags u32 (bit 0: degraded) |
+  digest_len u32 | EXTENSION_MAGIC u32``. A reader finds it from the end: the payload's rest
+  is at least the 20-byte tail, ends with the magic, and its lengths add up; otherwise the rest
+  is all digest (the digests the service writes are 1 or 16 bytes, shorter than the tail, so an
+  old record is never taken for an extended one). A record without the extension is byte for
+  byte the format before it. A reader that predates the extension reads the digest and the
+  extension together as the digest: it loses the extension, and a retry of a caller's own id
+  made before a downgrade is refused as a reused id (only across a downgrade with an unflushed
+  journal: a clean close leaves none).
+
+  The request context is the caller's ``RequestContext`` written field by field
+  (``encode_context``, read back by ``decode_context``): ``input_length i64 | priority i64 |
+  output_length i32 | hour_of_day i32 (-1: unset) | day_of_week i32 (-1: unset) | n_metadata u32
+  | n_features u32 | user_id | task_type | region | language | (key, value)[n_metadata] | (key,
+  f64)[n_features]``, each string a ``u32`` length then utf-8.
 * REWARD (kind 4) body (an event row): ``bandit_id i64 | event_kind i32 | slot i32 |
   reward f64 | propensity f64 | time f64 | id_len u32 | n_context u32 | detail_len i32 (-1:
   none) | decision_id (utf-8) | detail (utf-8) | context f64[]``
 
 Decoded rows are the database's: a decision ``(seq, decision_id, bandit_id, slot, propensity,
-scores, context, time, expires, request_digest)`` (the digest None when empty) and an event ``(seq, bandit_id, kind, slot, decision_id,
-reward, propensity, context, detail, time)``, arrays as little-endian float64 bytes.
+scores, context, time, expires, request_digest, request_context, explanation, degraded)`` (the
+digest, context and explanation None when absent, degraded 0 or 1) and an event ``(seq,
+bandit_id, kind, slot, decision_id, reward, propensity, context, detail, time)``, arrays as
+little-endian float64 bytes.
 """
 
 import sys
@@ -51,6 +72,8 @@ if sys.byteorder != "little":  # the fields are copied as the machine holds them
         "llmopt.storage.records writes little-endian records; this machine is big-endian"
     )
 
+import struct
+
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
     object PyMemoryView_FromMemory(char* mem, Py_ssize_t size, int flags)
@@ -68,6 +91,10 @@ HEADER = _HEADER
 cdef Py_ssize_t _PREFIX = 9  # kind u8 | seq u64
 cdef Py_ssize_t _DECISION_FIXED = 8 + 4 + 4 + 4 + 4 + 8 + 8 + 8
 cdef Py_ssize_t _REWARD_FIXED = 8 + 4 + 4 + 8 + 8 + 8 + 4 + 4 + 4
+cdef Py_ssize_t _EXTENSION_TAIL = 4 + 4 + 4 + 4 + 4
+cdef uint32_t _EXTENSION_MAGIC = 0x3158444C  # b"LDX1" little-endian
+EXTENSION_MAGIC = _EXTENSION_MAGIC
+cdef Py_ssize_t _CONTEXT_FIXED = 8 + 8 + 4 + 4 + 4 + 4 + 4
 
 cdef object _crc32 = zlib.crc32
 cdef object _F8 = np.dtype(np.float64)
@@ -163,10 +190,29 @@ def decision_record(
     double time,
     double expires,
     bytes request_digest=None,
+    object request_context=None,
+    str explanation=None,
+    bint degraded=False,
 ):
     """The framed journal record of a decision (see the module docstring); ``request_digest``
-    None or empty: none."""
+    None or empty: none. ``request_context`` (a ``RequestContext``, read by attribute) and
+    ``explanation`` (JSON text) are kept in the extension, which is written only when one of
+    them is given or ``degraded`` is true."""
     cdef Py_ssize_t digest_len = 0 if request_digest is None else PyBytes_GET_SIZE(request_digest)
+    cdef bytes ctx_blob = None
+    cdef Py_ssize_t ctx_len = 0, expl_len = 0, ext_len = 0
+    cdef const char* expl_utf8 = NULL
+    cdef int32_t expl_size = -1
+    cdef uint32_t flags = 1 if degraded else 0
+    cdef uint32_t u32
+    if request_context is not None or explanation is not None or degraded:
+        if request_context is not None:
+            ctx_blob = _encode_context(request_context)
+            ctx_len = PyBytes_GET_SIZE(ctx_blob)
+        if explanation is not None:
+            expl_utf8 = PyUnicode_AsUTF8AndSize(explanation, &expl_len)
+            expl_size = <int32_t>expl_len
+        ext_len = ctx_len + expl_len + _EXTENSION_TAIL
     cdef Py_ssize_t id_len
     cdef const char* id_utf8 = PyUnicode_AsUTF8AndSize(decision_id, &id_len)
     cdef cnp.ndarray s = _doubles(scores)
@@ -176,7 +222,8 @@ def decision_record(
     cdef uint32_t id_size = <uint32_t>id_len
     cdef char* p
     cdef bytes record = _framed(
-        _PREFIX + _DECISION_FIXED + id_len + 8 * (<Py_ssize_t>n_scores + n_context) + digest_len,
+        _PREFIX + _DECISION_FIXED + id_len + 8 * (<Py_ssize_t>n_scores + n_context) + digest_len
+        + ext_len,
         KIND_DECISION,
         seq,
         &p,
@@ -193,7 +240,19 @@ def decision_record(
     p = _put(p, cnp.PyArray_DATA(s), 8 * n_scores)
     p = _put(p, cnp.PyArray_DATA(x), 8 * n_context)
     if digest_len:
-        _put(p, PyBytes_AS_STRING(request_digest), digest_len)
+        p = _put(p, PyBytes_AS_STRING(request_digest), digest_len)
+    if ext_len:
+        if ctx_len:
+            p = _put(p, PyBytes_AS_STRING(ctx_blob), ctx_len)
+        if expl_len:
+            p = _put(p, expl_utf8, expl_len)
+        u32 = <uint32_t>ctx_len
+        p = _put(p, &u32, 4)
+        p = _put(p, &expl_size, 4)
+        p = _put(p, &flags, 4)
+        u32 = <uint32_t>digest_len
+        p = _put(p, &u32, 4)
+        _put(p, &_EXTENSION_MAGIC, 4)
     return _seal(record)
 
 
@@ -242,6 +301,167 @@ def reward_record(
     return _seal(record)
 
 
+cdef tuple _decision_rest(const char* p, Py_ssize_t rest):
+    """(digest, request_context, explanation, degraded) of a decision record's rest after its
+    context vector (see the module docstring)."""
+    cdef uint32_t magic, ctx_len, flags, digest_len
+    cdef int32_t expl_len
+    cdef const char* tail
+    if rest >= _EXTENSION_TAIL:
+        tail = p + rest - _EXTENSION_TAIL
+        memcpy(&ctx_len, tail, 4)
+        memcpy(&expl_len, tail + 4, 4)
+        memcpy(&flags, tail + 8, 4)
+        memcpy(&digest_len, tail + 12, 4)
+        memcpy(&magic, tail + 16, 4)
+        if magic == _EXTENSION_MAGIC and expl_len >= -1 and (
+            <Py_ssize_t>digest_len + ctx_len + (expl_len if expl_len > 0 else 0) + _EXTENSION_TAIL
+            == rest
+        ):
+            digest = PyBytes_FromStringAndSize(p, digest_len) if digest_len else None
+            p += digest_len
+            ctx = PyBytes_FromStringAndSize(p, ctx_len) if ctx_len else None
+            p += ctx_len
+            expl = PyUnicode_DecodeUTF8(p, expl_len, NULL) if expl_len >= 0 else None
+            return digest, ctx, expl, <int>(flags & 1)
+    return (PyBytes_FromStringAndSize(p, rest) if rest > 0 else None), None, None, 0
+
+
+# -- request contexts -----------------------------------------------------------------------------
+
+
+_CONTEXT_FIELDS = (
+    "user_id", "task_type", "input_length", "output_length", "priority", "region",
+    "hour_of_day", "day_of_week", "language", "metadata", "features",
+)  # fmt: skip
+
+
+cdef inline Py_ssize_t _str_size(object text) except -1:
+    cdef Py_ssize_t n
+    PyUnicode_AsUTF8AndSize(text, &n)
+    return 4 + n
+
+
+cdef inline char* _put_str(char* p, object text) except NULL:
+    cdef Py_ssize_t n
+    cdef const char* utf8 = PyUnicode_AsUTF8AndSize(text, &n)
+    cdef uint32_t size = <uint32_t>n
+    p = _put(p, &size, 4)
+    return _put(p, utf8, n)
+
+
+cdef bytes _encode_context(object ctx):
+    # On the request path of every SelectArm that sends a context: a dataclass's fields are read
+    # from its __dict__ (a dict lookup each, where an attribute read first searches the type).
+    cdef object fields = getattr(ctx, "__dict__", None)
+    if type(fields) is not dict or "features" not in <dict>fields:
+        fields = {name: getattr(ctx, name) for name in _CONTEXT_FIELDS}
+    cdef dict f = <dict>fields
+    cdef object user_id = f["user_id"], task_type = f["task_type"]
+    cdef object region = f["region"], language = f["language"]
+    cdef object metadata = f["metadata"], features = f["features"]
+    cdef object hour = f["hour_of_day"], day = f["day_of_week"]
+    cdef int64_t input_length = f["input_length"], priority = f["priority"]
+    cdef int32_t output_length = f["output_length"]  # an IntEnum: an int
+    cdef int32_t hour_v = -1 if hour is None else <int32_t>hour
+    cdef int32_t day_v = -1 if day is None else <int32_t>day
+    cdef uint32_t n_meta = <uint32_t>len(metadata) if metadata else 0
+    cdef uint32_t n_feat = <uint32_t>len(features) if features else 0
+    cdef Py_ssize_t size = (
+        _CONTEXT_FIXED + _str_size(user_id) + _str_size(task_type) + _str_size(region)
+        + _str_size(language)
+    )
+    cdef double value
+    if n_meta:
+        metadata = list(metadata.items())
+        for k, v in metadata:
+            size += _str_size(k) + _str_size(v)
+    if n_feat:
+        features = list(features.items())
+        for k, _ in features:
+            size += _str_size(k) + 8
+    cdef bytes blob = PyBytes_FromStringAndSize(NULL, size)
+    cdef char* p = PyBytes_AS_STRING(blob)
+    p = _put(p, &input_length, 8)
+    p = _put(p, &priority, 8)
+    p = _put(p, &output_length, 4)
+    p = _put(p, &hour_v, 4)
+    p = _put(p, &day_v, 4)
+    p = _put(p, &n_meta, 4)
+    p = _put(p, &n_feat, 4)
+    p = _put_str(p, user_id)
+    p = _put_str(p, task_type)
+    p = _put_str(p, region)
+    p = _put_str(p, language)
+    if n_meta:
+        for k, v in metadata:
+            p = _put_str(p, k)
+            p = _put_str(p, v)
+    if n_feat:
+        for k, x in features:
+            p = _put_str(p, k)
+            value = x
+            p = _put(p, &value, 8)
+    return blob
+
+
+def encode_context(ctx):
+    """The bytes a decision record keeps of a request context (see the module docstring)."""
+    return _encode_context(ctx)
+
+
+_CONTEXT_HEAD = struct.Struct("<qqiiiII")
+_U32 = struct.Struct("<I")
+_F64 = struct.Struct("<d")
+
+
+def decode_context(bytes blob):
+    """The fields of an ``encode_context`` blob, as a dict of ``RequestContext``'s field names
+    (``output_length`` its integer value); ValueError when the blob is malformed."""
+    try:
+        input_length, priority, output_length, hour, day, n_meta, n_feat = (
+            _CONTEXT_HEAD.unpack_from(blob, 0)
+        )
+        pos = _CONTEXT_HEAD.size
+
+        def text():
+            nonlocal pos
+            (n,) = _U32.unpack_from(blob, pos)
+            if pos + 4 + n > len(blob):
+                raise ValueError("a string runs past the end")
+            out = blob[pos + 4 : pos + 4 + n].decode()
+            pos += 4 + n
+            return out
+
+        user_id, task_type, region, language = text(), text(), text(), text()
+        metadata = {}
+        for _ in range(n_meta):
+            k = text()
+            metadata[k] = text()
+        features = {}
+        for _ in range(n_feat):
+            k = text()
+            (features[k],) = _F64.unpack_from(blob, pos)
+            pos += 8
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise ValueError(f"request context record: {exc}") from None
+    if pos != len(blob):
+        raise ValueError(f"request context record: {len(blob) - pos} bytes left over")
+    return {
+        "user_id": user_id,
+        "task_type": task_type,
+        "input_length": input_length,
+        "output_length": output_length,
+        "priority": priority,
+        "region": region,
+        "hour_of_day": None if hour < 0 else hour,
+        "day_of_week": None if day < 0 else day,
+        "language": language,
+        "metadata": metadata,
+        "features": features,
+    }
+
+
 cdef inline void _need(Py_ssize_t have, Py_ssize_t want, int kind) except *:
     if want > have:
         raise ValueError(f"journal record of kind {kind} is cut short ({have} bytes, {want} needed)")
@@ -285,9 +505,9 @@ def decode(bytes data, Py_ssize_t start=0):
         p += 8 * n_scores
         context = PyBytes_FromStringAndSize(p, 8 * n_context)
         p += 8 * n_context
-        digest = PyBytes_FromStringAndSize(p, have - used) if have > used else None
         return kind, (
-            seq, decision_id, bandit_id, slot, propensity, scores, context, time, expires, digest
+            seq, decision_id, bandit_id, slot, propensity, scores, context, time, expires,
+            *_decision_rest(p, have - used),
         )
     if kind == KIND_REWARD:
         _need(have, _REWARD_FIXED, kind)

@@ -151,3 +151,138 @@ def test_non_finite_numbers_in_config_extra_are_refused_naming_their_path(bad: f
         cb.from_arm(arm)  # AddArm's arm
     arm.config.extra["deep"]["list"][1]["x"] = 2.0
     assert cb.from_arm(arm).config.extra == {"ok": 1.5, "deep": {"list": [1, {"x": 2.0}]}}
+
+
+# -- explanations, estimates and the decision log -------------------------------------------------
+
+import math  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from llmopt.bandits.explain import (  # noqa: E402
+    ArmEstimate,
+    ArmEstimates,
+    ArmExplanation,
+    ArmStatus,
+    Explanation,
+    FeatureContribution,
+)
+from llmopt.bandits.rewards import Feedback, Outcome  # noqa: E402
+from llmopt.bandits.types import Decision, DecisionStatus, LoggedDecision  # noqa: E402
+from llmopt.features.context import RequestContext  # noqa: E402
+
+NAN, INF = math.nan, math.inf
+EXPLANATION = Explanation(
+    policy="lin_ucb",
+    exploration_kind="optimism",
+    chosen_arm_id="a",
+    propensity=1.0,
+    reason="chose a: highest upper bound",
+    arms=(
+        ArmExplanation(
+            "a", ArmStatus.ELIGIBLE, 0.9, 0.7, 0.2, 0.7, NAN, NAN, 1.0, 3.0,
+            (FeatureContribution("bias", 1.0, 0.5), FeatureContribution("task_type", 0.5, 0.2)),
+        ),
+        ArmExplanation("b", ArmStatus.ELIGIBLE, INF, 0.0, INF, 0.0, NAN, NAN, 0.0, 0.0),
+        ArmExplanation("c", ArmStatus.REMOVED, NAN, NAN, NAN, 0.4, NAN, NAN, NAN, 7.0),
+    ),
+)  # fmt: skip
+
+
+def test_an_explanation_round_trips() -> None:
+    msg = cb.to_explanation(EXPLANATION)
+    assert msg.arms[2].status == pb.REMOVED and msg.arms[1].score == INF
+    assert [c.name for c in msg.arms[0].contributions] == ["bias", "task_type"]
+    assert cb.from_explanation(pb.Explanation.FromString(msg.SerializeToString())) == EXPLANATION
+
+
+def test_an_explained_decision_answer_is_the_plain_one_with_field_7_appended() -> None:
+    arm = Arm("a", LLMConfig("m"))
+    scores = np.array([0.9, INF, NAN])
+    plain = Decision("d-1", "b", arm, 1.0, ("a", "b", "c"), scores, 12.5)
+    explained = Decision("d-1", "b", arm, 1.0, ("a", "b", "c"), scores, 12.5, EXPLANATION)
+    arm_bytes = lambda a: cb.to_arm(a).SerializeToString()  # noqa: E731
+    before = cb.decision_answer(plain, arm_bytes)
+    after = cb.decision_answer(explained, arm_bytes)
+    assert after.startswith(before)
+    parsed = pb.Decision.FromString(after)
+    assert parsed.explanation == cb.to_explanation(EXPLANATION)
+    parsed.ClearField("explanation")
+    assert parsed == pb.Decision.FromString(before)
+    assert not pb.Decision.FromString(before).HasField("explanation")
+
+
+def test_a_logged_decision_converts_every_field() -> None:
+    ctx = RequestContext(task_type="summarization", hour_of_day=3, metadata={"k": "v"})
+    outcome = Outcome(quality_score=0.5, cost=0.1, feedback=Feedback(rating=4, dwell_seconds=2.0))
+    d = LoggedDecision(
+        decision_id="d-1",
+        bandit="b",
+        arm=Arm("a", LLMConfig("m")),
+        propensity=0.5,
+        arm_ids=("a", "b"),
+        arm_scores=np.array([0.25, NAN]),
+        time=100.5,
+        expire_time=200.0,
+        context=ctx,
+        context_vector=np.arange(3.0),
+        slot_names=("x", "y", "z"),
+        status=DecisionStatus.REWARDED,
+        reward=0.75,
+        outcome=outcome,
+        reward_time=150.25,
+        explanation=EXPLANATION,
+        explanation_recomputed=True,
+    )
+    msg = cb.to_logged_decision(d)
+    assert (msg.decision_id, msg.bandit, msg.arm.arm_id, msg.propensity) == ("d-1", "b", "a", 0.5)
+    assert [(s.arm_id, s.score) for s in msg.scores] == [("a", 0.25)]
+    assert msg.time.seconds == 100 and msg.time.nanos == 500_000_000
+    assert msg.expire_time.seconds == 200 and msg.reward_time.nanos == 250_000_000
+    assert msg.context.task_type == "summarization" and msg.context.hour_of_day == 3
+    assert dict(msg.context.metadata) == {"k": "v"}
+    assert list(msg.context_vector) == [0.0, 1.0, 2.0] and list(msg.slot_names) == ["x", "y", "z"]
+    assert msg.status == pb.REWARDED and msg.reward == 0.75
+    assert msg.outcome.quality_score == 0.5 and msg.outcome.feedback.dwell_seconds == 2.0
+    assert cb.from_explanation(msg.explanation) == EXPLANATION and msg.explanation_recomputed
+    assert not msg.degraded
+    bare = cb.to_logged_decision(
+        LoggedDecision(
+            "d-2", "b", Arm("a", LLMConfig("m")), 1.0, ("a",), np.array([1.0]), 1.0, 2.0, None,
+            np.zeros(1), ("x",), DecisionStatus.OPEN,
+        )
+    )  # fmt: skip
+    assert not bare.HasField("context") and not bare.HasField("reward")
+    assert not bare.HasField("outcome") and not bare.HasField("explanation")
+    assert not bare.HasField("reward_time") and bare.status == pb.OPEN
+
+
+def test_arm_estimates_convert() -> None:
+    est = ArmEstimates(
+        "b",
+        "lin_ucb",
+        ("x", "y"),
+        (
+            ArmEstimate("a", False, 3.0, NAN, NAN, NAN, NAN, (0.5, -0.25), (0.1, 0.2)),
+            ArmEstimate("c", True, 1.0, 0.5, 0.1, 0.3, 0.7, probability=0.25),
+        ),
+    )
+    msg = cb.to_arm_estimates(est)
+    assert list(msg.slot_names) == ["x", "y"] and msg.policy == "lin_ucb"
+    assert list(msg.arms[0].theta) == [0.5, -0.25] and list(msg.arms[0].theta_sd) == [0.1, 0.2]
+    assert math.isnan(msg.arms[0].mean) and msg.arms[1].removed
+    assert (msg.arms[1].ci_low, msg.arms[1].ci_high, msg.arms[1].probability) == (0.3, 0.7, 0.25)
+
+
+def test_a_list_decisions_request_converts_and_bad_nanos_name_the_field() -> None:
+    msg = pb.ListDecisionsRequest(bandit="b", page=common_pb2.PageRequest(page_size=5))
+    assert cb.from_list_decisions(msg) == ("b", None, None, 5, "")
+    msg.start_time.seconds, msg.start_time.nanos = 10, 500_000_000
+    msg.end_time.seconds = 20
+    assert cb.from_list_decisions(msg)[1:3] == (10.5, 20.0)
+    msg.end_time.nanos = -1
+    with pytest.raises(errors.InvalidArgument, match=r"end_time\.nanos"):
+        cb.from_list_decisions(msg)
+    msg.end_time.nanos, msg.start_time.seconds = 0, 2**62  # found by the fuzzer
+    with pytest.raises(errors.InvalidArgument, match=r"start_time\.seconds"):
+        cb.from_list_decisions(msg)

@@ -80,7 +80,7 @@ def test_a_message_written_out_of_number_order_or_in_part_fails_the_import() -> 
         wire.message_tags(decision, [("bandit", S), ("decision_id", S)])
     with pytest.raises(ImportError, match=r"does not write llmopt\.v1\.Decision\.arm"):
         wire.message_tags(decision, [("decision_id", S), ("bandit", S)])
-    left_out = ("arm", "propensity", "scores", "time")
+    left_out = ("arm", "propensity", "scores", "time", "explanation")
     tags = wire.message_tags(decision, [("decision_id", S), ("bandit", S)], left_out)
     assert tags == {k: wire.TAGS[f"llmopt.v1.Decision.{k}"] for k in ("decision_id", "bandit")}
 

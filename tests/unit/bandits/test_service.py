@@ -687,3 +687,249 @@ def test_quiet_bandit_snapshot_moves_its_watermark_to_the_log_end(
         assert_same_learning(learned[n], learned_state(again, n))
     again.close()
     svc._stop.set()
+
+
+# -- explanations and the decision log ------------------------------------------------------------
+
+from llmopt.bandits.explain import ArmStatus, Explanation  # noqa: E402
+from llmopt.bandits.types import DecisionStatus  # noqa: E402
+from llmopt.features.context import DEFAULT_CONTEXT_SLOTS, OutputLength  # noqa: E402
+
+FULL_CONTEXT = RequestContext(
+    user_id="u-7",
+    task_type="summarization",
+    input_length=300,
+    output_length=OutputLength.LONG,
+    priority=8,
+    region="eu-wést",
+    hour_of_day=13,
+    day_of_week=4,
+    language="de",
+    metadata={"tenant": "acme", "ünï": "côde"},
+    features={"urgency": 0.75},
+)
+
+
+def assert_parts_sum_to_scores(e: Explanation, scores: np.ndarray) -> None:
+    for a, score in zip(e.arms, scores.tolist(), strict=True):
+        if a.status == ArmStatus.ELIGIBLE:
+            assert a.score == score or (np.isinf(a.score) and a.score == score)
+            if np.isfinite(a.score):
+                assert abs(a.exploitation + a.exploration - a.score) <= 1e-9
+        else:
+            assert np.isnan(a.score) and score != score
+
+
+@pytest.mark.parametrize(
+    "config", [P.UCB1(), P.LinUCB(alpha=0.4), P.ThompsonBeta(), P.EpsilonGreedy()]
+)
+def test_select_arm_explains_only_when_asked_and_the_parts_sum_to_the_scores(
+    svc: BanditService, config: P.PolicyConfig
+) -> None:
+    svc.create_bandit(BanditSpec("why", config, arms(4), seed=3))
+    svc.remove_arm("why", "arm3")
+    for i in range(12):  # some learning, so that scores are finite
+        d = svc.select_arm("why", FULL_CONTEXT)
+        svc.record_reward(d.decision_id, reward=(i % 3) / 2)
+    plain = svc.select_arm("why", FULL_CONTEXT, excluded=["arm1"])
+    assert plain.explanation is None
+    d = svc.select_arm("why", FULL_CONTEXT, excluded=["arm1"], explain=True)
+    e = d.explanation
+    assert e is not None and e.policy == config.ONEOF
+    assert e.chosen_arm_id == d.arm.arm_id and e.propensity == d.propensity
+    assert [a.arm_id for a in e.arms] == ["arm0", "arm1", "arm2", "arm3"]
+    statuses = [a.status for a in e.arms]
+    assert statuses == [
+        ArmStatus.ELIGIBLE,
+        ArmStatus.EXCLUDED,
+        ArmStatus.ELIGIBLE,
+        ArmStatus.REMOVED,
+    ]
+    assert_parts_sum_to_scores(e, d.arm_scores)
+    if config.ONEOF == "lin_ucb":
+        for a in e.arms:
+            if a.status == ArmStatus.ELIGIBLE:
+                assert [c.name for c in a.contributions] == list(DEFAULT_CONTEXT_SLOTS)
+                assert sum(c.contribution for c in a.contributions) == pytest.approx(a.mean)
+
+
+def test_a_retry_returns_the_decision_with_its_kept_explanation(
+    tmp_path: Path, clock: Clock
+) -> None:
+    svc = open_service(tmp_path / "b", clock)
+    svc.create_bandit(BanditSpec("retry", P.ThompsonBeta(), arms(3), seed=9))
+    d = svc.select_arm("retry", FULL_CONTEXT, decision_id="req-1", explain=True)
+    assert d.explanation is not None
+    again = svc.select_arm("retry", FULL_CONTEXT, decision_id="req-1", explain=True)
+    assert again == d and again.explanation == d.explanation  # open: read from the log
+    assert svc.select_arm("retry", FULL_CONTEXT, decision_id="req-1").explanation == d.explanation
+    plain = svc.select_arm("retry", FULL_CONTEXT, decision_id="req-2")
+    assert svc.select_arm("retry", FULL_CONTEXT, decision_id="req-2", explain=True) == plain
+    assert (
+        svc.select_arm("retry", FULL_CONTEXT, decision_id="req-2", explain=True).explanation is None
+    )
+    svc.record_reward("req-1", reward=1.0)
+    closed = svc.select_arm("retry", FULL_CONTEXT, decision_id="req-1")
+    assert closed == d and closed.explanation == d.explanation  # rewarded: from the store
+    svc.close()
+    svc = open_service(tmp_path / "b", clock)
+    try:
+        restarted = svc.select_arm("retry", FULL_CONTEXT, decision_id="req-1")
+        assert restarted == d and restarted.explanation == d.explanation
+    finally:
+        svc.close()
+
+
+def test_get_decision_returns_an_open_decision_as_logged(svc: BanditService, clock: Clock) -> None:
+    svc.create_bandit(BanditSpec("log", P.LinUCB(), arms(3), reward_wait=60.0, seed=1))
+    d = svc.select_arm("log", FULL_CONTEXT, explain=True)
+    got = svc.get_decision(d.decision_id)
+    assert got.status == DecisionStatus.OPEN and got.bandit == "log"
+    assert got.arm == d.arm and got.propensity == d.propensity and got.scores == d.scores
+    assert got.time == clock.t and got.expire_time == clock.t + 60.0
+    assert got.context == FULL_CONTEXT  # every field, unicode and maps included
+    np.testing.assert_array_equal(got.context_vector, default_context(FULL_CONTEXT))
+    assert got.slot_names == DEFAULT_CONTEXT_SLOTS
+    assert got.explanation == d.explanation and not got.explanation_recomputed
+    assert got.reward is None and got.outcome is None and got.reward_time is None
+    assert not got.degraded
+    without = svc.select_arm("log")  # no context sent: none logged
+    assert svc.get_decision(without.decision_id).context is None
+
+
+def test_get_decision_joins_the_reward_and_outcome(svc: BanditService, clock: Clock) -> None:
+    svc.create_bandit(BanditSpec("paid", P.UCB1(), arms(2)))
+    d = svc.select_arm("paid", FULL_CONTEXT)
+    clock.t += 5
+    outcome = Outcome(
+        quality_score=0.9,
+        cost=0.02,
+        latency_ms=800,
+        tokens=120,
+        feedback=Feedback(rating=4, task_completed=True, dwell_seconds=30.0),
+    )
+    receipt = svc.record_reward(d.decision_id, outcome=outcome)
+    got = svc.get_decision(d.decision_id)
+    assert got.status == DecisionStatus.REWARDED and got.reward == receipt.reward
+    assert got.outcome == outcome and got.reward_time == clock.t
+    raw = svc.select_arm("paid")
+    svc.record_reward(raw.decision_id, reward=0.375)
+    got = svc.get_decision(raw.decision_id)
+    assert got.reward == 0.375 and got.outcome is None
+
+
+def test_get_decision_of_an_expired_decision_has_the_default_reward(
+    svc: BanditService, clock: Clock
+) -> None:
+    svc.create_bandit(BanditSpec("late", P.UCB1(), arms(2), reward_wait=10.0, default_reward=0.25))
+    d = svc.select_arm("late")
+    clock.t += 11
+    assert svc.sweep() == 1
+    got = svc.get_decision(d.decision_id)
+    assert got.status == DecisionStatus.EXPIRED and got.reward == 0.25
+    assert got.reward_time == clock.t and got.outcome is None
+
+
+@pytest.mark.parametrize("config", [P.UCB1(), P.LinUCB(alpha=0.4), P.ThompsonBeta()])
+def test_an_explanation_is_recomputed_on_request_from_the_logged_decision(
+    svc: BanditService, config: P.PolicyConfig
+) -> None:
+    svc.create_bandit(BanditSpec("re", config, arms(3), seed=2))
+    for i in range(9):
+        d = svc.select_arm("re", FULL_CONTEXT)
+        svc.record_reward(d.decision_id, reward=(i % 2) * 1.0)
+    d = svc.select_arm("re", FULL_CONTEXT, excluded=["arm2"])
+    assert svc.get_decision(d.decision_id).explanation is None  # not asked: none
+    got = svc.get_decision(d.decision_id, explain=True)
+    e = got.explanation
+    assert e is not None and got.explanation_recomputed
+    assert e.chosen_arm_id == d.arm.arm_id and e.propensity == d.propensity
+    assert e.arms[2].status == ArmStatus.EXCLUDED  # no logged score: was not eligible
+    # The logged scores stand (Thompson's draws), and nothing was learned since: same parts.
+    assert_parts_sum_to_scores(e, d.arm_scores)
+
+
+def test_get_decision_of_an_unknown_or_malformed_id_names_it(svc: BanditService) -> None:
+    with pytest.raises(errors.NotFound, match="decision_id: 'nope' is not a known decision"):
+        svc.get_decision("nope")
+    with pytest.raises(errors.InvalidArgument, match="decision_id"):
+        svc.get_decision("")
+
+
+def test_list_decisions_pages_oldest_first_within_the_range(
+    svc: BanditService, clock: Clock
+) -> None:
+    svc.create_bandit(BanditSpec("audit", P.UCB1(), arms(2)))
+    svc.create_bandit(BanditSpec("other", P.UCB1(), arms(2)))
+    t0 = clock.t
+    made = []
+    for i in range(25):
+        clock.t = t0 + i // 2  # two decisions per second: ties are ordered by log order
+        made.append(svc.select_arm("audit", decision_id=f"d{i:02}").decision_id)
+        svc.select_arm("other")
+    seen, token, pages = [], "", 0
+    while True:
+        page, token = svc.list_decisions("audit", page_size=4, page_token=token)
+        seen += [d.decision_id for d in page]
+        pages += 1
+        if not token:
+            break
+    assert seen == made and pages == 7
+    window, token = svc.list_decisions("audit", t0 + 3, t0 + 6)
+    assert [d.decision_id for d in window] == made[6:12] and token == ""
+    assert all(d.status == DecisionStatus.OPEN for d in window)
+    assert svc.list_decisions("audit", t0 + 100)[0] == []
+
+
+def test_list_decisions_refuses_bad_input_naming_the_field(svc: BanditService) -> None:
+    svc.create_bandit(BanditSpec("audit", P.UCB1(), arms(2)))
+    with pytest.raises(errors.InvalidArgument, match="end_time"):
+        svc.list_decisions("audit", 100.0, 50.0)
+    with pytest.raises(errors.InvalidArgument, match="end_time"):  # beyond any datetime
+        svc.list_decisions("audit", 1e300, -1e300)
+    with pytest.raises(errors.InvalidArgument, match=r"page\.page_token: 'garbage!'"):
+        svc.list_decisions("audit", page_token="garbage!")
+    forged = service_module._encode_token("not-a-cursor")
+    with pytest.raises(errors.InvalidArgument, match=r"page\.page_token"):
+        svc.list_decisions("audit", page_token=forged)
+    with pytest.raises(errors.InvalidArgument, match=r"page\.page_size"):
+        svc.list_decisions("audit", page_size=5000)
+    with pytest.raises(errors.NotFound, match="bandit: bandit 'ghost' does not exist"):
+        svc.list_decisions("ghost")
+
+
+def test_decisions_still_in_the_journal_are_found_and_listed(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmopt.storage import sqlite
+
+    monkeypatch.setattr(sqlite, "_IDLE_POLL_SECONDS", 3600)  # the writer waits to be woken
+    svc = open_service(tmp_path / "b", clock)
+    try:
+        svc.create_bandit(BanditSpec("fresh", P.UCB1(), arms(2)))
+        ids = [svc.select_arm("fresh", FULL_CONTEXT).decision_id for _ in range(5)]
+        count = "SELECT count(*) FROM decisions"
+        assert svc._store.db.read(lambda c: c.execute(count).fetchone()[0]) == 0  # journal only
+        assert [d.decision_id for d in svc.list_decisions("fresh")[0]] == ids
+        assert svc.get_decision(ids[-1]).context == FULL_CONTEXT
+    finally:
+        svc.close()
+
+
+def test_arm_estimates_read_what_the_policy_learned(svc: BanditService) -> None:
+    svc.create_bandit(BanditSpec("est", P.UCB1(), arms(3), seed=1))
+    svc.remove_arm("est", "arm2")
+    for _ in range(20):
+        d = svc.select_arm("est")
+        svc.record_reward(d.decision_id, reward=1.0 if d.arm.arm_id == "arm0" else 0.0)
+    est = svc.arm_estimates("est")
+    stats = {a.arm_id: a for a in svc.stats("est").arms}
+    assert est.bandit == "est" and est.policy == "ucb1"
+    assert [a.arm_id for a in est.arms] == ["arm0", "arm1", "arm2"]
+    assert [a.removed for a in est.arms] == [False, False, True]
+    for a in est.arms[:2]:
+        assert a.pulls == stats[a.arm_id].rewards
+        assert a.mean == pytest.approx(stats[a.arm_id].mean)
+        assert a.ci_low <= a.mean <= a.ci_high
+    with pytest.raises(errors.NotFound, match="ghost"):
+        svc.arm_estimates("ghost")

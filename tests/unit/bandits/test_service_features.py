@@ -95,3 +95,20 @@ def test_rewards_feed_the_arm_outcome_aggregates(
             time.sleep(0.02)
         counts[key] = row.values["latency_ms_count_1h"].value
     assert sum(counts.values()) == 2
+
+
+def test_an_explanation_names_the_feature_sets_slots(
+    svc: BanditService, features: FeatureService
+) -> None:
+    svc.create_bandit(BanditSpec("named", P.LinUCB(), ARMS, feature_set="users", seed=1))
+    names = features.vector("users", RequestContext(user_id="u1")).slot_names
+    assert len(names) == 3
+    ctx = RequestContext(user_id="u1", input_length=42)
+    d = svc.select_arm("named", ctx, explain=True)
+    assert d.explanation is not None
+    for arm in d.explanation.arms:
+        assert [c.name for c in arm.contributions] == list(names)
+        assert [c.value for c in arm.contributions][:2] == [3.5, 2.0]
+    logged = svc.get_decision(d.decision_id)
+    assert logged.slot_names == tuple(names) and logged.context == ctx
+    assert svc.arm_estimates("named").slot_names == tuple(names)

@@ -163,3 +163,101 @@ def test_a_decisions_request_digest_survives_the_journal_and_old_records_have_no
         assert old is not None and old.request_digest is None and old.slot == 0
     finally:
         s.close()
+
+
+def test_a_decisions_context_and_explanation_survive_kill_9_through_the_journal(
+    tmp_path: Path,
+) -> None:
+    """What GetDecision returns beside the choice rides in the record's second trailer: the
+    request context, the explanation's JSON, the degraded flag; replayed after kill -9."""
+    die_after(
+        tmp_path,
+        """
+        from llmopt.features.context import RequestContext
+        b = bandit("b")
+        ctx = RequestContext(task_type="summarization", metadata={"k": "v"}, hour_of_day=0)
+        s.log_decision(*decision(1, b), b"0123456789abcdef", ctx, '{"why": "naïve"}')
+        s.log_decision(*decision(2, b), None, ctx, None, True)
+        s.log_decision(*decision(3, b))
+        s.record_reward(b, "d1", 1, 0.5, 0.5, np.zeros(4), {"cost": 0.01}, 300.0)
+        """,
+        apply=False,
+    )
+    from llmopt.bandits.bandit import context_of
+    from llmopt.features.context import RequestContext
+
+    s = st.BanditStore(tmp_path)
+    try:
+        d1, d2, d3 = (s.find_decision(f"d{i}") for i in (1, 2, 3))
+        ctx = RequestContext(task_type="summarization", metadata={"k": "v"}, hour_of_day=0)
+        assert d1.request_digest == b"0123456789abcdef" and d1.explanation == '{"why": "naïve"}'
+        assert context_of(d1.request_context) == ctx and not d1.degraded
+        assert d2.request_digest is None and d2.explanation is None and d2.degraded
+        assert context_of(d2.request_context) == ctx
+        assert d3.request_context is None and d3.explanation is None and not d3.degraded
+        logged = s.logged_decision("d1")
+        assert logged is not None and logged.decision.status == st.REWARDED
+        assert logged.reward == 0.5 and logged.reward_detail == {"cost": 0.01}
+        assert logged.close_time == 300.0
+        open_row = s.logged_decision("d3")
+        assert open_row.reward is None and open_row.close_time is None
+    finally:
+        s.close()
+
+
+def test_a_data_dir_from_before_the_decision_log_opens_and_reads(tmp_path: Path) -> None:
+    """Migration 3 on a database at schema 2: its decisions read back with no context, no
+    explanation, not degraded, and list by time."""
+    from llmopt.storage import Database
+
+    db = Database(tmp_path / "bandits.db", migrations=st.MIGRATIONS[:2])
+    db.write(
+        lambda c: (
+            c.execute(
+                "INSERT INTO bandits (name, definition, dim, create_time)"
+                " VALUES ('old', '{}', 4, 0)"
+            ),
+            c.executemany(
+                "INSERT INTO decisions (decision_id, bandit_id, slot, propensity, scores, context,"
+                " time, expires, request_digest) VALUES (?, 1, 0, 1.0, ?, ?, ?, 1e12, NULL)",
+                [
+                    (f"old{i}", np.zeros(2).tobytes(), np.ones(4).tobytes(), 10.0 - i)
+                    for i in range(3)
+                ],
+            ),
+        )
+    )
+    db.close()
+    s = st.BanditStore(tmp_path)
+    try:
+        version = s.db.read(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
+        assert version == len(st.MIGRATIONS)
+        d = s.find_decision("old0")
+        assert d is not None and d.request_context is None and d.explanation is None
+        assert not d.degraded and d.request_digest is None
+        listed = s.list_decisions(1, None, None, None, 10)
+        assert [r.decision.decision_id for r in listed] == ["old2", "old1", "old0"]
+    finally:
+        s.close()
+
+
+def test_listing_is_by_time_then_log_order_and_resumes_after_a_cursor(tmp_path: Path) -> None:
+    s = st.BanditStore(tmp_path)
+    try:
+        b = s.create_bandit("b", {"initial_arms": 1}, 4, [{"arm_id": "a"}], 0.0)
+        other = s.create_bandit("o", {"initial_arms": 1}, 4, [{"arm_id": "a"}], 0.0)
+        times = [5.0, 1.0, 3.0, 3.0, 3.0, 9.0]
+        for i, t in enumerate(times):
+            s.log_decision(f"d{i}", b, 0, 1.0, np.zeros(1), np.zeros(4), t, 1e12)
+            s.log_decision(f"x{i}", other, 0, 1.0, np.zeros(1), np.zeros(4), t, 1e12)
+        ids = lambda rows: [r.decision.decision_id for r in rows]  # noqa: E731
+        everything = s.list_decisions(b, None, None, None, 100)
+        assert ids(everything) == ["d1", "d2", "d3", "d4", "d0", "d5"]
+        first = s.list_decisions(b, None, None, None, 2)
+        last = first[-1].decision
+        assert ids(first) == ["d1", "d2"]
+        rest = s.list_decisions(b, None, None, (last.time, last.rowid), 100)
+        assert ids(rest) == ["d3", "d4", "d0", "d5"]
+        assert ids(s.list_decisions(b, 3.0, 9.0, None, 100)) == ["d2", "d3", "d4", "d0"]
+    finally:
+        s.close()

@@ -51,7 +51,10 @@ def test_a_decision_record_is_framed_as_the_journal_frames_and_reads_back() -> N
     payload = record[records.HEADER :]
     assert (length, crc) == (len(payload), zlib.crc32(payload))
     assert frame(payload) == record
-    expected = (7, "déc-1", 3, 2, 0.25, scores.tobytes(), context.tobytes(), 100.5, 200.75, None)
+    expected = (
+        *(7, "déc-1", 3, 2, 0.25, scores.tobytes(), context.tobytes(), 100.5, 200.75),
+        *(None, None, None, 0),  # no digest, no context, no explanation, not degraded
+    )
     assert records.decode(record, records.HEADER) == (records.DECISION, expected)
     assert records.decode(payload) == (records.DECISION, expected)  # as replay reads it
 
@@ -90,3 +93,70 @@ def test_a_record_cut_short_or_of_an_unknown_kind_is_refused() -> None:
         records.decode(reward[records.HEADER : -9])
     with pytest.raises(ValueError, match="unknown kind 99"):
         records.decode(bytes([99]) + payload[1:])
+
+
+class Ctx:
+    """What ``encode_context`` reads of a RequestContext (it reads attributes by name)."""
+
+    def __init__(self, **kw: object) -> None:
+        defaults = dict(
+            user_id="", task_type="", input_length=0, output_length=0, priority=5, region="",
+            hour_of_day=None, day_of_week=None, language="", metadata={}, features={},
+        )  # fmt: skip
+        self.__dict__.update({**defaults, **kw})
+
+
+FULL = dict(
+    user_id="ü-1", task_type="summarization", input_length=2**40, output_length=3, priority=9,
+    region="eu", hour_of_day=0, day_of_week=6, language="fr",
+    metadata={"tenant": "acmé", "": "empty key"}, features={"x": -1.5, "y": float("inf")},
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("fields", [{}, FULL], ids=["defaults", "every-field"])
+def test_a_request_context_reads_back_field_for_field(fields: dict) -> None:
+    ctx = Ctx(**fields)
+    assert records.decode_context(records.encode_context(ctx)) == vars(ctx)
+
+
+def test_a_malformed_request_context_is_refused() -> None:
+    blob = records.encode_context(Ctx(**FULL))
+    for bad in (blob[:-1], blob + b"x", blob[:10]):
+        with pytest.raises(ValueError, match="request context record"):
+            records.decode_context(bad)
+
+
+@pytest.mark.parametrize("digest", [None, b"\x00", b"0123456789abcdef"])
+@pytest.mark.parametrize("explanation", [None, "", '{"reason": "naïve"}'])
+def test_the_extension_trailer_reads_back_after_any_digest(
+    digest: bytes | None, explanation: str | None
+) -> None:
+    args = (5, "d", 1, 0, 0.5, np.ones(2), np.arange(3.0), 1.0, 2.0, digest)
+    ctx = Ctx(**FULL)
+    record = records.decision_record(*args, ctx, explanation, True)
+    row = records.decode(record, records.HEADER)[1]
+    assert row[9] == digest and row[11] == explanation and row[12] == 1
+    assert records.decode_context(row[10]) == vars(ctx)
+    # A reader from before the extension takes everything after the context as the digest:
+    # the payload is the old one (digest included) with the extension after it.
+    legacy = records.decision_record(*args)
+    assert record[records.HEADER : len(legacy)] == legacy[records.HEADER :]
+
+
+def test_a_record_without_extension_is_the_format_from_before_it() -> None:
+    args = (5, "d", 1, 0, 0.5, np.ones(2), np.arange(3.0), 1.0, 2.0, b"0123456789abcdef")
+    assert records.decision_record(*args, None, None, False) == records.decision_record(*args)
+    assert records.decode(records.decision_record(*args), records.HEADER)[1][9:] == (
+        b"0123456789abcdef", None, None, 0,
+    )  # fmt: skip
+
+
+def test_a_digest_that_ends_like_the_trailer_is_still_a_digest() -> None:
+    """Old records' digests are 1 or 16 bytes, shorter than the 20-byte trailer: never taken
+    for an extension, whatever their bytes."""
+    tail = struct.pack("<IiIII", 0, -1, 0, 0, records.EXTENSION_MAGIC)
+    for digest in (tail[4:], tail[-1:]):
+        record = records.decision_record(
+            1, "d", 1, 0, 1.0, np.ones(1), np.ones(1), 0.0, 1.0, digest
+        )
+        assert records.decode(record, records.HEADER)[1][9:] == (digest, None, None, 0)
