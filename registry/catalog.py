@@ -13,6 +13,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
+
 from llmopt import errors
 from llmopt.registry import paging
 from llmopt.registry.types import (
@@ -71,13 +73,23 @@ MIGRATIONS = [
         kind TEXT NOT NULL
     );
     CREATE INDEX alias_history_by_alias ON alias_history(model, alias, id);
+    """,
+    # 2: a background sample with each version (float64 rows, little-endian, row-major), the
+    # baseline of explanations; NULL and 0 rows for versions uploaded without one.
     """
+    ALTER TABLE versions ADD COLUMN background BLOB;
+    ALTER TABLE versions ADD COLUMN background_rows INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE versions ADD COLUMN background_cols INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 VERSION_COLUMNS = (
     "model, version, sha256, size_bytes, inputs, outputs, semver, parent_version, metrics, tags, "
-    "description, created_at"
+    "description, created_at, background_rows"
 )
+# The background's bytes are read on their own (``background``), never with a listing.
+_INSERT_COLUMNS = f"{VERSION_COLUMNS}, background, background_cols"
+_BACKGROUND_DTYPE = np.dtype("<f8")
 HISTORY_COLUMNS = "id, model, alias, from_version, to_version, time, reason, actor, kind"
 _MODEL_COLUMNS = "name, description, task, tags, created_at, updated_at, last_version"
 
@@ -209,6 +221,7 @@ def version_from_row(
         description=row[10],
         created_at=row[11],
         aliases=tuple(aliases),
+        background_rows=row[12],
     )
 
 
@@ -268,8 +281,12 @@ def insert_version(
     c.execute(
         "UPDATE models SET last_version = ?, updated_at = ? WHERE name = ?", (version, now, model)
     )
+    sample = meta.background
+    rows, cols = sample.shape if sample is not None else (0, 0)
+    blob = np.ascontiguousarray(sample, _BACKGROUND_DTYPE).tobytes() if sample is not None else None
     c.execute(
-        f"INSERT INTO versions ({VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO versions ({_INSERT_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             model,
             version,
@@ -283,6 +300,9 @@ def insert_version(
             _dump(meta.tags),
             meta.description,
             now,
+            rows,
+            blob,
+            cols,
         ),
     )
     changes: list[AliasChange] = []
@@ -307,8 +327,25 @@ def insert_version(
         meta.description,
         now,
         aliases,
+        rows,
     )
     return mv, changes
+
+
+def background(c: sqlite3.Connection, model: str, version: int) -> np.ndarray | None:
+    """The version's background sample, [rows, features] float64 (None: it has none); NotFound
+    when there is no such version."""
+    row = c.execute(
+        "SELECT background, background_rows, background_cols FROM versions"
+        " WHERE model = ? AND version = ?",
+        (model, version),
+    ).fetchone()
+    if row is None:
+        raise errors.NotFound(f"version: model {model!r} has no version {version}")
+    blob, rows, cols = row
+    if blob is None:
+        return None
+    return np.frombuffer(blob, dtype=_BACKGROUND_DTYPE).reshape(rows, cols)
 
 
 def delete_version(c: sqlite3.Connection, model: str, version: int, now: float) -> None:

@@ -9,6 +9,7 @@ Examples::
     llmopt-registry promote quality --reason "beats champion on holdout"
     llmopt-registry history quality --json
     llmopt-registry --tls-ca ca.pem audit --method /llmopt.v1.Registry/Promote --since 2026-01-01
+    llmopt-registry decisions doc-router --since 2026-01-01 > decisions.jsonl
 
 Over TLS, ``--tls-ca`` names the CA that signed the server's certificate (``--tls-cert`` and
 ``--tls-key``: the client's certificate for mTLS); ``--token`` (better: env ``LLMOPT_TOKEN``,
@@ -22,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import getpass
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -255,8 +258,16 @@ def cmd_register(c: Client, a: argparse.Namespace) -> Answer:
         description=a.description,
         alias=a.alias,
         chunk_size=a.chunk_kib * 1024,
+        background=_load_npy(a.background) if a.background else None,
     )
     return v, (note + "\n" if note else "") + _show_version(v)
+
+
+def _load_npy(path: str) -> Any:
+    """A background sample saved with numpy.save (no pickles)."""
+    import numpy as np
+
+    return np.load(path, allow_pickle=False)
 
 
 def cmd_versions(c: Client, a: argparse.Namespace) -> Answer:
@@ -341,6 +352,38 @@ def cmd_audit(c: Client, a: argparse.Namespace) -> Answer:
     if page.next_page_token:
         text += f"\n(more: --page-token {page.next_page_token})"
     return {"entries": page.items, "next_page_token": page.next_page_token}, text
+
+
+_STREAMED = object()  # a command that printed its own output (``decisions``)
+
+
+def _plain_json(value: Any) -> Any:
+    """A client value as JSON-ready data: dataclasses as dicts, tuples as lists, and NaN and
+    the infinities as the strings protobuf's JSON mapping uses ("NaN", "Infinity",
+    "-Infinity"), so that every line is strict JSON."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def cmd_decisions(c: Client, a: argparse.Namespace) -> Answer:
+    """Every decision of a bandit in the range as JSON lines, printed page by page as they
+    come (one object per decision: every field, explanation included)."""
+    for d in c.iter_decisions(
+        a.bandit,
+        start_time=_time_arg(a.since, "--since"),
+        end_time=_time_arg(a.until, "--until"),
+        page_size=a.page_size,
+    ):
+        sys.stdout.write(json.dumps(_plain_json(d), separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+    return _STREAMED, ""
 
 
 # -- parser -------------------------------------------------------------------------------------
@@ -441,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-features", type=int, help="estimator input width (default: n_features_in_)")
     p.add_argument("--opset", type=int, default=17, help="ONNX target opset for exports")
     p.add_argument("--chunk-kib", type=int, default=1024, help="upload chunk size in KiB")
+    p.add_argument(
+        "--background",
+        metavar="FILE.npy",
+        help="rows of the model's input (at most 1,000) kept as the baseline of Explain",
+    )
 
     p = add("versions", cmd_versions, "list a model's versions, newest first")
     p.add_argument("model")
@@ -492,6 +540,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="before this time (ISO 8601, UTC by default, or epoch s)")
     p.add_argument("--limit", type=int, default=100, help="entries per page (at most 1000)")
     p.add_argument("--page-token", default="", help="next_page_token of a previous page")
+
+    p = add(
+        "decisions",
+        cmd_decisions,
+        "export a bandit's decisions, oldest first, as JSON lines (one per decision, with its "
+        "context, scores, explanation, reward and outcome)",
+    )
+    p.add_argument("bandit")
+    p.add_argument(
+        "--since", help="made at or after this time (ISO 8601, UTC by default, or epoch s)"
+    )
+    p.add_argument("--until", help="made before this time (ISO 8601, UTC by default, or epoch s)")
+    p.add_argument("--page-size", type=int, default=1000, help="decisions per call (at most 1000)")
     return parser
 
 
@@ -516,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # export failures and local file problems
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if answer is _STREAMED:
+        return 0
     print(json.dumps(_as_dict(answer), indent=2) if args.json else text)
     return 0
 

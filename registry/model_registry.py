@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+import numpy as np
+
 from llmopt import errors
 from llmopt.registry import alias_rules, catalog, onnx_check, paging, validation
 from llmopt.registry.alias_rules import CHALLENGER, CHAMPION, LATEST
@@ -215,8 +217,9 @@ class Registry:
         """Validate and store a new version; its number is assigned when its row commits.
 
         ``artifact`` is the ONNX bytes, an iterable of byte chunks (streamed to disk while
-        hashed), or a binary file object. On any failure nothing is stored and no version number
-        is used up.
+        hashed), or a binary file object. ``metadata.background`` (optional) is a sample of
+        the inputs kept with the version, checked against the model's one float input. On any
+        failure nothing is stored and no version number is used up.
         """
         meta = validation.version_metadata(metadata or VersionMetadata())
         actor = validation.actor(actor)
@@ -248,6 +251,8 @@ class Registry:
                     f"the received {staged.size} bytes hash to {staged.sha256}",
                 )
             inputs, outputs = onnx_check.inspect(staged.path)
+            if meta.background is not None:
+                validation.background_fits(meta.background, inputs)
             now = time.time()
 
             def insert(c: sqlite3.Connection) -> tuple[ModelVersion, list[AliasChange]]:
@@ -284,6 +289,14 @@ class Registry:
             return catalog.version_with_aliases(c, catalog.version_row(c, model, number))
 
         return self._db.read(query)
+
+    def background(
+        self, model: str, version: int | None = None, alias: str | None = None
+    ) -> np.ndarray | None:
+        """The version's background sample ([rows, features] float64, read-only), or None when it
+        was uploaded without one; NotFound when there is no such version."""
+        number = self.get_version(model, version, alias).version
+        return self._db.read(lambda c: catalog.background(c, model, number))
 
     def list_versions(
         self,

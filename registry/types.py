@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    import numpy as np
 
 T = TypeVar("T")
 
@@ -80,6 +83,9 @@ class ModelVersion:
     description: str = ""
     created_at: float = 0.0
     aliases: tuple[str, ...] = ()
+    # Rows of the background sample kept with the version (0: none): the baseline of
+    # explanations, read with ``Registry.background``.
+    background_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,9 @@ class VersionMetadata:
     alias: str = ""
     # Optional: the artifact's total size, checked on arrival (0: not given).
     size_bytes: int = 0
+    # Optional: a background sample of the model's inputs ([rows, features] floats, 1 to
+    # MAX_BACKGROUND_ROWS rows), stored with the version as the baseline of explanations.
+    background: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 from llmopt import errors, naming
-from llmopt.registry.types import VersionMetadata
+from llmopt.registry.types import TensorSpec, VersionMetadata
 
 # semver.org 2.0.0, with an optional leading "v".
 SEMVER = re.compile(
@@ -27,6 +29,9 @@ MAX_METRICS = 256
 MAX_DESCRIPTION = 16_384
 MAX_REASON = 1024
 MAX_ACTOR = 256
+# A background sample: the baseline of explanations, kept with its version.
+MAX_BACKGROUND_ROWS = 1000
+BACKGROUND_FIELD = "metadata.background"
 
 
 _shown = naming.shown
@@ -116,6 +121,72 @@ def sha256(value: str, field: str = "sha256") -> str:
     return value.lower()
 
 
+def background(value: object, field: str = BACKGROUND_FIELD) -> np.ndarray | None:
+    """A background sample as float64 rows: floats, 2-D, 1 to MAX_BACKGROUND_ROWS rows of at
+    least one column, every value finite (None: no sample)."""
+    if value is None:
+        return None
+    try:
+        array = np.asarray(value)
+    except Exception:
+        raise errors.invalid(field, type(value).__name__, "an array of floats") from None
+    if array.dtype.kind != "f":
+        raise errors.invalid(field, f"dtype {array.dtype}", "a float tensor [rows, features]")
+    if array.ndim != 2:
+        raise errors.invalid(field, f"shape {list(array.shape)}", "2-D: [rows, features]")
+    rows, cols = array.shape
+    if not 1 <= rows <= MAX_BACKGROUND_ROWS:
+        raise errors.invalid(field, f"{rows} rows", f"1 to {MAX_BACKGROUND_ROWS} rows")
+    if cols < 1:
+        raise errors.invalid(field, f"shape {list(array.shape)}", "at least one feature column")
+    out = np.ascontiguousarray(array, dtype=np.float64)
+    if not np.isfinite(out).all():
+        bad = np.argwhere(~np.isfinite(out))[0]
+        raise errors.invalid(
+            field,
+            f"{out[bad[0], bad[1]]} at row {bad[0]}, column {bad[1]}",
+            "finite values only",
+        )
+    return out
+
+
+def background_fits(
+    sample: np.ndarray, inputs: Sequence[TensorSpec], field: str = BACKGROUND_FIELD
+) -> None:
+    """The sample has as many columns as the model's one float input of shape [rows, features]."""
+    if len(inputs) != 1 or inputs[0].dtype not in ("float16", "float32", "float64"):
+        got = ", ".join(f"{s.name} ({s.dtype})" for s in inputs) or "none"
+        raise errors.invalid(
+            field,
+            f"shape {list(sample.shape)}",
+            f"a model with one float input to explain (its inputs: {got})",
+        )
+    spec = inputs[0]
+    if len(spec.shape) != 2:
+        raise errors.invalid(
+            field,
+            f"shape {list(sample.shape)}",
+            f"a model whose input {spec.name!r} is [rows, features] "
+            f"(its shape: {list(spec.shape)})",
+        )
+    width = spec.shape[1]
+    if width >= 0 and sample.shape[1] != width:
+        raise errors.invalid(
+            field,
+            f"{sample.shape[1]} columns",
+            f"{width} columns, as many as the model's input {spec.name!r} has features",
+        )
+    with np.errstate(over="ignore"):
+        narrowed = sample.astype(spec.dtype)
+    if not np.isfinite(narrowed).all():
+        row, col = np.argwhere(~np.isfinite(narrowed))[0]
+        raise errors.invalid(
+            field,
+            f"{sample[row, col]} at row {row}, column {col}",
+            f"values that {spec.dtype} (the model's input) can hold",
+        )
+
+
 def version_metadata(meta: VersionMetadata) -> VersionMetadata:
     """The uploader's metadata, checked field by field, with its text normalised."""
     if meta.parent_version is not None:
@@ -137,4 +208,5 @@ def version_metadata(meta: VersionMetadata) -> VersionMetadata:
         sha256=sha256(meta.sha256),
         alias=meta.alias,
         size_bytes=meta.size_bytes,
+        background=background(meta.background),
     )

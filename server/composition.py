@@ -12,6 +12,7 @@ what it needs (``llmopt.ports``), under the data dir:
 5. the traffic policy database (``inference/inference.db``), then ``InferenceEngine``: the
    registry as ``ModelSource`` and a ``TrafficPolicyStore`` on that database.
 6. ``Predictor``: the engine, and the feature service as ``FeatureVectors``.
+7. ``Explainer``: the engine as ``ServingVersions``, the registry as ``ExplainSource``.
 
 It returns an ``AppContext``: the typed, frozen ``Services`` that ``llmopt.api`` binds to
 servicers, and the components the server warms in that order and closes in reverse. A part that
@@ -38,6 +39,7 @@ from llmopt.inference import (
     SessionConfig,
     TrafficPolicyStore,
 )
+from llmopt.inference.explain import Explainer
 from llmopt.ports import Component
 from llmopt.registry import Registry
 from llmopt.storage import Database, DataDir
@@ -57,6 +59,7 @@ class Services:
     inference: InferenceEngine
     predictor: Predictor
     audit: AuditLog
+    explainer: Explainer
 
 
 @dataclass(frozen=True)
@@ -135,10 +138,11 @@ def compose(settings: Settings, data_dir: DataDir) -> AppContext:
             InferenceEngine(registry, TrafficPolicyStore(policies.db), engine_config(settings))
         )
         predictor = Predictor(inference, features)
+        explainer = Explainer(inference, registry)
     except BaseException:
         close_all(built)
         raise
-    services = Services(registry, features, bandits, inference, predictor, audit)
+    services = Services(registry, features, bandits, inference, predictor, audit, explainer)
     return AppContext(settings, data_dir, services, built)
 
 

@@ -10,17 +10,24 @@ a test can hand it a fake with only those methods.
 - ``FeatureVectors``: what ``inference.Predictor`` needs of ``features.FeatureService``.
 - ``BanditFeatures``: what ``bandits.service.BanditService`` needs of ``features.FeatureService``.
 - ``AuditSink``: what ``api.interceptor.ServingInterceptor`` needs of ``audit.AuditLog``.
+- ``ServingVersions``: what ``inference.explain.Explainer`` needs of ``inference.InferenceEngine``.
+- ``ExplainSource``: what ``inference.explain.Explainer`` needs of ``registry.Registry``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from llmopt.features.context import RequestContext
     from llmopt.features.service import FeatureVector
+    from llmopt.inference.routing import Variant
+    from llmopt.inference.session import LoadedModel
     from llmopt.registry.types import AliasEvent, Model, ModelVersion
 
 
@@ -90,3 +97,23 @@ class AuditSink(Protocol):
     def record(
         self, principal: str, method: str, target: str, code: str, time_s: float | None = None
     ) -> None: ...
+
+
+class ServingVersions(Protocol):
+    """What explaining needs of the inference engine: the loaded version a request would run
+    on (pinned, by alias, or routed by the traffic policy), held while the block runs."""
+
+    def serving(
+        self, model: str, *, version: int = 0, alias: str = "", routing_key: str = ""
+    ) -> AbstractContextManager[tuple[LoadedModel, Variant]]: ...
+
+
+class ExplainSource(ArtifactSource, Protocol):
+    """What explaining needs of the registry: a version's tags and ONNX bytes, its background
+    sample (None: it has none), and the aliases that name the champion."""
+
+    def background(
+        self, model: str, version: int | None = None, alias: str | None = None
+    ) -> np.ndarray | None: ...
+
+    def aliases(self, model: str) -> dict[str, int]: ...

@@ -28,6 +28,7 @@ from llmopt.inference import (
     TrafficPolicy,
     Variant,
 )
+from llmopt.inference.explain import Explanation, FeatureImportance, Method
 from llmopt.inference.signature import IOSpec
 from llmopt.tensors import DTYPE_BY_NUMPY, INT64_MAX, NUMPY_BY_DTYPE
 
@@ -210,6 +211,91 @@ def to_model_stats(stats: ModelStats) -> inference_pb2.ModelStats:
         load_failures=[
             inference_pb2.LoadFailure(version=f.version, alias=f.alias, message=f.message)
             for f in stats.load_failures
+        ],
+    )
+
+
+# -- Explain ---------------------------------------------------------------------------------------
+
+METHOD_BY_PROTO: dict[int, Method] = {
+    inference_pb2.EXPLAIN_METHOD_AUTO: Method.AUTO,
+    inference_pb2.LINEAR: Method.LINEAR,
+    inference_pb2.TREE_SHAP: Method.TREE_SHAP,
+    inference_pb2.KERNEL_SHAP: Method.KERNEL_SHAP,
+}
+
+
+class ExplainCall(NamedTuple):
+    """A converted Explain request, ready for ``Explainer.explain``."""
+
+    model: str
+    inputs: dict[str, np.ndarray]
+    version: int
+    alias: str
+    method: Method
+    output_name: str
+    output_index: int
+    samples: int
+    seed: int
+    routing_key: str
+
+
+def from_explain_request(msg: inference_pb2.ExplainRequest) -> ExplainCall:
+    if not msg.model:
+        raise errors.invalid("model", msg.model, "a registered model name")
+    if len(msg.inputs) != 1:
+        raise errors.invalid(
+            "inputs", f"{len(msg.inputs)} tensors", "one float input of shape [rows, features]"
+        )
+    method = METHOD_BY_PROTO.get(msg.method)
+    if method is None:
+        raise errors.invalid("method", msg.method, "AUTO, LINEAR, TREE_SHAP or KERNEL_SHAP")
+    arrays = [(t.name, input_array(t, f"inputs[{i}]")) for i, t in enumerate(msg.inputs)]
+    return ExplainCall(
+        model=msg.model,
+        inputs=_named_inputs(arrays, "inputs"),
+        version=msg.version,
+        alias=msg.alias,
+        method=method,
+        output_name=msg.output_name,
+        output_index=msg.output_index,
+        samples=msg.samples,
+        seed=msg.seed,
+        routing_key=msg.routing_key,
+    )
+
+
+def to_explain_response(explanation: Explanation) -> inference_pb2.ExplainResponse:
+    e = explanation
+    return inference_pb2.ExplainResponse(
+        model=e.model,
+        version=e.version,
+        method=e.method,
+        feature_names=e.feature_names,
+        rows=[
+            inference_pb2.RowExplanation(
+                contributions=contributions.tolist(), base_value=base, prediction=prediction
+            )
+            for contributions, base, prediction in zip(
+                e.contributions, e.base_values.tolist(), e.predictions.tolist(), strict=True
+            )
+        ],
+        output_name=e.output_name,
+        output_index=e.output_index,
+        samples=e.samples,
+        seed=e.seed,
+        background_rows=e.background_rows,
+    )
+
+
+def to_feature_importance(importance: FeatureImportance) -> inference_pb2.FeatureImportance:
+    return inference_pb2.FeatureImportance(
+        model=importance.model,
+        version=importance.version,
+        rows=importance.rows,
+        features=[
+            inference_pb2.FeatureImportanceEntry(feature=name, mean_abs_contribution=value)
+            for name, value in importance.features
         ],
     )
 

@@ -11,6 +11,7 @@ import math
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmopt import errors
+from llmopt.api.convert import from_tensor, to_tensor
 from llmopt.gen.llmopt.v1 import common_pb2, registry_pb2
 from llmopt.registry.types import (
     AliasChange,
@@ -127,6 +128,7 @@ def to_version(mv: ModelVersion) -> registry_pb2.ModelVersion:
         description=mv.description,
         create_time=to_timestamp(mv.created_at),
         aliases=mv.aliases,
+        background_rows=mv.background_rows,
     )
 
 
@@ -145,6 +147,7 @@ def from_version(msg: registry_pb2.ModelVersion) -> ModelVersion:
         description=msg.description,
         created_at=from_timestamp(msg.create_time),
         aliases=tuple(msg.aliases),
+        background_rows=msg.background_rows,
     )
 
 
@@ -160,6 +163,11 @@ def from_upload_metadata(msg: registry_pb2.UploadVersionMetadata) -> VersionMeta
         sha256=msg.sha256,
         alias=msg.alias,
         size_bytes=msg.size_bytes,
+        background=(
+            from_tensor(msg.background, "metadata.background")
+            if msg.HasField("background")
+            else None
+        ),
     )
 
 
@@ -174,6 +182,7 @@ def to_upload_metadata(model: str, meta: VersionMetadata) -> registry_pb2.Upload
         sha256=meta.sha256,
         alias=meta.alias,
         size_bytes=meta.size_bytes,
+        background=to_tensor(meta.background) if meta.background is not None else None,
     )
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from llmopt import errors
 from llmopt.api import convert_inference as conv
 from llmopt.api.binding import ServiceBinding, answers_serialized, service_name
 from llmopt.api.errors import status_of
 from llmopt.gen.llmopt.v1 import inference_pb2, inference_pb2_grpc
 from llmopt.inference import InferenceEngine, Prediction, Predictor
+from llmopt.inference.explain import Explainer
 
 if TYPE_CHECKING:
     from llmopt.composition import Services
@@ -18,11 +20,15 @@ PREDICT_STREAM = f"/{service_name(inference_pb2, 'Inference')}/PredictStream"
 
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     """``predictor`` is the one predict path (shared with ModelInfer); ``engine`` answers the
-    traffic policy and statistics calls."""
+    traffic policy and statistics calls; ``explainer`` Explain and GetFeatureImportance (None:
+    they are UNIMPLEMENTED)."""
 
-    def __init__(self, engine: InferenceEngine, predictor: Predictor) -> None:
+    def __init__(
+        self, engine: InferenceEngine, predictor: Predictor, explainer: Explainer | None = None
+    ) -> None:
         self.engine = engine
         self.predictor = predictor
+        self.explainer = explainer
 
     @answers_serialized
     def Predict(self, request, context):  # type: ignore[no-untyped-def]
@@ -70,10 +76,37 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     def GetModelStats(self, request, context):  # type: ignore[no-untyped-def]
         return conv.to_model_stats(self.engine.stats(request.model))
 
+    def _explainer(self) -> Explainer:
+        if self.explainer is None:
+            raise errors.NotImplementedYet("explain: no explainer in this server")
+        return self.explainer
+
+    def Explain(self, request, context):  # type: ignore[no-untyped-def]
+        call = conv.from_explain_request(request)
+        explanation = self._explainer().explain(
+            call.model,
+            call.inputs,
+            version=call.version,
+            alias=call.alias,
+            method=call.method,
+            output_name=call.output_name,
+            output_index=call.output_index,
+            samples=call.samples,
+            seed=call.seed,
+            routing_key=call.routing_key,
+        )
+        return conv.to_explain_response(explanation)
+
+    def GetFeatureImportance(self, request, context):  # type: ignore[no-untyped-def]
+        importance = self._explainer().feature_importance(
+            request.model, version=request.version, alias=request.alias
+        )
+        return conv.to_feature_importance(importance)
+
 
 def bind(services: Services) -> ServiceBinding:
     return ServiceBinding(
         service_name(inference_pb2, "Inference"),
         inference_pb2_grpc.add_InferenceServicer_to_server,
-        InferenceServicer(services.inference, services.predictor),
+        InferenceServicer(services.inference, services.predictor, services.explainer),
     )

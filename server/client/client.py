@@ -48,7 +48,9 @@ from llmopt.client.types import (
     BanditStats,
     Context,
     Decision,
+    Explanation,
     Feature,
+    FeatureImportance,
     FeatureSet,
     FeatureVector,
     Feedback,
@@ -83,6 +85,8 @@ UPLOAD_CHUNK = 1 << 20
 MIB = 1 << 20
 ACTOR_METADATA = "x-llmopt-actor"
 AUTHORIZATION_METADATA = "authorization"
+# The most rows a version's background sample may have (the server refuses more).
+MAX_BACKGROUND_ROWS = 1000
 
 
 def tls_credentials(
@@ -399,17 +403,21 @@ class Client:
         excluded: Iterable[str] = (),
         decision_id: str = "",
         entity_ids: Mapping[str, str] | None = None,
+        explain: bool = False,
     ) -> Decision:
         """Ask which arm serves a request, from its ``context`` or a ready ``vector``.
 
         Without a ``decision_id`` the client makes one (a UUID), so that a retry after a lost
-        answer gets the same decision instead of a second one.
+        answer gets the same decision instead of a second one. ``explain``: the decision comes
+        with every arm's score and its parts (``Decision.explanation``), kept with the logged
+        decision (``get_decision``).
         """
         request = bandits_pb2.SelectArmRequest(
             bandit=bandit,
             excluded_arms=list(excluded),
             decision_id=decision_id or uuid.uuid4().hex,
             entity_ids=dict(entity_ids or {}),
+            explain=explain,
         )
         if context is not None:
             request.context.CopyFrom(ct.to_context(context))
@@ -452,6 +460,68 @@ class Client:
         request = bandits_pb2.GetStatsRequest(bandit=bandit)
         answer = self._call(self._bandits.GetStats, request, name="GetStats", retry=True)
         return ct.from_bandit_stats(answer)
+
+    def get_decision(self, decision_id: str, *, explain: bool = False) -> ct.LoggedDecision:
+        """One decision as the server logged it: its context and vector, arm, scores, status,
+        reward and outcome once recorded. ``explain``: with its explanation (the one kept when
+        select_arm asked for it, else recomputed against the policy's state now)."""
+        request = bandits_pb2.GetDecisionRequest(decision_id=decision_id, explain=explain)
+        answer = self._call(self._bandits.GetDecision, request, name="GetDecision", retry=True)
+        return ct.from_logged_decision(answer)
+
+    def list_decisions(
+        self,
+        bandit: str,
+        *,
+        start_time: float | None = None,
+        end_time: float | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> Page[ct.LoggedDecision]:
+        """One page of a bandit's decisions made at or after ``start_time`` and before
+        ``end_time`` (seconds since the epoch; None: unbounded), oldest first (``page_size`` 0:
+        the server's default, 100)."""
+        request = bandits_pb2.ListDecisionsRequest(
+            bandit=bandit, page=common_pb2.PageRequest(page_size=page_size, page_token=page_token)
+        )
+        if start_time is not None:
+            request.start_time.CopyFrom(ct.to_timestamp(start_time))
+        if end_time is not None:
+            request.end_time.CopyFrom(ct.to_timestamp(end_time))
+        page = self._call(self._bandits.ListDecisions, request, name="ListDecisions", retry=True)
+        return Page(tuple(ct.from_logged_decision(d) for d in page.decisions), page.next_page_token)
+
+    def iter_decisions(
+        self,
+        bandit: str,
+        *,
+        start_time: float | None = None,
+        end_time: float | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[ct.LoggedDecision]:
+        """Every decision of ``list_decisions``' range, page after page (fetched as consumed)."""
+        token = ""
+        while True:
+            page = self.list_decisions(
+                bandit,
+                start_time=start_time,
+                end_time=end_time,
+                page_size=page_size,
+                page_token=token,
+            )
+            yield from page.items
+            token = page.next_page_token
+            if not token:
+                return
+
+    def get_arm_estimates(self, bandit: str) -> ct.ArmEstimates:
+        """What the bandit's policy has learned per arm: means and their 95 % intervals, and for
+        linear policies theta and its sd per context slot (``slot_names``)."""
+        request = bandits_pb2.GetArmEstimatesRequest(bandit=bandit)
+        answer = self._call(
+            self._bandits.GetArmEstimates, request, name="GetArmEstimates", retry=True
+        )
+        return ct.from_arm_estimates(answer)
 
     # -- registry -------------------------------------------------------------------------------
 
@@ -513,10 +583,12 @@ class Client:
         description: str = "",
         alias: str = "",
         chunk_size: int = UPLOAD_CHUNK,
+        background: Any = None,
     ) -> ModelVersion:
         """Upload an ONNX artifact (bytes, or a file path read as it is sent) as the model's next
         version, streamed in ``chunk_size`` chunks, optionally pointing ``alias`` at it in the
-        same transaction. Not retried."""
+        same transaction. ``background`` (rows of the model's input, at most 1,000, floats) is
+        kept with the version as the baseline of ``explain``. Not retried."""
         if isinstance(onnx, bytes):
             size = len(onnx)
             blocks: Iterator[bytes] = (
@@ -535,6 +607,11 @@ class Client:
             alias=alias,
             size_bytes=size,
         )
+        if background is not None:
+            rows = np.asarray(background)
+            if rows.dtype.kind in "biu":
+                rows = rows.astype(np.float64)  # integer rows sent as floats: exact, not refused
+            meta.background.CopyFrom(ct.to_tensor(rows))
 
         def parts() -> Iterator[registry_pb2.UploadVersionRequest]:
             yield registry_pb2.UploadVersionRequest(metadata=meta)
@@ -566,10 +643,15 @@ class Client:
         parent_version: int = 0,
         metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, str] | None = None,
+        background: Any = None,
     ) -> ModelVersion:
         """Export a fitted scikit-learn estimator to ONNX (``llmopt.registry.export``: skl2onnx,
         checked against scikit-learn on ``sample``) and upload it; ``create`` registers the model
         name first when it does not exist. The graph takes one float32 input named ``input``.
+
+        The version's background sample (the baseline of ``explain``) is ``background`` when
+        given, else the training data passed as ``sample`` (a seeded draw of
+        ``MAX_BACKGROUND_ROWS`` rows when it has more); with neither it has none.
 
         The export needs the server's extras (scikit-learn, skl2onnx, onnxruntime); it is
         imported here, on first use, so that the rest of the client never loads it.
@@ -591,6 +673,8 @@ class Client:
                 self.create_model(model, description=description, task=task)
         all_tags = {"framework": "sklearn", "estimator": type(estimator).__name__}
         all_tags.update(tags or {})
+        if background is None and sample is not None:
+            background = background_of(sample)
         return self.upload_onnx(
             model,
             exported.onnx_bytes,
@@ -600,6 +684,7 @@ class Client:
             tags=all_tags,
             description=description,
             alias=alias,
+            background=background,
         )
 
     def get_version(self, model: str, version: int = 0, *, alias: str = "") -> ModelVersion:
@@ -845,6 +930,65 @@ class Client:
             return prediction.outputs[output]
         return next(iter(prediction.outputs.values()))
 
+    def explain(
+        self,
+        model: str,
+        inputs: Any,
+        *,
+        version: int = 0,
+        alias: str = "",
+        method: str = "auto",
+        output_name: str = "",
+        output_index: int = 0,
+        samples: int = 0,
+        seed: int = 0,
+        routing_key: str = "",
+    ) -> Explanation:
+        """Per-feature contributions to the predictions of ``inputs`` (rows of the model's one
+        float input, cast to its dtype): exact for linear graphs and tree ensembles, seeded
+        KernelSHAP (``samples`` coalitions per row, 0: 2048) for any other graph; ``method``
+        auto, linear, tree_shap or kernel_shap. The baseline is the version's background
+        sample. Routed like ``infer`` without ``version`` or ``alias``.
+        """
+        try:
+            method_value = ct.EXPLAIN_METHODS[method.lower()]
+        except KeyError:
+            raise ValueError(
+                f"method: {method!r} is not one of {', '.join(ct.EXPLAIN_METHODS)}"
+            ) from None
+        name, dtype = self._input_of(model, version, alias)
+        array = np.asarray(inputs)
+        request = inference_pb2.ExplainRequest(
+            model=model,
+            version=version,
+            alias=alias,
+            inputs=[ct.to_tensor(array.astype(dtype, copy=False), name)],
+            output_name=output_name,
+            output_index=output_index,
+            method=method_value,
+            samples=samples,
+            seed=seed,
+            routing_key=routing_key,
+        )
+        answer = self._call(self._inference.Explain, request, name="Explain", retry=True)
+        return ct.from_explanation(answer)
+
+    def get_feature_importance(
+        self, model: str, *, version: int = 0, alias: str = ""
+    ) -> FeatureImportance:
+        """A version's mean |contribution| per feature over the rows ``explain`` answered
+        recently (this server process; version 0 and no alias: the champion)."""
+        request = inference_pb2.GetFeatureImportanceRequest(
+            model=model, version=version, alias=alias
+        )
+        answer = self._call(
+            self._inference.GetFeatureImportance,
+            request,
+            name="GetFeatureImportance",
+            retry=True,
+        )
+        return ct.from_feature_importance(answer)
+
     def set_traffic_policy(
         self, model: str, mode: str, challenger_percent: float = 0.0
     ) -> TrafficPolicy:
@@ -1049,6 +1193,16 @@ class Client:
             request.until.CopyFrom(ct.to_timestamp(until))
         page = self._call(self._audit.GetAuditLog, request, name="GetAuditLog", retry=True)
         return Page(tuple(ct.from_audit_entry(e) for e in page.entries), page.next_page_token)
+
+
+def background_of(sample: Any, seed: int = 0) -> np.ndarray:
+    """A background sample from training data: every row, or a seeded draw of
+    ``MAX_BACKGROUND_ROWS`` of them (in their order) when there are more."""
+    rows = np.asarray(sample, dtype=np.float32)
+    if rows.ndim == 2 and len(rows) > MAX_BACKGROUND_ROWS:
+        keep = np.random.default_rng(seed).choice(len(rows), MAX_BACKGROUND_ROWS, replace=False)
+        rows = rows[np.sort(keep)]
+    return rows
 
 
 def _read_blocks(path: Path, size: int) -> Iterator[bytes]:

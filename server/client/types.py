@@ -289,6 +289,7 @@ class Decision:
     propensity: float
     scores: dict[str, float]
     time: float
+    explanation: DecisionExplanation | None = None  # when select_arm asked (explain=True)
 
 
 def from_decision(msg: bandits_pb2.Decision) -> Decision:
@@ -299,6 +300,9 @@ def from_decision(msg: bandits_pb2.Decision) -> Decision:
         propensity=msg.propensity,
         scores={s.arm_id: s.score for s in msg.scores},
         time=_time(msg.time),
+        explanation=from_decision_explanation(msg.explanation)
+        if msg.HasField("explanation")
+        else None,
     )
 
 
@@ -330,6 +334,240 @@ def to_outcome(
         if feedback.dwell_seconds is not None:
             fb.dwell_seconds = feedback.dwell_seconds
     return msg
+
+
+# -- explanations and the decision log ------------------------------------------------------------
+
+ARM_STATUS_NAMES = {
+    bandits_pb2.ARM_STATUS_UNSPECIFIED: "",
+    bandits_pb2.ELIGIBLE: "eligible",
+    bandits_pb2.EXCLUDED: "excluded",
+    bandits_pb2.REMOVED: "removed",
+}
+DECISION_STATUS_NAMES = {
+    bandits_pb2.DECISION_STATUS_UNSPECIFIED: "",
+    bandits_pb2.OPEN: "open",
+    bandits_pb2.REWARDED: "rewarded",
+    bandits_pb2.EXPIRED: "expired",
+}
+
+
+@dataclass(frozen=True)
+class FeatureContribution:
+    """One context slot's share of a linear estimate: ``contribution = theta_i * value``."""
+
+    name: str
+    value: float
+    contribution: float
+
+
+@dataclass(frozen=True)
+class ArmExplanation:
+    """Why one arm scored what it did: for an eligible arm ``score = exploitation +
+    exploration``; NaN parts for an arm that was not eligible. ``status`` is eligible, excluded
+    or removed."""
+
+    arm_id: str
+    status: str
+    score: float
+    exploitation: float
+    exploration: float
+    mean: float
+    posterior_mean: float
+    posterior_sd: float
+    probability: float
+    pulls: float
+    contributions: tuple[FeatureContribution, ...] = ()
+
+
+@dataclass(frozen=True)
+class DecisionExplanation:
+    """Why a bandit chose its arm: every arm's score and parts, in the bandit's arm order."""
+
+    policy: str
+    exploration_kind: str
+    chosen_arm_id: str
+    propensity: float
+    reason: str
+    arms: tuple[ArmExplanation, ...]
+
+
+def from_decision_explanation(msg: bandits_pb2.Explanation) -> DecisionExplanation:
+    return DecisionExplanation(
+        policy=msg.policy,
+        exploration_kind=msg.exploration_kind,
+        chosen_arm_id=msg.chosen_arm_id,
+        propensity=msg.propensity,
+        reason=msg.reason,
+        arms=tuple(
+            ArmExplanation(
+                arm_id=a.arm_id,
+                status=ARM_STATUS_NAMES.get(a.status, str(a.status)),
+                score=a.score,
+                exploitation=a.exploitation,
+                exploration=a.exploration,
+                mean=a.mean,
+                posterior_mean=a.posterior_mean,
+                posterior_sd=a.posterior_sd,
+                probability=a.probability,
+                pulls=a.pulls,
+                contributions=tuple(
+                    FeatureContribution(c.name, c.value, c.contribution) for c in a.contributions
+                ),
+            )
+            for a in msg.arms
+        ),
+    )
+
+
+def from_context(msg: common_pb2.RequestContext) -> Context:
+    names = {v: k for k, v in OUTPUT_LENGTHS.items()}
+    return Context(
+        task_type=msg.task_type,
+        input_length=msg.input_length,
+        output_length=names.get(msg.output_length_category, ""),
+        priority=msg.priority or 5,  # 0: unset, read as the default
+        user_id=msg.user_id,
+        region=msg.region,
+        hour_of_day=msg.hour_of_day if msg.HasField("hour_of_day") else None,
+        day_of_week=msg.day_of_week if msg.HasField("day_of_week") else None,
+        language=msg.language,
+        metadata=dict(msg.metadata),
+        features=dict(msg.features),
+    )
+
+
+@dataclass(frozen=True)
+class DecisionOutcome:
+    """The outcome a decision was rewarded with (when the reward came as one)."""
+
+    quality_score: float | None
+    cost: float
+    latency_ms: float
+    tokens: int
+    feedback: Feedback
+    error: bool
+
+
+@dataclass(frozen=True)
+class LoggedDecision:
+    """A decision as the server logged it (``Client.get_decision``, ``list_decisions``).
+
+    ``status`` is open, rewarded or expired; ``reward``, ``reward_time`` once rewarded or
+    expired (an expired decision's reward is the bandit's default reward, or None);
+    ``outcome`` when the reward came as one; ``explanation`` the one kept at decision time, or
+    recomputed on request (``explanation_recomputed``); ``degraded``: a fallback chose."""
+
+    decision_id: str
+    bandit: str
+    arm: Arm
+    propensity: float
+    scores: dict[str, float]
+    time: float
+    context: Context | None
+    context_vector: tuple[float, ...]
+    slot_names: tuple[str, ...]
+    status: str
+    reward: float | None
+    outcome: DecisionOutcome | None
+    reward_time: float | None
+    explanation: DecisionExplanation | None
+    explanation_recomputed: bool
+    degraded: bool
+    expire_time: float
+
+
+def from_logged_decision(msg: bandits_pb2.LoggedDecision) -> LoggedDecision:
+    outcome = None
+    if msg.HasField("outcome"):
+        o, f = msg.outcome, msg.outcome.feedback
+        outcome = DecisionOutcome(
+            quality_score=o.quality_score if o.HasField("quality_score") else None,
+            cost=o.cost,
+            latency_ms=o.latency_ms,
+            tokens=o.tokens,
+            feedback=Feedback(
+                rating=f.rating,
+                task_completed=f.task_completed,
+                retried=f.retried,
+                edited=f.edited,
+                dwell_seconds=f.dwell_seconds if f.HasField("dwell_seconds") else None,
+                saved=f.saved,
+            ),
+            error=o.error,
+        )
+    return LoggedDecision(
+        decision_id=msg.decision_id,
+        bandit=msg.bandit,
+        arm=from_arm(msg.arm),
+        propensity=msg.propensity,
+        scores={s.arm_id: s.score for s in msg.scores},
+        time=_time(msg.time),
+        context=from_context(msg.context) if msg.HasField("context") else None,
+        context_vector=tuple(msg.context_vector),
+        slot_names=tuple(msg.slot_names),
+        status=DECISION_STATUS_NAMES.get(msg.status, str(msg.status)),
+        reward=msg.reward if msg.HasField("reward") else None,
+        outcome=outcome,
+        reward_time=_time(msg.reward_time) if msg.HasField("reward_time") else None,
+        explanation=from_decision_explanation(msg.explanation)
+        if msg.HasField("explanation")
+        else None,
+        explanation_recomputed=msg.explanation_recomputed,
+        degraded=msg.degraded,
+        expire_time=_time(msg.expire_time),
+    )
+
+
+@dataclass(frozen=True)
+class ArmEstimate:
+    """One arm's learned parameters: the mean and its 95 % interval (context-free policies;
+    NaN for linear ones), theta and its sd per context slot (linear policies), the probability
+    of choosing it now (EXP3, softmax; NaN otherwise)."""
+
+    arm_id: str
+    removed: bool
+    pulls: float
+    mean: float
+    sd: float
+    ci_low: float
+    ci_high: float
+    theta: tuple[float, ...]
+    theta_sd: tuple[float, ...]
+    probability: float
+
+
+@dataclass(frozen=True)
+class ArmEstimates:
+    """What a bandit's policy has learned: ``arms`` by arm id, theta over ``slot_names``."""
+
+    bandit: str
+    policy: str
+    slot_names: tuple[str, ...]
+    arms: dict[str, ArmEstimate]
+
+
+def from_arm_estimates(msg: bandits_pb2.ArmEstimates) -> ArmEstimates:
+    return ArmEstimates(
+        bandit=msg.bandit,
+        policy=msg.policy,
+        slot_names=tuple(msg.slot_names),
+        arms={
+            a.arm_id: ArmEstimate(
+                arm_id=a.arm_id,
+                removed=a.removed,
+                pulls=a.pulls,
+                mean=a.mean,
+                sd=a.sd,
+                ci_low=a.ci_low,
+                ci_high=a.ci_high,
+                theta=tuple(a.theta),
+                theta_sd=tuple(a.theta_sd),
+                probability=a.probability,
+            )
+            for a in msg.arms
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -468,6 +706,8 @@ class ModelVersion:
     description: str
     aliases: tuple[str, ...]
     create_time: float
+    # Rows of the background sample kept with the version (0: none), the baseline of explain.
+    background_rows: int = 0
 
 
 def to_tensor_spec(spec: TensorSpec) -> registry_pb2.TensorSpec:
@@ -500,6 +740,7 @@ def to_version(mv: ModelVersion) -> registry_pb2.ModelVersion:
         description=mv.description,
         create_time=to_timestamp(mv.create_time),
         aliases=mv.aliases,
+        background_rows=mv.background_rows,
     )
 
 
@@ -518,6 +759,7 @@ def from_version(msg: registry_pb2.ModelVersion) -> ModelVersion:
         description=msg.description,
         aliases=tuple(msg.aliases),
         create_time=_time(msg.create_time),
+        background_rows=msg.background_rows,
     )
 
 
@@ -622,6 +864,75 @@ def from_prediction(msg: inference_pb2.PredictResponse) -> Prediction:
         VARIANT_NAMES.get(msg.variant, ""),
         {t.name: from_tensor(t) for t in msg.outputs},
         msg.request_id,
+    )
+
+
+EXPLAIN_METHODS = {
+    "auto": inference_pb2.EXPLAIN_METHOD_AUTO,
+    "linear": inference_pb2.LINEAR,
+    "tree_shap": inference_pb2.TREE_SHAP,
+    "kernel_shap": inference_pb2.KERNEL_SHAP,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Explanation:
+    """Per-feature contributions to a model's predictions, one row per input row:
+    ``base_values[i] + contributions[i].sum() == predictions[i]`` (exactly for linear, within
+    1e-6 for trees, approximately for KernelSHAP). ``method`` is "linear", "tree_shap" or
+    "kernel_shap"; ``samples`` and ``seed`` are KernelSHAP's coalitions per row and seed;
+    ``background_rows`` the rows of the background sample the baseline came from."""
+
+    model: str
+    version: int
+    method: str
+    feature_names: tuple[str, ...]
+    contributions: np.ndarray  # [rows, features] float64
+    base_values: np.ndarray  # [rows] float64
+    predictions: np.ndarray  # [rows] float64
+    output_name: str
+    output_index: int
+    samples: int
+    seed: int
+    background_rows: int
+
+
+def from_explanation(msg: inference_pb2.ExplainResponse) -> Explanation:
+    width = len(msg.feature_names)
+    contributions = np.array([list(r.contributions) for r in msg.rows], dtype=np.float64)
+    return Explanation(
+        model=msg.model,
+        version=msg.version,
+        method=msg.method,
+        feature_names=tuple(msg.feature_names),
+        contributions=contributions.reshape(len(msg.rows), width),
+        base_values=np.array([r.base_value for r in msg.rows], dtype=np.float64),
+        predictions=np.array([r.prediction for r in msg.rows], dtype=np.float64),
+        output_name=msg.output_name,
+        output_index=msg.output_index,
+        samples=msg.samples,
+        seed=msg.seed,
+        background_rows=msg.background_rows,
+    )
+
+
+@dataclass(frozen=True)
+class FeatureImportance:
+    """A version's global importance: each feature's mean |contribution| over the ``rows`` most
+    recently explained (at most 10,000), largest first."""
+
+    model: str
+    version: int
+    rows: int
+    features: dict[str, float]
+
+
+def from_feature_importance(msg: inference_pb2.FeatureImportance) -> FeatureImportance:
+    return FeatureImportance(
+        msg.model,
+        msg.version,
+        msg.rows,
+        {e.feature: e.mean_abs_contribution for e in msg.features},
     )
 
 

@@ -14,12 +14,13 @@ about (``routed``) are never evicted.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -182,13 +183,50 @@ class InferenceEngine:
         ``row`` (a feature vector, instead of ``inputs``) is fed as one row to the model's single
         input, in that input's dtype.
         """
+        slot, loaded, variant, routing = self._acquire(model, version, alias, routing_key)
+        try:
+            if row is not None:
+                inputs = _row_feed(loaded, row)
+            outputs = self._run(slot, loaded, variant, inputs, output_names)
+        finally:
+            loaded.release()
+        challenger = routing.challenger if routing is not None else None
+        if (
+            routing is not None
+            and routing.policy.mode is TrafficMode.SHADOW
+            and variant is Variant.CHAMPION
+            and challenger is not None
+            and not alias
+        ):
+            self._shadow.offer(ShadowJob(slot.stats, challenger, inputs, output_names, outputs))
+        return Prediction(model, loaded.version, variant, outputs, self._request_id())
+
+    @contextlib.contextmanager
+    def serving(
+        self, model: str, *, version: int = 0, alias: str = "", routing_key: str = ""
+    ) -> Iterator[tuple[LoadedModel, Variant]]:
+        """The loaded version a request naming ``version`` / ``alias`` (or neither: routed by
+        the traffic policy, sticky by ``routing_key``) would run on, held for the block: the
+        same resolution as ``predict``, for callers that run the session themselves (Explain).
+        """
+        _, loaded, variant, _ = self._acquire(model, version, alias, routing_key)
+        try:
+            yield loaded, variant
+        finally:
+            loaded.release()
+
+    def _acquire(
+        self, model: str, version: int, alias: str, routing_key: str
+    ) -> tuple[_ModelSlot, LoadedModel, Variant, _Routing | None]:
+        """Resolve and acquire the version a request runs on; the caller releases it. The
+        routing snapshot it was chosen from comes back with it (None when pinned)."""
         if version and alias:
             raise errors.invalid("version", version, "name a version or an alias, not both")
         if version < 0:
             raise errors.invalid("version", version, "a version number >= 1 (0: routed)")
         slot = self._slot(model)
         if version or (alias and alias not in VARIANT_BY_ALIAS):
-            return self._predict_pinned(slot, version, alias, inputs, output_names, row)
+            return slot, self._acquire_pinned(slot, version, alias), Variant.PINNED, None
         for _ in range(_ACQUIRE_ATTEMPTS):
             routing = slot.routing
             if alias:
@@ -203,34 +241,10 @@ class InferenceEngine:
             if loaded is None:
                 raise self._no_version(slot, alias or CHAMPION)
             if loaded.acquire():
-                break
-        else:
-            raise errors.Unavailable(f"model {model!r} is being swapped; retry")
-        try:
-            if row is not None:
-                inputs = _row_feed(loaded, row)
-            outputs = self._run(slot, loaded, variant, inputs, output_names)
-        finally:
-            loaded.release()
-        challenger = routing.challenger
-        if (
-            routing.policy.mode is TrafficMode.SHADOW
-            and variant is Variant.CHAMPION
-            and challenger is not None
-            and not alias
-        ):
-            self._shadow.offer(ShadowJob(slot.stats, challenger, inputs, output_names, outputs))
-        return Prediction(model, loaded.version, variant, outputs, self._request_id())
+                return slot, loaded, variant, routing
+        raise errors.Unavailable(f"model {model!r} is being swapped; retry")
 
-    def _predict_pinned(
-        self,
-        slot: _ModelSlot,
-        version: int,
-        alias: str,
-        inputs: Mapping[str, np.ndarray],
-        output_names: Sequence[str] | None,
-        row: np.ndarray | None = None,
-    ) -> Prediction:
+    def _acquire_pinned(self, slot: _ModelSlot, version: int, alias: str) -> LoadedModel:
         if alias:
             version = int(self._registry.get_version(slot.name, alias=alias).version)
         key = (slot.name, version)
@@ -240,17 +254,9 @@ class InferenceEngine:
                 with slot.lock:
                     loaded = self._loader.ensure_loaded(slot.name, version)
             if loaded.acquire():
-                break
-        else:
-            raise errors.Unavailable(f"model {slot.name!r} version {version} is being unloaded")
-        loaded.pinned_at = loaded.last_used
-        try:
-            if row is not None:
-                inputs = _row_feed(loaded, row)
-            outputs = self._run(slot, loaded, Variant.PINNED, inputs, output_names)
-        finally:
-            loaded.release()
-        return Prediction(slot.name, version, Variant.PINNED, outputs, self._request_id())
+                loaded.pinned_at = loaded.last_used
+                return loaded
+        raise errors.Unavailable(f"model {slot.name!r} version {version} is being unloaded")
 
     @staticmethod
     def _run(

@@ -36,8 +36,12 @@ SCOPE_BY_METHOD: dict[str, str | None] = {
     "/llmopt.v1.Bandits/GetBandit": "read",
     "/llmopt.v1.Bandits/ListBandits": "read",
     "/llmopt.v1.Bandits/GetStats": "read",
+    "/llmopt.v1.Bandits/GetDecision": "read",
+    "/llmopt.v1.Bandits/ListDecisions": "read",
+    "/llmopt.v1.Bandits/GetArmEstimates": "read",
     "/llmopt.v1.Inference/GetTrafficPolicy": "read",
     "/llmopt.v1.Inference/GetModelStats": "read",
+    "/llmopt.v1.Inference/GetFeatureImportance": "read",
     "/inference.GRPCInferenceService/ServerLive": "read",
     "/inference.GRPCInferenceService/ServerReady": "read",
     "/inference.GRPCInferenceService/ModelReady": "read",
@@ -51,6 +55,7 @@ SCOPE_BY_METHOD: dict[str, str | None] = {
     # predict
     "/llmopt.v1.Inference/Predict": "predict",
     "/llmopt.v1.Inference/PredictStream": "predict",
+    "/llmopt.v1.Inference/Explain": "predict",
     "/inference.GRPCInferenceService/ModelInfer": "predict",
     # write-features
     "/llmopt.v1.Features/WriteFeatures": "write-features",

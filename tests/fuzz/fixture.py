@@ -100,6 +100,8 @@ def _upload(alias: str, seed: int) -> list[R.UploadVersionRequest]:
     meta = R.UploadVersionMetadata(
         model=MODEL, alias=alias, size_bytes=len(onnx), semver=f"1.{seed}.0", metrics={"auc": 0.9}
     )
+    if seed == 0:  # the champion keeps a background sample: Explain's baseline
+        meta.background.CopyFrom(_tensor(8))
     half = len(onnx) // 2
     return [
         R.UploadVersionRequest(metadata=meta),
@@ -228,6 +230,27 @@ def seeds() -> dict[str, list[Any]]:
         (B_ + "GetBandit", B.GetBanditRequest(name=BANDIT)),
         (B_ + "ListBandits", B.ListBanditsRequest(page=C.PageRequest(page_size=2))),
         (B_ + "GetStats", B.GetStatsRequest(bandit=LINEAR_BANDIT)),
+        (B_ + "GetDecision", B.GetDecisionRequest(decision_id=DECISIONS[2], explain=True)),
+        (B_ + "GetDecision", B.GetDecisionRequest(decision_id=DECISIONS[1])),
+        (
+            B_ + "ListDecisions",
+            B.ListDecisionsRequest(
+                bandit=LINEAR_BANDIT,
+                start_time=timestamp_pb2.Timestamp(seconds=1_700_000_000),
+                page=C.PageRequest(page_size=2),
+            ),
+        ),
+        (B_ + "GetArmEstimates", B.GetArmEstimatesRequest(bandit=LINEAR_BANDIT)),
+        (
+            B_ + "SelectArm",
+            B.SelectArmRequest(
+                bandit=LINEAR_BANDIT,
+                context=_context(),
+                entity_ids={"user_id": "u2"},
+                excluded_arms=["smart"],
+                explain=True,
+            ),
+        ),
         (B_ + "AddArm", B.AddArmRequest(bandit=BANDIT, arm=_arm("new", "m-new"))),
         (B_ + "RemoveArm", B.RemoveArmRequest(bandit=LINEAR_BANDIT, arm_id="cheap")),
         (
@@ -276,6 +299,21 @@ def seeds() -> dict[str, list[Any]]:
             [predict, I.PredictRequest(model=MODEL, version=1, inputs=[_tensor()])],
         ),
         (I_ + "GetTrafficPolicy", I.GetTrafficPolicyRequest(model=MODEL)),
+        (I_ + "Explain", I.ExplainRequest(model=MODEL, version=1, inputs=[_tensor(2)])),
+        (
+            I_ + "Explain",
+            I.ExplainRequest(
+                model=MODEL,
+                alias="champion",
+                inputs=[_tensor(1)],
+                output_name="probabilities",
+                output_index=1,
+                method=I.KERNEL_SHAP,
+                samples=64,
+                seed=3,
+            ),
+        ),
+        (I_ + "GetFeatureImportance", I.GetFeatureImportanceRequest(model=MODEL)),
         (I_ + "GetModelStats", I.GetModelStatsRequest(model=MODEL)),
         (R_ + "GetModel", R.GetModelRequest(name=MODEL)),
         (R_ + "ListModels", R.ListModelsRequest()),
