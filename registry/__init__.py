@@ -9,6 +9,9 @@ Interface used by the inference engine::
     reg.get_version(model, version=None, alias=None) -> ModelVersion   # NotFound when absent;
         # exactly one of version / alias; alias "latest" means the newest version
     reg.read_artifact(model, version) -> bytes          # sha256-verified; ArtifactCorrupted if not
+    reg.background(model, version=None, alias=None) -> np.ndarray | None
+        # the version's background sample (float64 [rows, features], read-only; None: none),
+        # given at upload (VersionMetadata.background): the baseline of explanations
     reg.aliases(model) -> dict[str, int]                # e.g. {"champion": 3, "challenger": 4}
     reg.list_models() -> list[Model]
     unsubscribe = reg.subscribe(callback)               # callback(AliasEvent) -> None
@@ -16,7 +19,8 @@ Interface used by the inference engine::
 ``ModelVersion`` is frozen: model, version, sha256, size_bytes, inputs, outputs (tuples of
 ``TensorSpec(name, dtype, shape, dim_names)``; dtype a numpy dtype name such as "float32" or
 "int64", "string" for ONNX strings; shape with -1 for dynamic dimensions), semver,
-parent_version (None: no parent), metrics, tags, description, created_at (Unix seconds), aliases.
+parent_version (None: no parent), metrics, tags, description, created_at (Unix seconds), aliases,
+background_rows (0: no background sample).
 
 ``AliasEvent(model, alias, from_version, to_version, time, reason, actor)``: versions are None
 when the alias did not exist before / was removed. Callbacks run after the change has committed,

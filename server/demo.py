@@ -52,6 +52,7 @@ DEMO_REWARD_WEIGHTS = (0.85, 0.12, 0.03)
 DEMO_MAX_COST = 0.02
 DEMO_MAX_LATENCY_MS = 20_000.0
 DEMO_SEED = 42
+DEMO_BACKGROUND_ROWS = 500  # training rows kept with each demo model version
 DEMO_LINUCB_ALPHA = 0.2
 
 
@@ -234,9 +235,14 @@ def _seed_model(ctx: AppContext) -> None:
                 semver=f"1.{0 if alias == 'champion' else 1}.0",
                 parent_version=1 if alias == "challenger" else None,
                 metrics={"mae": round(mae, 4), "n_estimators": float(trees)},
-                tags={"framework": "sklearn", "estimator": "GradientBoostingRegressor"},
+                tags={
+                    "framework": "sklearn",
+                    "estimator": "GradientBoostingRegressor",
+                    "feature_names": ",".join(QUALITY_FEATURES),
+                },
                 description=f"gradient boosting, {trees} trees",
                 alias=alias,
+                background=x[:DEMO_BACKGROUND_ROWS],  # Explain's baseline: training rows
             ),
         )
     ctx.services.inference.set_policy(
