@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from llmopt import errors
 from llmopt.api.convert import to_request_context
 from llmopt.api.wire import decision_answer as native_decision_answer
+from llmopt.api.wire import explanation_message as native_explanation
 from llmopt.api.wire import reward_answer as native_reward_answer
 from llmopt.bandits.arms import Arm, LLMConfig
 from llmopt.bandits.explain import (
@@ -237,38 +238,47 @@ def to_timestamp(t: float) -> Timestamp:
 def decision_answer(d: Decision, arm_bytes: Callable[[Arm], bytes]) -> bytes:
     """The serialized Decision message (written natively, see ``llmopt.api.wire``); ``arm_bytes``
     gives an arm's serialized Arm message (arms never change: it may come from a cache). An
-    explained decision's Explanation is appended as field 7 (a length-delimited field added to
-    a serialized message is the message with that field set), so the usual answer is as it was."""
-    answer = native_decision_answer(
-        d.decision_id, d.bandit, arm_bytes(d.arm), d.propensity, d.arm_ids, d.arm_scores, d.time
+    explained decision carries its Explanation, written natively too (``explanation_bytes``)."""
+    e = d.explanation
+    return native_decision_answer(  # type: ignore[no-any-return]
+        d.decision_id,
+        d.bandit,
+        arm_bytes(d.arm),
+        d.propensity,
+        d.arm_ids,
+        d.arm_scores,
+        d.time,
+        None if e is None else explanation_bytes(e),
     )
-    if d.explanation is None:
-        return answer  # type: ignore[no-any-return]
-    return answer + _length_delimited(_EXPLANATION_FIELD, to_explanation(d.explanation))  # type: ignore[no-any-return]
-
-
-_EXPLANATION_FIELD = bandits_pb2.Decision.DESCRIPTOR.fields_by_name["explanation"].number
-
-
-def _length_delimited(number: int, msg: Any) -> bytes:
-    """Field ``number`` holding the serialized ``msg``, as protobuf writes it."""
-    data = msg.SerializeToString()
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 # -- explanations and estimates -------------------------------------------------------------------
 
 
+def explanation_bytes(e: Explanation) -> bytes:
+    """The serialized Explanation message, written natively from the explanation's arrays
+    (``llmopt.api.wire.explanation_message``): the bytes of ``to_explanation(e)``, which stays
+    the reference, in a few microseconds instead of a few hundred (10 arms over 20 slots)."""
+    c = e.columns()
+    return native_explanation(  # type: ignore[no-any-return]
+        e.policy,
+        e.exploration_kind,
+        e.chosen_arm_id,
+        e.propensity,
+        e.reason,
+        c.arm_ids,
+        c.status,
+        c.numbers,
+        c.slot_names,
+        c.x,
+        c.theta_x,
+        c.per_arm,
+    )
+
+
 def to_explanation(e: Explanation) -> bandits_pb2.Explanation:
+    """The Explanation message built field by field (the reference ``explanation_bytes`` is
+    tested against)."""
     return bandits_pb2.Explanation(
         policy=e.policy,
         exploration_kind=e.exploration_kind,
@@ -400,7 +410,7 @@ def to_logged_decision(d: LoggedDecision) -> bandits_pb2.LoggedDecision:
     if d.reward_time is not None:
         msg.reward_time.CopyFrom(to_timestamp(d.reward_time))
     if d.explanation is not None:
-        msg.explanation.CopyFrom(to_explanation(d.explanation))
+        msg.explanation.MergeFromString(explanation_bytes(d.explanation))
     return msg
 
 

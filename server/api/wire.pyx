@@ -1,7 +1,7 @@
 # cython: language_level=3
-"""The answers of the hottest RPCs, SelectArm's ``llmopt.v1.Decision``, RecordReward's
-``llmopt.v1.RecordRewardResponse`` and Predict's ``llmopt.v1.PredictResponse``, written as
-protobuf wire bytes in one call each.
+"""The answers of the hottest RPCs, SelectArm's ``llmopt.v1.Decision`` (with its
+``llmopt.v1.Explanation`` when asked), RecordReward's ``llmopt.v1.RecordRewardResponse`` and
+Predict's ``llmopt.v1.PredictResponse``, written as protobuf wire bytes in one call each.
 
 Why by hand, when protobuf's own serializer is everywhere else: each answer was a message built
 field by field from Python (a Timestamp, a copied Arm, one ArmScore per arm; a Tensor per
@@ -126,9 +126,8 @@ _decision_tags = message_tags(
         ("propensity", _DOUBLE),
         ("scores", _MESSAGE, True),
         ("time", _MESSAGE),
+        ("explanation", _MESSAGE),  # comes serialized (explanation_message), when asked
     ],
-    # Only for SelectArm with explain: appended to this answer by convert_bandits.
-    ("explanation",),
 )
 _score = _decision.fields_by_name["scores"].message_type
 _score_tags = message_tags(_score, [("arm_id", _STRING), ("score", _DOUBLE)])
@@ -156,6 +155,37 @@ _tensor_tags = message_tags(
     _tensor_message,
     [("name", _STRING), ("dtype", _ENUM), ("shape", _INT64, True), ("raw_data", _BYTES)],
 )
+_explanation = bandits_pb2.Explanation.DESCRIPTOR
+_explanation_tags = message_tags(
+    _explanation,
+    [
+        ("policy", _STRING),
+        ("exploration_kind", _STRING),
+        ("chosen_arm_id", _STRING),
+        ("propensity", _DOUBLE),
+        ("reason", _STRING),
+        ("arms", _MESSAGE, True),
+    ],
+)
+# The eight numbers of an arm, in the order of llmopt.bandits.explain.ExplanationColumns.numbers.
+ARM_NUMBERS = (
+    "score", "exploitation", "exploration", "mean", "posterior_mean", "posterior_sd",
+    "probability", "pulls",
+)  # fmt: skip
+_arm_explanation = _explanation.fields_by_name["arms"].message_type
+_arm_explanation_tags = message_tags(
+    _arm_explanation,
+    [
+        ("arm_id", _STRING),
+        ("status", _ENUM),
+        *((name, _DOUBLE) for name in ARM_NUMBERS),
+        ("contributions", _MESSAGE, True),
+    ],
+)
+_contribution_message = _arm_explanation.fields_by_name["contributions"].message_type
+_contribution_tags = message_tags(
+    _contribution_message, [("name", _STRING), ("value", _DOUBLE), ("contribution", _DOUBLE)]
+)
 
 TAGS = MappingProxyType(
     {
@@ -167,6 +197,9 @@ TAGS = MappingProxyType(
             (_reward, _reward_tags),
             (_response, _response_tags),
             (_tensor_message, _tensor_tags),
+            (_explanation, _explanation_tags),
+            (_arm_explanation, _arm_explanation_tags),
+            (_contribution_message, _contribution_tags),
         )
         for name, tag in tags.items()
     }
@@ -196,6 +229,22 @@ cdef int TENSOR_NAME = _tensor_tags["name"]
 cdef int TENSOR_DTYPE = _tensor_tags["dtype"]
 cdef int TENSOR_SHAPE = _tensor_tags["shape"]  # packed
 cdef int TENSOR_RAW = _tensor_tags["raw_data"]
+cdef int EXPLANATION = _decision_tags["explanation"]
+cdef int EXPL_POLICY = _explanation_tags["policy"]
+cdef int EXPL_KIND = _explanation_tags["exploration_kind"]
+cdef int EXPL_CHOSEN = _explanation_tags["chosen_arm_id"]
+cdef int EXPL_PROPENSITY = _explanation_tags["propensity"]
+cdef int EXPL_REASON = _explanation_tags["reason"]
+cdef int EXPL_ARMS = _explanation_tags["arms"]
+cdef int ARM_ID = _arm_explanation_tags["arm_id"]
+cdef int ARM_STATUS = _arm_explanation_tags["status"]
+cdef int ARM_CONTRIBUTIONS = _arm_explanation_tags["contributions"]
+cdef int ARM_NUMBER_TAGS[8]
+for _i, _name in enumerate(ARM_NUMBERS):
+    ARM_NUMBER_TAGS[_i] = _arm_explanation_tags[_name]
+cdef int CONTRIBUTION_NAME = _contribution_tags["name"]
+cdef int CONTRIBUTION_VALUE = _contribution_tags["value"]
+cdef int CONTRIBUTION_PART = _contribution_tags["contribution"]
 
 cdef enum:
     ARMS_ON_STACK = 64  # more arms than this: their entries go on the heap
@@ -258,10 +307,12 @@ def decision_answer(
     tuple arm_ids,
     cnp.ndarray scores,
     double time,
+    bytes explanation=None,
 ):
     """The serialized Decision: ``arm`` is the serialized Arm; ``scores`` (float64, one per arm
     id, possibly fewer) lists the arms whose score is not NaN; ``time`` in seconds since the
-    epoch becomes a Timestamp as ``convert_bandits.to_timestamp`` makes it."""
+    epoch becomes a Timestamp as ``convert_bandits.to_timestamp`` makes it; ``explanation``
+    (None: none) the serialized Explanation (``explanation_message``)."""
     if (
         cnp.PyArray_TYPE(scores) != cnp.NPY_DOUBLE
         or cnp.PyArray_NDIM(scores) != 1
@@ -302,6 +353,8 @@ def decision_answer(
             ts_len += 1 + _varint_size(<uint64_t>nanos)
 
         size = _bytes_field_size(arm_len) + _bytes_field_size(ts_len)
+        if explanation is not None:
+            size += _bytes_field_size(PyBytes_GET_SIZE(explanation))
         if did_len:
             size += _bytes_field_size(did_len)
         if bandit_len:
@@ -346,6 +399,10 @@ def decision_answer(
         if nanos != 0:
             p[0] = <char>NANOS
             p = _varint(p + 1, <uint64_t>nanos)
+        if explanation is not None:
+            _bytes_field(
+                p, EXPLANATION, PyBytes_AS_STRING(explanation), PyBytes_GET_SIZE(explanation)
+            )
         return out
     finally:
         if entries != on_stack:
@@ -462,3 +519,178 @@ def predict_answer(
         p = _tensor(p, name, dtype, array)
     _string(p, RESPONSE_REQUEST_ID, request_id)
     return out
+
+
+# -- llmopt.v1.Explanation -----------------------------------------------------------------------
+
+
+cdef struct NameEntry:
+    const char* utf8
+    Py_ssize_t n
+    Py_ssize_t field  # the name's field, tag included (0: an empty name, left out)
+
+
+cdef inline cnp.ndarray _float64(object a):
+    """``a`` as a C-contiguous native float64 array (itself when it already is one)."""
+    cdef cnp.ndarray arr
+    if isinstance(a, cnp.ndarray):
+        arr = <cnp.ndarray>a
+        if (
+            cnp.PyArray_TYPE(arr) == cnp.NPY_DOUBLE
+            and cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            and cnp.PyArray_ISNOTSWAPPED(arr)
+        ):
+            return arr
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+cdef inline Py_ssize_t _contribution_size(
+    Py_ssize_t name_field, double value, double part
+) noexcept:
+    return name_field + (9 if _nonzero(value) else 0) + (9 if _nonzero(part) else 0)
+
+
+cdef inline char* _contribution(
+    char* p, const char* name, Py_ssize_t name_len, Py_ssize_t size, double value, double part
+) noexcept:
+    p[0] = <char>ARM_CONTRIBUTIONS
+    p = _varint(p + 1, <uint64_t>size)
+    if name_len:
+        p = _bytes_field(p, CONTRIBUTION_NAME, name, name_len)
+    if _nonzero(value):
+        p = _double_field(p, CONTRIBUTION_VALUE, value)
+    if _nonzero(part):
+        p = _double_field(p, CONTRIBUTION_PART, part)
+    return p
+
+
+def explanation_message(
+    str policy,
+    str exploration_kind,
+    str chosen_arm_id,
+    double propensity,
+    str reason,
+    tuple arm_ids not None,
+    bytes status not None,
+    object numbers,
+    tuple slot_names=(),
+    object x=None,
+    object theta_x=None,
+    object per_arm=None,
+):
+    """The serialized Explanation, from an explanation's columns
+    (``llmopt.bandits.explain.ExplanationColumns``): ``status`` one ArmStatus value per arm id;
+    ``numbers`` float64 (8, arms), the ``ARM_NUMBERS`` by arm; the contributions either shared
+    (``slot_names``, ``x`` float64 (slots,), ``theta_x`` float64 (arms, slots): arm i's are
+    ``(slot_names[j], x[j], theta_x[i, j])``), or per arm (``per_arm``: per arm a sequence of
+    ``(name, value, contribution)``), or none. ValueError when the sizes disagree."""
+    cdef Py_ssize_t k = len(arm_ids), d = 0, i, j, n, size, total, c_size, name_len
+    cdef cnp.ndarray nums = _float64(numbers)
+    cdef cnp.ndarray xs_arr = None, tx_arr = None
+    cdef const double* num
+    cdef const double* xs = NULL
+    cdef const double* tx = NULL
+    cdef const unsigned char* st = <const unsigned char*>PyBytes_AS_STRING(status)
+    cdef const char* name
+    cdef object label
+    cdef double value, part
+    cdef Py_ssize_t* arm_sizes = NULL
+    cdef NameEntry* names = NULL
+    cdef NameEntry* e
+    cdef bytes out
+    cdef char* p
+    cdef bint shared = theta_x is not None
+    if PyBytes_GET_SIZE(status) != k or cnp.PyArray_SIZE(nums) != 8 * k:
+        raise ValueError(
+            f"explanation: {len(status)} statuses and {cnp.PyArray_SIZE(nums)} numbers for {k}"
+            " arms (one status and eight numbers each)"
+        )
+    num = <const double*>cnp.PyArray_DATA(nums)
+    if shared:
+        d = len(slot_names)
+        xs_arr = _float64(x)
+        tx_arr = _float64(theta_x)
+        if cnp.PyArray_SIZE(xs_arr) != d or cnp.PyArray_SIZE(tx_arr) != k * d:
+            raise ValueError(
+                f"explanation: {cnp.PyArray_SIZE(xs_arr)} values and"
+                f" {cnp.PyArray_SIZE(tx_arr)} contributions for {k} arms over {d} slots"
+            )
+        xs = <const double*>cnp.PyArray_DATA(xs_arr)
+        tx = <const double*>cnp.PyArray_DATA(tx_arr)
+    elif per_arm is not None:
+        # Frozen first: both passes must see the same contributions.
+        per_arm = tuple([tuple([tuple(c) for c in row]) for row in per_arm])
+        if len(per_arm) != k:
+            raise ValueError(f"explanation: {len(per_arm)} rows of contributions for {k} arms")
+    arm_sizes = <Py_ssize_t*>PyMem_Malloc((k + 1) * sizeof(Py_ssize_t))
+    names = <NameEntry*>PyMem_Malloc((d + 1) * sizeof(NameEntry))
+    if arm_sizes == NULL or names == NULL:
+        PyMem_Free(arm_sizes)
+        PyMem_Free(names)
+        raise MemoryError()
+    try:
+        for j in range(d):
+            e = &names[j]
+            e.utf8 = PyUnicode_AsUTF8AndSize(slot_names[j], &e.n)
+            e.field = _bytes_field_size(e.n) if e.n else 0
+        total = (
+            _string_size(policy) + _string_size(exploration_kind) + _string_size(chosen_arm_id)
+            + (9 if _nonzero(propensity) else 0) + _string_size(reason)
+        )
+        for i in range(k):
+            size = _string_size(arm_ids[i]) + (1 + _varint_size(st[i]) if st[i] else 0)
+            for j in range(8):
+                if _nonzero(num[j * k + i]):
+                    size += 9
+            if shared:
+                for j in range(d):
+                    c_size = _contribution_size(names[j].field, xs[j], tx[i * d + j])
+                    size += 1 + _varint_size(<uint64_t>c_size) + c_size
+            elif per_arm is not None:
+                for c in per_arm[i]:
+                    label, value, part = c
+                    PyUnicode_AsUTF8AndSize(label, &name_len)
+                    c_size = _contribution_size(
+                        _bytes_field_size(name_len) if name_len else 0, value, part
+                    )
+                    size += 1 + _varint_size(<uint64_t>c_size) + c_size
+            arm_sizes[i] = size
+            total += _bytes_field_size(size)
+
+        out = PyBytes_FromStringAndSize(NULL, total)
+        p = PyBytes_AS_STRING(out)
+        p = _string(p, EXPL_POLICY, policy)
+        p = _string(p, EXPL_KIND, exploration_kind)
+        p = _string(p, EXPL_CHOSEN, chosen_arm_id)
+        if _nonzero(propensity):
+            p = _double_field(p, EXPL_PROPENSITY, propensity)
+        p = _string(p, EXPL_REASON, reason)
+        for i in range(k):
+            p[0] = <char>EXPL_ARMS
+            p = _varint(p + 1, <uint64_t>arm_sizes[i])
+            p = _string(p, ARM_ID, arm_ids[i])
+            if st[i]:
+                p[0] = <char>ARM_STATUS
+                p = _varint(p + 1, st[i])
+            for j in range(8):
+                value = num[j * k + i]
+                if _nonzero(value):
+                    p = _double_field(p, ARM_NUMBER_TAGS[j], value)
+            if shared:
+                for j in range(d):
+                    e = &names[j]
+                    value, part = xs[j], tx[i * d + j]
+                    c_size = _contribution_size(e.field, value, part)
+                    p = _contribution(p, e.utf8, e.n, c_size, value, part)
+            elif per_arm is not None:
+                for c in per_arm[i]:
+                    label, value, part = c
+                    name = PyUnicode_AsUTF8AndSize(label, &name_len)
+                    c_size = _contribution_size(
+                        _bytes_field_size(name_len) if name_len else 0, value, part
+                    )
+                    p = _contribution(p, name, name_len, c_size, value, part)
+        return out
+    finally:
+        PyMem_Free(arm_sizes)
+        PyMem_Free(names)

@@ -142,6 +142,16 @@ def outcome_of(detail: dict[str, Any]) -> Outcome:
     )
 
 
+def _kept(stored: bytes | str | None) -> Explanation | None:
+    """The explanation a logged decision keeps: ``Explanation.to_bytes`` (its JSON in logs
+    written before that)."""
+    if stored is None:
+        return None
+    if isinstance(stored, str):
+        return Explanation.from_json(stored)
+    return Explanation.from_bytes(stored)
+
+
 class KeptExplanation(Exception):
     """A retry of an open decision whose explanation was kept: the answer comes from the log
     (``BanditStore.find_decision``), where the explanation is, instead of from memory."""
@@ -192,9 +202,6 @@ class Bandit(BanditState):
         self._changes = 0  # since the last snapshot
         self._snapshot_time = time.monotonic()
         self._deleted = False
-        # The explanation of the decision just made with explain (read by select at once): open
-        # decisions keep none in memory, only a flag (a retry reads the log's).
-        self._made: Explanation | None = None
 
     # -- construction and recovery --------------------------------------------------------------
 
@@ -353,11 +360,11 @@ class Bandit(BanditState):
             self._check_live()
             od = self._open.get(did)
             if od is None:
-                od = self._new_decision(
+                # Open decisions keep no explanation in memory, only a flag: a retry reads the
+                # log's (KeptExplanation).
+                od, explanation = self._new_decision(
                     x, excluded, did, now, request_digest, context, explain, slot_names
                 )
-                if explain:
-                    explanation, self._made = self._made, None
             elif not same_request(od.request_digest, request_digest):
                 raise reused_id(did)
             elif od.explained:
@@ -379,7 +386,7 @@ class Bandit(BanditState):
         context: RequestContext | None,
         explain: bool,
         slot_names: Sequence[str],
-    ) -> OpenDecision:
+    ) -> tuple[OpenDecision, Explanation | None]:
         if self._index.setdefault(decision_id, self.id) != self.id:
             raise reused_id(decision_id)
         try:
@@ -400,45 +407,30 @@ class Bandit(BanditState):
         context: RequestContext | None,
         explain: bool,
         slot_names: Sequence[str],
-    ) -> OpenDecision:
+    ) -> tuple[OpenDecision, Explanation | None]:
         allowed = self._allowed(excluded)
         sel = self._policy.select(x if self._contextual else None, allowed)
         propensity = float(sel.propensity)
         expires = now + self.spec.reward_wait
-        if explain:
-            explanation = self._explain(x, allowed, sel, slot_names)
-            seq = self._store.log_decision(
-                decision_id,
-                self.id,
-                sel.arm,
-                propensity,
-                sel.scores,
-                x,
-                now,
-                expires,
-                request_digest,
-                context,
-                explanation.to_json(),
-            )
-            self._made = explanation
-        else:
-            seq = self._store.log_decision(
-                decision_id,
-                self.id,
-                sel.arm,
-                propensity,
-                sel.scores,
-                x,
-                now,
-                expires,
-                request_digest,
-                context,
-            )
+        explanation = self._explain(x, allowed, sel, slot_names) if explain else None
+        seq = self._store.log_decision(
+            decision_id,
+            self.id,
+            sel.arm,
+            propensity,
+            sel.scores,
+            x,
+            now,
+            expires,
+            request_digest,
+            context,
+            None if explanation is None else explanation.to_bytes(),
+        )
         od = OpenDecision(sel.arm, x, propensity, sel.scores, now, expires, request_digest, explain)
         self._open[decision_id] = od
         self._expiry.append((expires, decision_id))
         self._applied(self._apply_decision, od, seq)
-        return od
+        return od, explanation
 
     def _apply_decision(self, od: OpenDecision, seq: int) -> None:
         self._count_decision(od)
@@ -452,7 +444,7 @@ class Bandit(BanditState):
             del self._index[decision_id]
 
     def decision_from_store(self, d: st.StoredDecision) -> Decision:
-        explanation = None if d.explanation is None else Explanation.from_json(d.explanation)
+        explanation = _kept(d.explanation)
         with self._lock:
             return self._decision(
                 d.decision_id, d.slot, d.propensity, d.scores, d.time, explanation
@@ -464,7 +456,7 @@ class Bandit(BanditState):
         """A stored decision of this bandit as GetDecision returns it; ``explain``: recompute
         its explanation, when none was kept, against the policy's state now."""
         d = row.decision
-        explanation = None if d.explanation is None else Explanation.from_json(d.explanation)
+        explanation = _kept(d.explanation)
         recomputed = False
         with self._lock:
             self._check_live()

@@ -260,40 +260,12 @@ class BanditService:
             check_id("decision_id", decision_id)
             excluded = tuple(excluded)
             digest = request_digest(bandit, context, vector, excluded, entity_ids)
-        if explain:
-            return self._select_explained(
-                b, context, vector, excluded, decision_id, entity_ids, digest
-            )
         x = self._context_vector(b, context, vector, entity_ids)
+        slot_names = self._names_of(b) if explain else ()
         if decision_id and not b.holds(decision_id):
             # A client's id must be new, or one of this bandit's finished decisions (a retry
             # after the reward came in), which is then returned as it was. Decisions are
             # journaled, so the database's unique index would say so too late: ask it first.
-            stored = self._store.find_decision(decision_id)
-            if stored is not None:
-                return self._stored_decision(b, decision_id, stored, digest)
-        try:
-            return b.select(x, excluded, decision_id or None, self._clock(), digest, context)
-        except errors.AlreadyExists:
-            if not decision_id:
-                raise
-        except KeptExplanation:
-            pass  # a retry of an explained decision: as the log keeps it
-        return self._stored_decision(b, decision_id, self._store.find_decision(decision_id), digest)
-
-    def _select_explained(
-        self,
-        b: Bandit,
-        context: RequestContext | None,
-        vector: np.ndarray | None,
-        excluded: Iterable[str],
-        decision_id: str,
-        entity_ids: Mapping[str, str] | None,
-        digest: bytes | None,
-    ) -> Decision:
-        """``select_arm`` with ``explain``: kept apart so that the usual path tests one flag."""
-        x, slot_names = self._context_vector_named(b, context, vector, entity_ids)
-        if decision_id and not b.holds(decision_id):
             stored = self._store.find_decision(decision_id)
             if stored is not None:
                 return self._stored_decision(b, decision_id, stored, digest)
@@ -305,14 +277,14 @@ class BanditService:
                 self._clock(),
                 digest,
                 context,
-                True,
+                explain,
                 slot_names,
             )
         except errors.AlreadyExists:
             if not decision_id:
                 raise
         except KeptExplanation:
-            pass
+            pass  # a retry of an explained decision: as the log keeps it
         return self._stored_decision(b, decision_id, self._store.find_decision(decision_id), digest)
 
     @staticmethod
@@ -370,37 +342,15 @@ class BanditService:
                 f"bandit {b.name!r} reads feature set {b.spec.feature_set!r}, but this server "
                 "has no feature store"
             )
-        values = self._features.vector(b.spec.feature_set, ctx, dict(entity_ids or {})).values
-        x = np.ascontiguousarray(values, dtype=np.float64)
+        fv = self._features.vector(b.spec.feature_set, ctx, dict(entity_ids or {}))
+        x = np.ascontiguousarray(fv.values, dtype=np.float64)
         if x.shape != (b.dim,):
             raise errors.FailedPrecondition(
                 f"feature set {b.spec.feature_set!r} now gives {x.size} values; bandit "
                 f"{b.name!r} was created for {b.dim}"
             )
+        self._slot_names[b.name] = fv.slot_names  # for explanations (``_names_of``)
         return x
-
-    def _context_vector_named(
-        self,
-        b: Bandit,
-        context: RequestContext | None,
-        vector: np.ndarray | None,
-        entity_ids: Mapping[str, str] | None,
-    ) -> tuple[np.ndarray, tuple[str, ...]]:
-        """``_context_vector`` and the names of its slots (the feature set's, as the feature
-        service gives them with the vector, or the default context's)."""
-        if b.spec.feature_set and (vector is None or not len(vector)) and self._features:
-            ctx = context or RequestContext()
-            fv = self._features.vector(b.spec.feature_set, ctx, dict(entity_ids or {}))
-            x = np.ascontiguousarray(fv.values, dtype=np.float64)
-            if x.shape != (b.dim,):
-                raise errors.FailedPrecondition(
-                    f"feature set {b.spec.feature_set!r} now gives {x.size} values; bandit "
-                    f"{b.name!r} was created for {b.dim}"
-                )
-            names = tuple(fv.slot_names)
-            self._slot_names[b.name] = names
-            return x, names
-        return self._context_vector(b, context, vector, entity_ids), self._names_of(b)
 
     def _names_of(self, b: Bandit) -> tuple[str, ...]:
         """The names of a bandit's context slots: the default context's, or its feature set's

@@ -9,8 +9,8 @@ Tables:
   that a retry is told from another request reusing the id; NULL for server-made ids and for
   decisions logged before it existed. Migration 3 adds what GetDecision returns beside the
   choice: ``request_context`` (the caller's RequestContext as ``llmopt.storage.records``
-  encodes it; NULL when none was sent), ``explanation`` (JSON of
-  ``llmopt.bandits.explain.Explanation``, when SelectArm asked for one), ``degraded``, and the
+  encodes it; NULL when none was sent), ``explanation`` (``Explanation.to_bytes`` of
+  ``llmopt.bandits.explain``, when SelectArm asked for one), ``degraded``, and the
   indexes that list a bandit's decisions by time and find a decision's reward or expiry event.
 
 Sequence numbers (``events.seq``, ``decisions.seq``) are AUTOINCREMENT: never reused, even after
@@ -155,7 +155,7 @@ MIGRATIONS = [
     "ALTER TABLE decisions ADD COLUMN request_digest BLOB",
     """
     ALTER TABLE decisions ADD COLUMN request_context BLOB;
-    ALTER TABLE decisions ADD COLUMN explanation TEXT;
+    ALTER TABLE decisions ADD COLUMN explanation BLOB;
     ALTER TABLE decisions ADD COLUMN degraded INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX decisions_by_time ON decisions(bandit_id, time);
     CREATE INDEX events_by_decision ON events(decision_id) WHERE decision_id IS NOT NULL;
@@ -198,7 +198,7 @@ class StoredDecision:
     rowid: int = 0
     request_digest: bytes | None = None
     request_context: bytes | None = None  # llmopt.storage.records.encode_context's bytes
-    explanation: str | None = None  # JSON
+    explanation: bytes | str | None = None  # Explanation.to_bytes (str: its JSON)
     degraded: bool = False
 
 
@@ -449,14 +449,15 @@ class BanditStore:
         expires: float,
         request_digest: bytes | None = None,
         request_context: Any = None,
-        explanation: str | None = None,
+        explanation: bytes | str | None = None,
         degraded: bool = False,
     ) -> int:
         """Journal a decision (durable on return); returns its sequence number. The caller has
         made sure its id is unused (``find_decision`` for ids a client chose).
         ``request_context`` is the caller's RequestContext (None: none was sent),
-        ``explanation`` the JSON of the one SelectArm asked for, ``degraded`` whether a fallback
-        made the choice (always false today: the resilience work sets it)."""
+        ``explanation`` the stored form of the one SelectArm asked for (``to_bytes``),
+        ``degraded`` whether a fallback made the choice (always false today: the resilience
+        work sets it)."""
         with self._order:
             self._decision_seq = seq = self._decision_seq + 1
             self._append(

@@ -27,11 +27,11 @@ then the variable parts:
 
   The decision log's extension (what GetDecision returns beside the choice) is a second
   optional trailer after the digest, written only when there is something in it (a request
-  context, an explanation, or the degraded flag): ``request_context | explanation (utf-8) |
-  context_len u32 (0: none) | explanation_len i32 (-1: none) | flags u32 (bit 0: degraded) |
-  digest_len u32 | EXTENSION_MAGIC u32``. A reader finds it from the end: the payload's rest
-  is at least the 20-byte tail, ends with the magic, and its lengths add up; otherwise the rest
-  is all digest (the digests the service writes are 1 or 16 bytes, shorter than the tail, so an
+  context, an explanation, or the degraded flag): ``request_context | explanation |
+  context_len u32 (0: none) | explanation_len i32 (-1: none) | flags u32 (bit 0: degraded; bit
+  1: the explanation is bytes, else utf-8 text) | digest_len u32 | EXTENSION_MAGIC u32``. A
+  reader finds it from the end: the payload's rest is at least the 20-byte tail, ends with the
+  magic, and its lengths add up; otherwise the rest is all digest (the digests the service writes are 1 or 16 bytes, shorter than the tail, so an
   old record is never taken for an extended one). A record without the extension is byte for
   byte the format before it. A reader that predates the extension reads the digest and the
   extension together as the digest: it loses the extension, and a retry of a caller's own id
@@ -191,13 +191,14 @@ def decision_record(
     double expires,
     bytes request_digest=None,
     object request_context=None,
-    str explanation=None,
+    object explanation=None,
     bint degraded=False,
 ):
     """The framed journal record of a decision (see the module docstring); ``request_digest``
     None or empty: none. ``request_context`` (a ``RequestContext``, read by attribute) and
-    ``explanation`` (JSON text) are kept in the extension, which is written only when one of
-    them is given or ``degraded`` is true."""
+    ``explanation`` (``bytes``, or ``str`` kept as utf-8; read back as the same type) are kept
+    in the extension, which is written only when one of them is given or ``degraded`` is
+    true."""
     cdef Py_ssize_t digest_len = 0 if request_digest is None else PyBytes_GET_SIZE(request_digest)
     cdef bytes ctx_blob = None
     cdef Py_ssize_t ctx_len = 0, expl_len = 0, ext_len = 0
@@ -209,8 +210,13 @@ def decision_record(
         if request_context is not None:
             ctx_blob = _encode_context(request_context)
             ctx_len = PyBytes_GET_SIZE(ctx_blob)
-        if explanation is not None:
-            expl_utf8 = PyUnicode_AsUTF8AndSize(explanation, &expl_len)
+        if isinstance(explanation, bytes):
+            expl_utf8 = PyBytes_AS_STRING(explanation)
+            expl_len = PyBytes_GET_SIZE(explanation)
+            expl_size = <int32_t>expl_len
+            flags |= 2
+        elif explanation is not None:
+            expl_utf8 = PyUnicode_AsUTF8AndSize(<str?>explanation, &expl_len)
             expl_size = <int32_t>expl_len
         ext_len = ctx_len + expl_len + _EXTENSION_TAIL
     cdef Py_ssize_t id_len
@@ -322,7 +328,12 @@ cdef tuple _decision_rest(const char* p, Py_ssize_t rest):
             p += digest_len
             ctx = PyBytes_FromStringAndSize(p, ctx_len) if ctx_len else None
             p += ctx_len
-            expl = PyUnicode_DecodeUTF8(p, expl_len, NULL) if expl_len >= 0 else None
+            if expl_len < 0:
+                expl = None
+            elif flags & 2:
+                expl = PyBytes_FromStringAndSize(p, expl_len)
+            else:
+                expl = PyUnicode_DecodeUTF8(p, expl_len, NULL)
             return digest, ctx, expl, <int>(flags & 1)
     return (PyBytes_FromStringAndSize(p, rest) if rest > 0 else None), None, None, 0
 

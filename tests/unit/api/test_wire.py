@@ -3,6 +3,8 @@ they write come from the generated descriptors."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2
@@ -23,11 +25,14 @@ pytestmark = pytest.mark.kernels
 
 # The fields each native answer writes (PredictResponse.error: never, it has no outputs then).
 WRITTEN = {
-    pb.Decision: ["decision_id", "bandit", "arm", "propensity", "scores", "time"],
+    pb.Decision: ["decision_id", "bandit", "arm", "propensity", "scores", "time", "explanation"],
     pb.ArmScore: ["arm_id", "score"],
     pb.RecordRewardResponse: ["decision_id", "arm_id", "reward"],
     inference_pb2.PredictResponse: ["id", "model", "version", "variant", "outputs", "request_id"],
     common_pb2.Tensor: ["name", "dtype", "shape", "raw_data"],
+    pb.Explanation: [f.name for f in pb.Explanation.DESCRIPTOR.fields],
+    pb.ArmExplanation: [f.name for f in pb.ArmExplanation.DESCRIPTOR.fields],
+    pb.FeatureContribution: ["name", "value", "contribution"],
 }
 F = FieldDescriptor
 LENGTH_DELIMITED = {F.TYPE_STRING, F.TYPE_BYTES, F.TYPE_MESSAGE}
@@ -193,3 +198,121 @@ def test_the_native_encoder_refuses_arrays_it_cannot_copy_as_they_are() -> None:
     for array in (np.arange(6.0)[::2], np.arange(3, dtype=">f8")):
         with pytest.raises(ValueError, match="C-contiguous and little-endian"):
             wire.predict_answer("", "m", 1, 1, [("p", common_pb2.FLOAT64, array)], "")
+
+
+# -- llmopt.v1.Explanation ------------------------------------------------------------------------
+
+from llmopt.bandits import explain as E  # noqa: E402
+from llmopt.bandits import policies as P  # noqa: E402
+
+NAN, INF = float("nan"), float("inf")
+SPECIAL = [0.0, -0.0, NAN, INF, -INF, 1e-300, -1e300, 0.25]  # zero left out, -0.0 written
+
+
+def _explained(config: P.PolicyConfig, k: int = 6, dim: int = 5) -> E.Explanation:
+    """An explanation of a trained policy, one slot excluded and one removed."""
+    policy = P.make_policy(config, k, dim, seed=3)
+    rng = np.random.default_rng(4)
+    allowed = np.ones(k, dtype=np.uint8)
+    for _ in range(60):
+        x = rng.uniform(-1, 1, dim) if policy.contextual else None
+        arm = policy.select(x, allowed).arm
+        policy.update(arm, float(rng.random() < 0.5), x)
+    allowed[1] = allowed[4] = 0
+    x = rng.uniform(-1, 1, dim) if policy.contextual else None
+    sel = policy.select(x, allowed)
+    removed = [i == 4 for i in range(k)]
+    ids = [f"arm-{i}" for i in range(k - 1)] + ["ünï-ärm"]
+    names = [f"slot_{j}" for j in range(dim - 1)] + ["täsk=ü"]
+    return E.explain_selection(policy, x, allowed, removed, ids, names, sel)
+
+
+def _check_native(e: E.Explanation) -> pb.Explanation:
+    """The native bytes equal the reference converter's, and parse back to the same values."""
+    native = cb.explanation_bytes(e)
+    reference = cb.to_explanation(e)
+    assert native == reference.SerializeToString()
+    parsed = pb.Explanation.FromString(native)
+    assert parsed == reference
+    assert cb.from_explanation(parsed) == e
+    return parsed
+
+
+@pytest.mark.parametrize("config", [c() for c in P.POLICY_TABLE], ids=lambda c: c.ONEOF)
+def test_the_native_explanation_is_the_bytes_protobuf_would_write(config: Any) -> None:
+    e = _explained(config)
+    parsed = _check_native(e)
+    assert [a.status for a in parsed.arms] == [1, 2, 1, 1, 3, 1]
+    if e.columns().theta_x is not None:
+        assert [c.name for c in parsed.arms[0].contributions][-1] == "täsk=ü"
+        assert len(parsed.arms[5].contributions) == 5
+    # The same explanation with its arms built one by one (contributions per arm).
+    hand = E.Explanation(
+        e.policy,
+        e.exploration_kind,
+        e.chosen_arm_id,
+        e.propensity,
+        e.reason,
+        [E.ArmExplanation(*a[:10], contributions=a.contributions) for a in e.arms],
+    )
+    assert cb.explanation_bytes(hand) == cb.explanation_bytes(e)
+
+
+def test_the_native_explanation_writes_special_numbers_and_empty_fields_as_protobuf() -> None:
+    def arm(i: int, contributions: Any = ()) -> E.ArmExplanation:
+        v = SPECIAL[i % len(SPECIAL) :] + SPECIAL[: i % len(SPECIAL)]
+        return E.ArmExplanation("" if i == 2 else f"a{i}", 1 + i % 3, *v, contributions)
+
+    per_arm = [
+        (E.FeatureContribution("", 0.0, -0.0), E.FeatureContribution("ñame", NAN, INF)),
+        (),  # an arm without contributions beside arms with them
+        tuple(E.FeatureContribution(f"f{j}", SPECIAL[j], SPECIAL[-1 - j]) for j in range(8)),
+    ]
+    cases = [
+        E.Explanation("", "", "", 0.0, "", ()),  # no arms, every field empty
+        E.Explanation("ucb1", "optimism", "a0", -0.0, "chose a0: ü", [arm(i) for i in range(9)]),
+        E.Explanation("lin_ucb", "optimism", "a1", NAN, "r", list(map(arm, range(3), per_arm))),
+        E.Explanation("x", "y", "z", 1.0, "z" * 300, [arm(i) for i in range(200)]),  # long sizes
+    ]  # fmt: skip
+    for e in cases:
+        _check_native(e)
+
+
+def test_the_native_explanation_takes_arrays_of_any_float_layout() -> None:
+    e = _explained(P.LinUCB())
+    c = e.columns()
+    want = cb.explanation_bytes(e)
+    head = (e.policy, e.exploration_kind, e.chosen_arm_id, e.propensity, e.reason)
+    got = wire.explanation_message(
+        *head,
+        c.arm_ids,
+        c.status,
+        c.numbers.astype(">f8"),  # byte-swapped
+        c.slot_names,
+        c.x.tolist(),  # type: ignore[union-attr]
+        np.asfortranarray(c.theta_x),
+    )
+    assert got == want
+
+
+def test_the_native_explanation_refuses_sizes_that_disagree() -> None:
+    c = _explained(P.LinUCB()).columns()
+    head = ("p", "k", "a", 1.0, "r")
+    with pytest.raises(ValueError, match="5 statuses and 48 numbers for 6 arms"):
+        wire.explanation_message(*head, c.arm_ids, c.status[:5], c.numbers)
+    with pytest.raises(ValueError, match="6 statuses and 40 numbers for 6 arms"):
+        wire.explanation_message(*head, c.arm_ids, c.status, c.numbers[:, :5])
+    with pytest.raises(ValueError, match="5 values and 30 contributions for 6 arms over 4 slots"):
+        wire.explanation_message(*head, *c[:3], c.slot_names[:4], c.x, c.theta_x)
+    with pytest.raises(ValueError, match="2 rows of contributions for 6 arms"):
+        wire.explanation_message(*head, *c[:3], per_arm=((), ()))
+
+
+def test_an_explained_decision_answer_is_the_bytes_protobuf_would_write() -> None:
+    e = _explained(P.LinUCB())
+    scores = np.array([a.score for a in e.arms])
+    d = Decision("dec-1", "router", ARM, e.propensity, e.columns().arm_ids, scores, 12.5, e)
+    answer = cb.decision_answer(d, lambda a: cb.to_arm(a).SerializeToString())
+    msg = _library_decision(d, cb.to_arm(ARM))
+    msg.explanation.CopyFrom(cb.to_explanation(e))
+    assert answer == msg.SerializeToString()

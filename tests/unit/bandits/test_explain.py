@@ -220,6 +220,42 @@ def test_json_round_trip_is_equal(explained: Any) -> None:
             assert math.isnan(a.score) == math.isnan(b.score)
 
 
+def test_stored_form_round_trip_is_equal(explained: Any) -> None:
+    _, policy, _, qs = explained
+    for _, _, _, _, e, _, _ in qs:
+        data = e.to_bytes()
+        assert data.startswith(E.MAGIC)
+        back = E.Explanation.from_bytes(data)
+        assert back == e and hash(back) == hash(e) and repr(back) == repr(e)
+        assert back.to_bytes() == data
+        c, d = back.columns(), e.columns()
+        assert c.status == d.status and np.array_equal(c.numbers, d.numbers, equal_nan=True)
+        assert (c.theta_x is None) == (not policy.contextual)
+        for a, b in zip(back.arms, e.arms, strict=True):
+            assert a.contributions == b.contributions
+            assert math.isinf(a.score) == math.isinf(b.score)
+            assert math.isnan(a.score) == math.isnan(b.score)
+
+
+def test_an_explanation_of_columns_equals_the_one_of_its_arms(explained: Any) -> None:
+    """``explain_selection`` keeps arrays; the same explanation built arm by arm (by hand, or
+    from a message) is equal to it, hashes the same and is stored to the same value."""
+    _, _, _, qs = explained
+    e = qs[-1][4]
+    hand = E.Explanation(
+        e.policy,
+        e.exploration_kind,
+        e.chosen_arm_id,
+        e.propensity,
+        e.reason,
+        [E.ArmExplanation(*a[:10], contributions=a.contributions) for a in e.arms],
+    )
+    assert hand == e and e == hand and hash(hand) == hash(e)
+    assert E.Explanation.from_bytes(hand.to_bytes()) == e
+    assert E.Explanation.from_json(hand.to_json()) == e
+    assert pickle.loads(pickle.dumps(e)) == e
+
+
 def test_reason_names_the_choice(explained: Any) -> None:
     _, policy, _, qs = explained
     for _, _, _, sel, e, _, _ in qs:
@@ -435,6 +471,44 @@ def test_hand_built_explanations_round_trip_and_are_immutable() -> None:
         E.Explanation.from_json('{"arm_id": ["a"]}')
     with pytest.raises(errors.InvalidArgument, match=r"^explanation: "):
         E.Explanation.from_json("not json")
+    with pytest.raises(AttributeError):
+        e.reason = "other"  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(e)) == e and hash(pickle.loads(pickle.dumps(e))) == hash(e)
+    # The stored form: contributions per arm, over different slots, names in any script.
+    odd = E.ArmExplanation(
+        "ü", 2, -0.0, math.inf, math.nan, 0.0, 1, 2, 3, 4, [E.FeatureContribution("", -1, 0)]
+    )
+    mixed = E.Explanation("ucb1", "optimism", "a", math.nan, "ñ", (arm, other, odd))
+    back = E.Explanation.from_bytes(mixed.to_bytes())
+    assert back == mixed and [a.contributions for a in back.arms] == [
+        a.contributions for a in mixed.arms
+    ]
+    assert math.copysign(1.0, back.arms[2].score) == -1.0 and math.isnan(back.propensity)
+    empty = E.Explanation("", "", "", 0.0, "", ())
+    assert E.Explanation.from_bytes(empty.to_bytes()) == empty
+
+
+def test_the_stored_form_refuses_anything_else() -> None:
+    policy = P.make_policy(P.LinUCB(), 3, 2, seed=0)
+    e = explain_once(policy, np.array([0.5, -1.0]))
+    data = e.to_bytes()
+    status_at = len(data) - 8 * (3 * 8 + 2 + 3 * 2) - 3  # the arrays' bytes follow the statuses
+    assert data[status_at : status_at + 3] == b"\x01\x01\x01"
+    bad = [
+        *(data[:n] for n in range(len(data))),  # every truncation
+        data + b"\x00",  # a byte after the end
+        b"XXXX" + data[4:],  # not the magic
+        data[:status_at] + b"\x00" + data[status_at + 1 :],  # a status out of 1..3
+        data[:12] + b"\x03" + data[13:],  # an unknown mode
+        data[:12] + b"\x00" + data[13:],  # slot names without contributions
+    ]
+    for item in bad:
+        with pytest.raises(errors.InvalidArgument, match=r"^explanation: not a stored "):
+            E.Explanation.from_bytes(item)
+    with pytest.raises(errors.InvalidArgument, match=r"^explanation: not a stored "):
+        E.Explanation.from_bytes(data.decode("latin-1"))  # type: ignore[arg-type]
+    with pytest.raises(errors.InvalidArgument, match=r"^explanation: .*codec can't decode"):
+        E.Explanation.from_bytes(data.replace(b"m0", b"\xff\xfe", 1))  # a name not utf-8
 
 
 def test_explain_refuses_bad_calls() -> None:

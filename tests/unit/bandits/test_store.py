@@ -169,7 +169,8 @@ def test_a_decisions_context_and_explanation_survive_kill_9_through_the_journal(
     tmp_path: Path,
 ) -> None:
     """What GetDecision returns beside the choice rides in the record's second trailer: the
-    request context, the explanation's JSON, the degraded flag; replayed after kill -9."""
+    request context, the explanation (its stored bytes, or text), the degraded flag; replayed
+    after kill -9, each as the type it was logged as."""
     die_after(
         tmp_path,
         """
@@ -179,6 +180,7 @@ def test_a_decisions_context_and_explanation_survive_kill_9_through_the_journal(
         s.log_decision(*decision(1, b), b"0123456789abcdef", ctx, '{"why": "naïve"}')
         s.log_decision(*decision(2, b), None, ctx, None, True)
         s.log_decision(*decision(3, b))
+        s.log_decision(*decision(4, b), None, None, b"LXP1\\x00\\xff\\xfe not utf-8")
         s.record_reward(b, "d1", 1, 0.5, 0.5, np.zeros(4), {"cost": 0.01}, 300.0)
         """,
         apply=False,
@@ -195,6 +197,9 @@ def test_a_decisions_context_and_explanation_survive_kill_9_through_the_journal(
         assert d2.request_digest is None and d2.explanation is None and d2.degraded
         assert context_of(d2.request_context) == ctx
         assert d3.request_context is None and d3.explanation is None and not d3.degraded
+        d4 = s.find_decision("d4")
+        assert d4 is not None and d4.explanation == b"LXP1\x00\xff\xfe not utf-8"
+        assert d4.request_context is None and not d4.degraded
         logged = s.logged_decision("d1")
         assert logged is not None and logged.decision.status == st.REWARDED
         assert logged.reward == 0.5 and logged.reward_detail == {"cost": 0.01}
