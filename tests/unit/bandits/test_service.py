@@ -793,6 +793,11 @@ def test_get_decision_returns_an_open_decision_as_logged(svc: BanditService, clo
     assert got.explanation == d.explanation and not got.explanation_recomputed
     assert got.reward is None and got.outcome is None and got.reward_time is None
     assert not got.degraded
+    svc._store.flush()  # the log keeps the compact stored form, read back exactly
+    kept = svc._store.find_decision(d.decision_id)
+    assert kept is not None and isinstance(kept.explanation, bytes)
+    assert kept.explanation == d.explanation.to_bytes()  # type: ignore[union-attr]
+    assert Explanation.from_bytes(kept.explanation) == d.explanation
     without = svc.select_arm("log")  # no context sent: none logged
     assert svc.get_decision(without.decision_id).context is None
 
