@@ -17,6 +17,10 @@
 - ``explain.linear.per_row``: the linear explanation of the same rows. Information.
 - ``explain.kernel_shap.mlp8.samples{N}``: KernelSHAP of an 8-feature MLP through batched
   onnxruntime runs, per row. Information.
+- ``.shap`` and ``.vs_shap`` beside the TreeSHAP and KernelSHAP rows: the peer, shap (a dev
+  extra), on the same model, rows and background (its TreeExplainer on the scikit-learn model,
+  whose node counts are the training set's; its KernelExplainer with ``l1_reg=False``, the
+  plain kernel regression), and the speed-up. Information.
 """
 
 from __future__ import annotations
@@ -205,14 +209,31 @@ def model_rows(ctx: Context) -> Iterator[Result]:
         model = onnx.load_from_string(export_sklearn(gbr, DIM, sample=rows).onnx_bytes)
         tree = TreeExplainer.from_onnx(model, background, "variable", 0)
         assert tree is not None
-        yield _per_row(
-            f"explain.tree_shap.gbr{trees}d6",
+        name = f"explain.tree_shap.gbr{trees}d6"
+        ours = _per_row(
+            name,
             lambda: tree.explain(rows),
             len(rows),
             calls,
             TREE_ROW_US if trees == 100 else None,
             f"exact TreeSHAP, {trees} trees of depth 6, {DIM} features, {len(rows)} rows a call",
         )
+        yield ours
+        shap = _shap()
+        if shap is None:
+            yield Result.skip(f"{name}.shap", "skipped: shap not installed (a dev extra)")
+        else:
+            peer = shap.TreeExplainer(gbr)  # tree_path_dependent, sklearn's node counts
+            theirs = _per_row(
+                f"{name}.shap",
+                lambda: peer.shap_values(rows.astype(np.float64)),
+                len(rows),
+                calls,
+                None,
+                f"shap {shap.__version__} TreeExplainer on the scikit-learn model, same rows",
+            )
+            yield theirs
+            yield _speedup(f"{name}.vs_shap", theirs, ours)
     if ctx.wants("explain.linear"):
         lin = LinearRegression().fit(X, y)
         model = onnx.load_from_string(export_sklearn(lin, DIM, sample=rows).onnx_bytes)
@@ -252,21 +273,60 @@ def kernel_rows(ctx: Context) -> Iterator[Result]:
         out = session.run(None, {"input": rows.astype(np.float32)})[0]
         return np.asarray(out, dtype=np.float64).reshape(len(rows))
 
-    explainer = KernelExplainer(predict, subsample(X[:500], 100, seed=0))
+    background = subsample(X[:500], 100, seed=0)
+    explainer = KernelExplainer(predict, background)
     rows = X[500:504] if ctx.quick else X[500:520]
+    shap = _shap()
     for samples in (256, 2048):
+        name = f"explain.kernel_shap.mlp8.samples{samples}"
 
         def explain(budget: int = samples) -> None:
             explainer.explain(rows, samples=budget, seed=0)
 
-        yield _per_row(
-            f"explain.kernel_shap.mlp8.samples{samples}",
+        ours = _per_row(
+            name,
             explain,
             len(rows),
             1,
             None,
             f"{samples} coalitions (2^8 - 2 = 254: fully enumerated) x 100 background rows",
         )
+        yield ours
+        if shap is None:
+            yield Result.skip(f"{name}.shap", "skipped: shap not installed (a dev extra)")
+            continue
+        peer = shap.KernelExplainer(predict, background)
+
+        def theirs_call(budget: int = samples, kernel: Any = peer) -> None:
+            kernel.shap_values(rows.astype(np.float64), nsamples=budget, l1_reg=False, silent=True)
+
+        theirs = _per_row(
+            f"{name}.shap",
+            theirs_call,
+            len(rows),
+            1,
+            None,
+            f"shap {shap.__version__} KernelExplainer, same model function and background",
+        )
+        yield theirs
+        yield _speedup(f"{name}.vs_shap", theirs, ours)
+
+
+def _shap() -> Any:
+    """The shap package (a dev extra: the peer of these rows), or None when not installed."""
+    try:
+        import shap
+    except ImportError:
+        return None
+    return shap
+
+
+def _speedup(name: str, theirs: Result, ours: Result) -> Result:
+    """How many times shap's time per row ours is (information: the issue sets no target)."""
+    assert theirs.measured is not None and ours.measured is not None
+    return Result(
+        name, "speed-up", theirs.measured / ours.measured, "x", better="higher", note="shap / ours"
+    )
 
 
 def benchmarks(ctx: Context) -> Iterator[Result]:

@@ -1,6 +1,8 @@
 """End to end: the RPCs other issues set targets for, over gRPC.
 
-- SelectArm (LinUCB, 4 arms, request context): throughput beside the pinned echo (information).
+- SelectArm (LinUCB, 4 arms, request context): throughput beside the pinned echo (information);
+  ``e2e.ExplainedSelectArm``: the same with ``explain`` (the explanation kept with the decision
+  and written on the answer).
 - WriteFeatures: >= 10,000 rows/s in requests of 10 rows, >= 100,000 rows/s in requests of 1,000
   rows (issue 6); GetFeatures p99 <= 2 ms at concurrency 1 (issue 6).
 
@@ -70,6 +72,18 @@ def benchmarks(ctx: Context) -> Iterator[Result]:
                 yield from load_rows(ctx, server, select, concurrencies=concurrencies)
             else:
                 yield Result.skip("e2e.SelectArm", plan.skipped["SelectArm"], "throughput")
+        if ctx.wants("e2e.ExplainedSelectArm") and "SelectArm" in plan.ops:
+            explained = Rpc.of(
+                "/llmopt.v1.Bandits/SelectArm",
+                *(
+                    bandits_pb2.SelectArmRequest(bandit=BANDIT, context=_context(rng), explain=True)
+                    for _ in range(32)
+                ),
+                response_type=bandits_pb2.Decision,
+            )
+            yield from load_rows(
+                ctx, server, explained, concurrencies=concurrencies, name="ExplainedSelectArm"
+            )
 
         yield from feature_rows(ctx, server)
 
