@@ -12,7 +12,9 @@ what it needs (``llmopt.ports``), under the data dir:
 5. the traffic policy database (``inference/inference.db``), then ``InferenceEngine``: the
    registry as ``ModelSource`` and a ``TrafficPolicyStore`` on that database.
 6. ``Predictor``: the engine, and the feature service as ``FeatureVectors``.
-7. ``Explainer``: the engine as ``ServingVersions``, the registry as ``ExplainSource``.
+7. ``Explainer``: the engine as ``ServingVersions``, the registry as ``ExplainSource``; it
+   hands the engine its ``TrafficSample`` (``ServedRows``), the rows global importance is
+   computed over.
 
 It returns an ``AppContext``: the typed, frozen ``Services`` that ``llmopt.api`` binds to
 servicers, and the components the server warms in that order and closes in reverse. A part that

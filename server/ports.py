@@ -11,6 +11,8 @@ a test can hand it a fake with only those methods.
 - ``BanditFeatures``: what ``bandits.service.BanditService`` needs of ``features.FeatureService``.
 - ``AuditSink``: what ``api.interceptor.ServingInterceptor`` needs of ``audit.AuditLog``.
 - ``ServingVersions``: what ``inference.explain.Explainer`` needs of ``inference.InferenceEngine``.
+- ``ServedRows``: what ``inference.InferenceEngine`` hands the rows it served to (the explainer's
+  ``TrafficSample``, for global importance).
 - ``ExplainSource``: what ``inference.explain.Explainer`` needs of ``registry.Registry``.
 """
 
@@ -99,13 +101,22 @@ class AuditSink(Protocol):
     ) -> None: ...
 
 
+class ServedRows(Protocol):
+    """Where the inference engine hands the inputs of each prediction that ran."""
+
+    def served(self, model: str, version: int, inputs: Mapping[str, np.ndarray]) -> None: ...
+
+
 class ServingVersions(Protocol):
     """What explaining needs of the inference engine: the loaded version a request would run
-    on (pinned, by alias, or routed by the traffic policy), held while the block runs."""
+    on (pinned, by alias, or routed by the traffic policy), held while the block runs, and the
+    sink of the rows it serves."""
 
     def serving(
         self, model: str, *, version: int = 0, alias: str = "", routing_key: str = ""
     ) -> AbstractContextManager[tuple[LoadedModel, Variant]]: ...
+
+    def sample_served_rows(self, sink: ServedRows | None) -> None: ...
 
 
 class ExplainSource(ArtifactSource, Protocol):

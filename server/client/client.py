@@ -976,8 +976,9 @@ class Client:
     def get_feature_importance(
         self, model: str, *, version: int = 0, alias: str = ""
     ) -> FeatureImportance:
-        """A version's mean |contribution| per feature over the rows ``explain`` answered
-        recently (this server process; version 0 and no alias: the champion)."""
+        """A version's mean |contribution| per feature over the rows it served recently (its
+        last 1,000 predicted rows in this server process; version 0 and no alias: the
+        champion), largest first; ``rows`` 0 and zeros before any traffic."""
         request = inference_pb2.GetFeatureImportanceRequest(
             model=model, version=version, alias=alias
         )

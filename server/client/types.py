@@ -918,8 +918,8 @@ def from_explanation(msg: inference_pb2.ExplainResponse) -> Explanation:
 
 @dataclass(frozen=True)
 class FeatureImportance:
-    """A version's global importance: each feature's mean |contribution| over the ``rows`` most
-    recently explained (at most 10,000), largest first."""
+    """A version's global importance: each feature's mean |contribution| over the ``rows`` it
+    served most recently (at most 1,000; fewer for KernelSHAP), largest first."""
 
     model: str
     version: int

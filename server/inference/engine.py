@@ -7,6 +7,10 @@ snapshot under the model's lock and replace it in one assignment, after the new 
 and warmed. A version no longer routed to is handed back to the loader, which retires it unless a
 caller pinned it recently.
 
+Each prediction that ran hands its inputs to the ``ServedRows`` sink, when one is attached
+(``sample_served_rows``: the explainer's sample of recent traffic, for global importance); a
+SHADOW copy does once it has run on the challenger.
+
 Loading, warming and unloading sessions (the bounded table of loaded versions, LRU and idle
 eviction) is ``llmopt.inference.loader.ModelLoader``'s job; the champion and challenger it is told
 about (``routed``) are never evicted.
@@ -34,7 +38,7 @@ from llmopt.inference.session import LoadedModel, SessionConfig
 from llmopt.inference.shadow import ShadowJob, ShadowRunner
 from llmopt.inference.signature import Signature, row_count, signature_from
 from llmopt.inference.stats import LoadFailure, ModelStats, ModelStatsBook
-from llmopt.ports import ModelSource
+from llmopt.ports import ModelSource, ServedRows
 
 if TYPE_CHECKING:
     from llmopt.registry.types import AliasEvent
@@ -140,6 +144,7 @@ class InferenceEngine:
             idle_seconds=config.idle_seconds,
             routed=self._routed,
         )
+        self._served: ServedRows | None = None
         self._unsubscribe = registry.subscribe(self._on_alias_event)
         self.warm = False
 
@@ -190,6 +195,12 @@ class InferenceEngine:
             outputs = self._run(slot, loaded, variant, inputs, output_names)
         finally:
             loaded.release()
+        served = self._served
+        if served is not None:
+            try:
+                served.served(loaded.model, loaded.version, inputs)
+            except Exception:
+                log.exception("model %r: keeping the served rows failed", loaded.model)
         challenger = routing.challenger if routing is not None else None
         if (
             routing is not None
@@ -198,8 +209,15 @@ class InferenceEngine:
             and challenger is not None
             and not alias
         ):
-            self._shadow.offer(ShadowJob(slot.stats, challenger, inputs, output_names, outputs))
+            self._shadow.offer(
+                ShadowJob(slot.stats, challenger, inputs, output_names, outputs, self._served)
+            )
         return Prediction(model, loaded.version, variant, outputs, self._request_id())
+
+    def sample_served_rows(self, sink: ServedRows | None) -> None:
+        """Hand the inputs of every prediction that runs from now on to ``sink`` (None: to
+        nobody); one sink, a later call replaces it."""
+        self._served = sink
 
     @contextlib.contextmanager
     def serving(

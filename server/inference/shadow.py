@@ -1,7 +1,9 @@
 """SHADOW traffic: copies of champion requests run on the challenger, off the request path.
 
 ``offer`` never blocks: when the bounded queue is full the copy is dropped and counted. One worker
-thread runs the copies and records how the challenger's answers compare with the champion's.
+thread runs the copies and records how the challenger's answers compare with the champion's; a
+copy that ran hands its inputs to the job's ``served`` sink as the challenger's (one dropped or
+failed is no traffic of it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from llmopt.inference.routing import Variant
 from llmopt.inference.session import LoadedModel
 from llmopt.inference.signature import row_count
 from llmopt.inference.stats import ModelStatsBook, compare_outputs
+from llmopt.ports import ServedRows
 
 log = logging.getLogger("llmopt.inference.shadow")
 
@@ -30,6 +33,7 @@ class ShadowJob:
     inputs: Mapping[str, np.ndarray]
     output_names: Sequence[str] | None
     champion_outputs: dict[str, np.ndarray]
+    served: ServedRows | None = None
 
 
 _STOP = object()
@@ -99,6 +103,8 @@ class ShadowRunner:
                 time.perf_counter() - start,
                 ok,
             )
+        if job.served is not None:
+            job.served.served(challenger.model, challenger.version, job.inputs)
         try:
             job.stats.shadow_compared(*compare_outputs(job.champion_outputs, outputs))
         except ValueError:

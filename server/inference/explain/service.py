@@ -8,14 +8,19 @@ its input, else exact TreeSHAP when it is a tree ensemble, else KernelSHAP. The 
 (version, output) are built once, from the version's ONNX graph and background sample in the
 registry, and kept in a bounded cache (versions never change, so nothing goes stale).
 
-Global importance is each version's mean |contribution| per feature over the most recent
-``importance_rows`` rows explained, kept in memory (``ImportanceBook``).
+Global importance (``feature_importance``) is a version's mean |contribution| per feature over
+the rows it served recently: the engine hands every prediction's inputs to the explainer's
+``TrafficSample`` (``traffic.py``; the last ``importance_rows`` rows per version, in memory),
+and the sample is explained with the version's own explainer when asked. Rows sent to Explain
+are not folded in: they are the ones somebody chose to look at, not the traffic, and one
+source of rows keeps one meaning of "rows".
 """
 
 from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +31,7 @@ import numpy as np
 from llmopt import errors
 from llmopt.inference.explain import kernel
 from llmopt.inference.explain.linear import LinearExplainer
+from llmopt.inference.explain.traffic import TrafficSample
 from llmopt.inference.explain.trees import TreeExplainer
 from llmopt.inference.signature import IOSpec, validate_inputs
 
@@ -36,6 +42,8 @@ if TYPE_CHECKING:
 FEATURE_NAMES_TAG = "feature_names"
 CHAMPION = "champion"
 MAX_SEED = 2**64 - 1
+IMPORTANCE_SEED = 0  # KernelSHAP's coalitions and its choice of rows, for global importance
+IMPORTANCE_SAMPLES = 512  # KernelSHAP coalitions per row for global importance (a mean over rows)
 
 
 class Method(enum.Enum):
@@ -75,20 +83,32 @@ class ExplainerConfig:
     # 2048 samples and 100 background rows, 81 rows; at 65536 samples, 2).
     max_kernel_evaluations: int = 1 << 24
     kernel_background: int = kernel.MAX_BACKGROUND
-    importance_rows: int = 10_000
     cache_size: int = 64  # (version, output) explainers kept
+    # Global importance: the served rows kept per version, how many versions keep them, and how
+    # long an answer is reused while the sample does not double (see feature_importance).
+    importance_rows: int = 1000
+    importance_versions: int = 256
+    importance_seconds: float = 10.0
+    # KernelSHAP's model runs for one importance answer (a seeded choice of the served rows at
+    # IMPORTANCE_SAMPLES coalitions each): an answer stays a second or so for any model.
+    importance_kernel_evaluations: int = 1 << 20
 
     def __post_init__(self) -> None:
         for name in (
             "max_rows",
             "max_kernel_evaluations",
             "kernel_background",
-            "importance_rows",
             "cache_size",
+            "importance_rows",
+            "importance_versions",
+            "importance_kernel_evaluations",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise errors.invalid(name, value, "a positive integer")
+        seconds = self.importance_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+            raise errors.invalid("importance_seconds", seconds, "a number of seconds >= 0")
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,52 +134,19 @@ class Explanation:
 class FeatureImportance:
     model: str
     version: int
-    rows: int
+    rows: int  # the served rows averaged over (0: none yet)
     # (feature, mean |contribution|), largest first (ties in column order).
     features: tuple[tuple[str, float], ...]
 
 
-class ImportanceBook:
-    """Mean |contribution| per feature over the most recent ``window`` rows: a ring buffer of
-    the rows and their running sum (recomputed from the buffer each time it wraps, so rounding
-    never accumulates)."""
+@dataclass(frozen=True)
+class _Answer:
+    """A computed importance, and what it was computed from."""
 
-    def __init__(self, width: int, window: int) -> None:
-        self.width = width
-        self.window = window
-        self._rows = np.zeros((min(window, 1024), width), dtype=np.float64)
-        self._sum = np.zeros(width, dtype=np.float64)
-        self._count = 0
-        self._next = 0
-        self._lock = threading.Lock()
-
-    def add(self, magnitudes: np.ndarray) -> None:
-        rows = magnitudes[-self.window :]
-        with self._lock:
-            for row in rows:
-                self._add_locked(row)
-
-    def _add_locked(self, row: np.ndarray) -> None:
-        if self._next == len(self._rows) and len(self._rows) < self.window:
-            grown = np.zeros((min(self.window, 2 * len(self._rows)), self.width), np.float64)
-            grown[: len(self._rows)] = self._rows
-            self._rows = grown
-        if self._next == len(self._rows):
-            self._next = 0
-            self._sum = self._rows.sum(axis=0)
-        if self._count == self.window:
-            self._sum -= self._rows[self._next]
-        else:
-            self._count += 1
-        self._rows[self._next] = row
-        self._sum += row
-        self._next += 1
-
-    def snapshot(self) -> tuple[int, np.ndarray]:
-        with self._lock:
-            count = self._count
-            means = self._sum / count if count else np.zeros(self.width)
-        return count, np.maximum(means, 0.0)
+    importance: FeatureImportance
+    served: int  # rows the version had served when it was computed
+    held: int  # rows its sample held then
+    at: float  # time.monotonic()
 
 
 @dataclass
@@ -181,8 +168,9 @@ class _Explainers:
 class Explainer:
     """Explanations of model versions' predictions; safe from many threads.
 
-    ``engine`` resolves and holds the version a request runs on (``ServingVersions``);
-    ``registry`` gives its ONNX bytes, tags and background sample (``ExplainSource``).
+    ``engine`` resolves and holds the version a request runs on (``ServingVersions``), and
+    hands the rows it serves to ``traffic``, the sample global importance is computed over;
+    ``registry`` gives a version's ONNX bytes, tags and background sample (``ExplainSource``).
     """
 
     def __init__(
@@ -196,8 +184,10 @@ class Explainer:
         self._registry = registry
         self._cache: OrderedDict[tuple[str, int, str, int], _Explainers] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._books: dict[tuple[str, int], ImportanceBook] = {}
-        self._books_lock = threading.Lock()
+        self.traffic = TrafficSample(self.config.importance_rows, self.config.importance_versions)
+        self._answers: dict[tuple[str, int], _Answer] = {}
+        self._importance_lock = threading.Lock()
+        engine.sample_served_rows(self.traffic)
 
     # -- Explain --------------------------------------------------------------------------------
 
@@ -253,7 +243,6 @@ class Explainer:
                 contributions, base = chosen.explain(X.astype(np.float64))
                 used, rows_used, samples_used = chosen.method, len(background), 0
         contributions = np.asarray(contributions, dtype=np.float64)
-        self._book(loaded.model, loaded.version, X.shape[1]).add(np.abs(contributions))
         return Explanation(
             model=loaded.model,
             version=loaded.version,
@@ -349,52 +338,114 @@ class Explainer:
 
     # -- importance -----------------------------------------------------------------------------
 
-    def _book(self, model: str, version: int, width: int) -> ImportanceBook:
-        key = (model, version)
-        with self._books_lock:
-            book = self._books.get(key)
-            if book is None or book.width != width:
-                book = self._books[key] = ImportanceBook(width, self.config.importance_rows)
-            return book
-
     def feature_importance(
         self, model: str, *, version: int = 0, alias: str = ""
     ) -> FeatureImportance:
-        """The version's mean |contribution| per feature over the rows explained recently
-        (version 0 and no alias: the champion); zeros and ``rows`` 0 before any."""
+        """The version's mean |contribution| per feature over the rows it served recently
+        (version 0 and no alias: the champion), by the method AUTO picks for it; ``rows`` 0
+        and zeros before any. KernelSHAP explains a seeded choice of the rows, as many as
+        ``importance_kernel_evaluations`` allows at IMPORTANCE_SAMPLES coalitions (at least
+        one).
+
+        An answer is cached per version and recomputed only once the version has served new
+        rows and either ``importance_seconds`` have passed or its sample has more than doubled
+        since: a dashboard polling it costs a lookup, not 1,000 rows explained per call, and the
+        first rows are answered at once rather than after the first poll's zeros expire.
+        FAILED_PRECONDITION when the version has no background sample.
+        """
+        mv = self._importance_version(model, version, alias)
+        key = (model, int(mv.version))
+        with self._importance_lock:
+            served, held = self.traffic.counts(*key)
+            answer = self._answers.get(key)
+            now = time.monotonic()
+            if answer is not None and (
+                answer.served == served
+                or (now - answer.at < self.config.importance_seconds and held <= 2 * answer.held)
+            ):
+                return answer.importance
+            sample = self.traffic.recent(*key)
+            if sample is None:
+                importance = self._no_importance(mv)
+                served, held = 0, 0
+            else:
+                served, rows = sample
+                held = len(rows)
+                importance = self._importance_of(model, int(mv.version), rows)
+            self._answers.pop(key, None)
+            while len(self._answers) >= self.config.importance_versions:
+                del self._answers[next(iter(self._answers))]
+            self._answers[key] = _Answer(importance, served, held, now)
+            return importance
+
+    def _importance_version(self, model: str, version: int, alias: str) -> Any:
         if version and alias:
             raise errors.invalid("version", version, "name a version or an alias, not both")
         if version < 0:
             raise errors.invalid("version", version, "a version number >= 1 (0: the champion)")
         if version:
-            mv = self._registry.get_version(model, version=version)
-        elif alias:
-            mv = self._registry.get_version(model, alias=alias)
-        else:
-            champion = self._registry.aliases(model).get(CHAMPION)
-            if champion is None:
-                raise errors.FailedPrecondition(
-                    f"model: {model!r} has no champion; name a version or an alias"
-                )
-            mv = self._registry.get_version(model, version=champion)
-        with self._books_lock:
-            book = self._books.get((model, mv.version))
-        if book is not None:
-            rows, means = book.snapshot()
-        else:
-            rows, means = 0, np.zeros(self._width_of(mv))
-        names = feature_names(mv.tags, len(means))
-        order = sorted(range(len(means)), key=lambda i: -means[i])
-        return FeatureImportance(
-            model, mv.version, rows, tuple((names[i], float(means[i])) for i in order)
-        )
+            return self._registry.get_version(model, version=version)
+        if alias:
+            return self._registry.get_version(model, alias=alias)
+        champion = self._registry.aliases(model).get(CHAMPION)
+        if champion is None:
+            raise errors.FailedPrecondition(
+                f"model: {model!r} has no champion; name a version or an alias"
+            )
+        return self._registry.get_version(model, version=champion)
 
-    def _width_of(self, mv: Any) -> int:
-        """Features of a version never explained: its input's width, else its background's."""
+    def _importance_of(self, model: str, version: int, rows: np.ndarray) -> FeatureImportance:
+        """Explain the served ``rows`` (finite ones) and average their |contributions|."""
+        X = rows[np.isfinite(rows).all(axis=1)]
+        with self._engine.serving(model, version=version) as (loaded, _):
+            spec = _float_input(loaded)
+            output = _output_of(loaded, "")
+            predict = _predictor(loaded, spec, output, 0)
+            entry = self._entry(loaded, output, 0)
+            background = _background_of(entry)
+            names = feature_names(entry.tags, rows.shape[1])
+            if not len(X):
+                return _importance(model, version, names, 0, np.zeros(rows.shape[1]))
+            chosen = self._choose(entry, Method.AUTO, background)
+            if chosen is None:
+                explainer = self._kernel(entry, background, predict)
+                budget = IMPORTANCE_SAMPLES
+                most = self.config.importance_kernel_evaluations // (
+                    budget * len(explainer.background_)
+                )
+                if len(X) > max(most, 1):
+                    rng = np.random.default_rng(IMPORTANCE_SEED)
+                    X = X[np.sort(rng.choice(len(X), size=max(most, 1), replace=False))]
+                contributions, _ = explainer.explain(
+                    X, samples=budget, seed=IMPORTANCE_SEED, predict=predict
+                )
+            else:
+                contributions, _ = chosen.explain(X)
+        means = np.abs(np.asarray(contributions, dtype=np.float64)).mean(axis=0)
+        return _importance(model, version, names, len(X), means)
+
+    def _no_importance(self, mv: Any) -> FeatureImportance:
+        """The answer for a version that served no row here: zeros, when it could be explained."""
+        background = self._registry.background(mv.model, version=mv.version)
+        if background is None:
+            raise errors.FailedPrecondition(_no_background(mv.model, mv.version))
+        width = self._width_of(mv, background)
+        return _importance(mv.model, mv.version, feature_names(mv.tags, width), 0, np.zeros(width))
+
+    @staticmethod
+    def _width_of(mv: Any, background: np.ndarray) -> int:
+        """Features of a version: its input's width, else its background's."""
         if len(mv.inputs) == 1 and len(mv.inputs[0].shape) == 2 and mv.inputs[0].shape[1] >= 0:
             return int(mv.inputs[0].shape[1])
-        background = self._registry.background(mv.model, version=mv.version)
-        return 0 if background is None else int(background.shape[1])
+        return int(background.shape[1])
+
+
+def _importance(
+    model: str, version: int, names: tuple[str, ...], rows: int, means: np.ndarray
+) -> FeatureImportance:
+    order = sorted(range(len(means)), key=lambda i: -means[i])
+    features = tuple((names[i], float(means[i])) for i in order)
+    return FeatureImportance(model, version, rows, features)
 
 
 def feature_names(tags: Mapping[str, str], width: int) -> tuple[str, ...]:
@@ -467,12 +518,16 @@ def _predictor(
 
 def _background_of(entry: _Explainers) -> np.ndarray:
     if entry.background is None:
-        raise errors.FailedPrecondition(
-            f"background: model {entry.model!r} version {entry.version} has no background "
-            "sample, the baseline of explanations; upload the version with one "
-            "(metadata.background, or register_sklearn_model's sample)"
-        )
+        raise errors.FailedPrecondition(_no_background(entry.model, entry.version))
     return entry.background
+
+
+def _no_background(model: str, version: int) -> str:
+    return (
+        f"background: model {model!r} version {version} has no background sample, the "
+        "baseline of explanations; upload the version with one (metadata.background, or "
+        "register_sklearn_model's sample)"
+    )
 
 
 def _parse(artifact: bytes) -> Any:

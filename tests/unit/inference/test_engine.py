@@ -11,6 +11,7 @@ import pytest
 
 from llmopt import errors
 from llmopt.inference import InferenceEngine, TrafficMode, TrafficPolicy, Variant
+from llmopt.inference.explain.traffic import TrafficSample
 from llmopt.inference.session import SessionConfig
 from llmopt.registry import Registry
 from tests.support import onnx_models
@@ -325,3 +326,52 @@ def test_deleting_the_challenger_alias_ends_the_split_too(
     engine.set_policy(TrafficPolicy("m", TrafficMode.SHADOW, 0.0))
     registry.delete_alias("m", "challenger")
     assert engine.get_policy("m") == TrafficPolicy("m", TrafficMode.OFF, 0.0)
+
+
+def test_predictions_that_ran_hand_their_rows_to_the_sample(
+    registry: Registry,
+    make_engine: Engine,
+    lr: onnx_models.TrainedModel,
+    lr2: onnx_models.TrainedModel,
+) -> None:
+    upload(registry, "m", lr.onnx, alias="champion")
+    upload(registry, "m", lr2.onnx, alias="challenger")
+    engine = make_engine()
+    sample = TrafficSample(rows=100)
+    engine.sample_served_rows(sample)
+    engine.predict("m", {"X": lr.X[:3]})
+    engine.predict("m", {}, row=lr.X[3].astype(np.float64))  # a feature row, as float32
+    total, rows = sample.recent("m", 1)  # type: ignore[misc]
+    assert total == 4
+    np.testing.assert_array_equal(rows, lr.X[:4])
+    with pytest.raises(errors.InvalidArgument):
+        engine.predict("m", {"X": lr.X[:2, :5]})  # refused: nothing kept
+    assert sample.counts("m", 1) == (4, 4)
+    engine.predict("m", {"X": lr.X[:2]}, alias="challenger")
+    assert sample.counts("m", 2) == (2, 2) and sample.counts("m", 1) == (4, 4)
+    engine.sample_served_rows(None)
+    engine.predict("m", {"X": lr.X[:2]})
+    assert sample.counts("m", 1) == (4, 4)
+
+
+def test_shadow_copies_are_the_challengers_traffic_once_they_ran(
+    registry: Registry,
+    make_engine: Engine,
+    lr: onnx_models.TrainedModel,
+    lr2: onnx_models.TrainedModel,
+) -> None:
+    upload(registry, "m", lr.onnx, alias="champion")
+    upload(registry, "m", lr2.onnx, alias="challenger")
+    engine = make_engine()
+    sample = TrafficSample(rows=100)
+    engine.sample_served_rows(sample)
+    engine.set_policy(TrafficPolicy("m", TrafficMode.SHADOW, 0.0))
+    for i in range(5):
+        engine.predict("m", {"X": lr.X[i : i + 1]})
+    engine.wait_for_shadow()
+    assert sample.counts("m", 1) == (5, 5)
+    ran = engine.stats("m").shadow.compared
+    assert sample.counts("m", 2) == (ran, ran) and ran >= 1
+    engine.predict("m", {"X": lr.X[:1]}, alias="champion")  # named: no shadow copy
+    engine.wait_for_shadow()
+    assert sample.counts("m", 2) == (ran, ran)

@@ -12,8 +12,8 @@ import pytest
 
 from llmopt import errors
 from llmopt.inference import InferenceEngine, TrafficMode, TrafficPolicy
-from llmopt.inference.explain import Explainer, ExplainerConfig, Method, kernel, service
-from llmopt.inference.explain.service import ImportanceBook
+from llmopt.inference.explain import Explainer, ExplainerConfig, Method, kernel, service, traffic
+from llmopt.inference.explain.traffic import RecentRows, TrafficSample
 from llmopt.registry import Registry, VersionMetadata
 from llmopt.registry.export import export_sklearn
 from tests.support import onnx_models
@@ -239,25 +239,155 @@ def test_label_outputs_are_not_explained_and_columns_are_picked(
         explainer.explain("clf", {"X": lr.X[:3]}, output_name="label")
 
 
-def test_global_importance_is_the_mean_absolute_contribution(
-    registry: Registry, explainer: Explainer, models: dict[str, tuple[bytes, np.ndarray]]
+@pytest.mark.parametrize(("kind", "method"), [("linear", "linear"), ("trees", "tree_shap")])
+def test_importance_is_the_mean_absolute_contribution_over_the_rows_served(
+    registry: Registry,
+    make_engine: Engine,
+    models: dict[str, tuple[bytes, np.ndarray]],
+    kind: str,
+    method: str,
 ) -> None:
-    onnx, X = models["linear"]
+    onnx, X = models[kind]
     add(registry, "m", onnx, X[:40], tags={"feature_names": "a,b,c,d,e,f"})
+    engine = make_engine()
+    explainer = Explainer(engine, registry, ExplainerConfig(importance_seconds=0.0))
     before = explainer.feature_importance("m")
     assert (before.version, before.rows) == (1, 0)
     assert [name for name, _ in before.features] == list("abcdef")
     assert all(value == 0.0 for _, value in before.features)
-    first = explainer.explain("m", {"input": X[:30]})
-    second = explainer.explain("m", {"input": X[30:50]})
-    both = np.abs(np.vstack([first.contributions, second.contributions])).mean(axis=0)
+    for start, stop in ((0, 1), (1, 30), (30, 31), (31, 120)):
+        engine.predict("m", {"input": X[start:stop]})
+    explained = explainer.explain("m", {"input": X[:120]})
+    assert explained.method == method
     after = explainer.feature_importance("m")
-    assert after.rows == 50
-    expected = sorted(zip("abcdef", both, strict=True), key=lambda item: -item[1])
-    assert [name for name, _ in after.features] == [name for name, _ in expected]
-    np.testing.assert_allclose([v for _, v in after.features], [v for _, v in expected])
+    assert after.rows == 120  # what Explain was asked does not count: it is not traffic
+    expected = np.abs(explained.contributions).mean(axis=0)
+    by_name = dict(zip("abcdef", expected, strict=True))
+    assert [name for name, _ in after.features] == sorted(by_name, key=lambda k: -by_name[k])
+    for name, value in after.features:
+        assert value == pytest.approx(by_name[name], rel=1e-9, abs=1e-12)
     assert explainer.feature_importance("m", version=1) == after
     assert explainer.feature_importance("m", alias="champion") == after
+
+
+def test_the_sample_keeps_the_most_recent_rows_of_each_version(
+    registry: Registry, make_engine: Engine, models: dict[str, tuple[bytes, np.ndarray]]
+) -> None:
+    onnx, X = models["linear"]
+    add(registry, "m", onnx, X[:40])
+    add(registry, "m", _fit("linear", seed=1)[0], X[:40], alias="")
+    engine = make_engine()
+    explainer = Explainer(
+        engine, registry, ExplainerConfig(importance_rows=50, importance_seconds=0.0)
+    )
+    seen: list[np.ndarray] = []
+    for size in (30, 40, 1, 80, 7):  # wraps, a request larger than the sample, wraps again
+        rows = X[len(np.vstack(seen)) if seen else 0 :][:size]
+        seen.append(rows)
+        engine.predict("m", {"input": rows})
+        recent = np.vstack(seen)[-50:]
+        got = explainer.feature_importance("m")
+        assert got.rows == len(recent)
+        expected = np.abs(explainer.explain("m", {"input": recent}).contributions).mean(axis=0)
+        np.testing.assert_allclose(
+            [value for _, value in sorted(got.features)], expected, rtol=1e-9, atol=0
+        )
+    assert explainer.feature_importance("m", version=2).rows == 0  # no rows of version 1
+    engine.predict("m", {"input": X[:3]}, version=2)
+    assert explainer.feature_importance("m", version=2).rows == 3
+    assert explainer.feature_importance("m", version=1).rows == 50
+
+
+def test_recent_rows_wrap_around_in_the_inputs_dtype() -> None:
+    ring = RecentRows(width=2, capacity=1500, dtype=np.dtype(np.float32))
+    rng = np.random.default_rng(0)
+    seen = []
+    for size in (700, 900, 1, 2000, 333, 1499, 1500):
+        rows = rng.standard_normal((size, 2)).astype(np.float32)
+        seen.append(rows)
+        ring.add(rows)
+        total, held = ring.recent()
+        assert total == sum(len(r) for r in seen)
+        assert held.dtype == np.float64
+        np.testing.assert_array_equal(held, np.vstack(seen)[-1500:])
+        assert ring.counts() == (total, len(held))
+
+
+def test_only_one_float_matrix_is_kept() -> None:
+    sample = TrafficSample(rows=10)
+    X = np.ones((2, 3), np.float32)
+    sample.served("m", 1, {"ids": np.ones((2, 3), np.int64)})
+    sample.served("m", 1, {"a": X, "b": X})
+    sample.served("m", 1, {"cube": np.ones((2, 3, 1), np.float32)})
+    sample.served("m", 1, {"flat": np.ones(3, np.float32)})
+    assert sample.recent("m", 1) is None and sample.counts("m", 1) == (0, 0)
+    sample.served("m", 1, {"X": X})
+    sample.served("m", 2, {"X": 2 * X})
+    total, rows = sample.recent("m", 1)  # type: ignore[misc]
+    assert total == 2
+    np.testing.assert_array_equal(rows, X)
+    sample.served("m", 1, {"X": np.zeros((1, 5), np.float32)})  # a new width starts afresh
+    assert sample.counts("m", 1) == (1, 1)
+    assert sample.counts("m", 2) == (2, 2)
+
+
+def test_a_wide_input_keeps_fewer_rows_and_old_versions_make_way() -> None:
+    sample = TrafficSample(rows=1000, versions=2)
+    wide = np.zeros((1, traffic.MAX_RING_BYTES // 8 // 100), np.float64)  # 100 rows fit
+    sample.served("m", 1, {"X": np.repeat(wide, 300, axis=0)})
+    assert sample.counts("m", 1) == (300, 100)
+    sample.served("m", 2, {"X": np.ones((1, 2))})
+    sample.served("m", 3, {"X": np.ones((1, 2))})
+    assert sample.recent("m", 1) is None  # the sample begun longest ago
+    assert sample.counts("m", 3) == (1, 1)
+    with pytest.raises(errors.InvalidArgument, match=r"^rows: 0"):
+        TrafficSample(rows=0)
+
+
+def test_gather_and_other_inputs_leave_no_rows(registry: Registry, make_engine: Engine) -> None:
+    add(registry, "gather", onnx_models.gather_model(), None)
+    engine = make_engine()
+    explainer = Explainer(engine, registry)
+    engine.predict("gather", {"data": np.ones(4, np.float32), "idx": np.zeros(2, np.int64)})
+    assert explainer.traffic.counts("gather", 1) == (0, 0)
+    with pytest.raises(errors.FailedPrecondition, match=r"'gather' version 1 has no background"):
+        explainer.feature_importance("gather")
+
+
+def test_importance_answers_are_reused_until_new_rows_and_time_or_a_doubled_sample(
+    registry: Registry, make_engine: Engine, models: dict[str, tuple[bytes, np.ndarray]]
+) -> None:
+    onnx, X = models["linear"]
+    add(registry, "m", onnx, X[:40])
+    engine = make_engine()
+    explainer = Explainer(engine, registry, ExplainerConfig(importance_seconds=3600.0))
+    assert explainer.feature_importance("m").rows == 0
+    engine.predict("m", {"input": X[:10]})
+    first = explainer.feature_importance("m")
+    assert first.rows == 10  # the zeros of no traffic are not kept once rows arrive
+    engine.predict("m", {"input": X[10:20]})
+    assert explainer.feature_importance("m") is first  # 20 rows: not more than doubled
+    engine.predict("m", {"input": X[20:21]})
+    assert explainer.feature_importance("m").rows == 21  # 21 > 2 x 10: recomputed at once
+    again = explainer.feature_importance("m")
+    assert explainer.feature_importance("m", version=1) is again
+
+
+def test_kernel_importance_explains_a_seeded_choice_within_the_budget(
+    registry: Registry, make_engine: Engine, models: dict[str, tuple[bytes, np.ndarray]]
+) -> None:
+    onnx, X = models["mlp"]
+    add(registry, "m", onnx, X[:20])
+    config = ExplainerConfig(importance_kernel_evaluations=service.IMPORTANCE_SAMPLES * 20 * 4)
+    answers = []
+    for _ in range(2):
+        engine = make_engine()
+        explainer = Explainer(engine, registry, config)
+        engine.predict("m", {"input": X[:30]})
+        answers.append(explainer.feature_importance("m"))
+    assert answers[0].rows == 4  # 4 rows x IMPORTANCE_SAMPLES x 20 background rows
+    assert answers[0] == answers[1]
+    assert all(value > 0 for _, value in answers[0].features)
 
 
 def test_importance_errors(
@@ -274,20 +404,6 @@ def test_importance_errors(
     with pytest.raises(errors.InvalidArgument, match=r"^version: "):
         explainer.feature_importance("m", version=-1)
     assert explainer.feature_importance("m", version=1).rows == 0
-
-
-def test_importance_keeps_the_most_recent_window_of_rows() -> None:
-    book = ImportanceBook(width=2, window=1500)
-    rng = np.random.default_rng(0)
-    seen = []
-    for size in (700, 900, 1, 2000, 333):
-        rows = np.abs(rng.standard_normal((size, 2)))
-        seen.append(rows)
-        book.add(rows)
-        recent = np.vstack(seen)[-1500:]
-        count, means = book.snapshot()
-        assert count == len(recent)
-        np.testing.assert_allclose(means, recent.mean(axis=0), rtol=1e-12)
 
 
 def test_explainers_are_built_once_per_version_and_output(
@@ -314,6 +430,8 @@ def test_explainers_are_built_once_per_version_and_output(
 def test_config_is_validated() -> None:
     with pytest.raises(errors.InvalidArgument, match=r"^max_rows: 0"):
         ExplainerConfig(max_rows=0)
+    with pytest.raises(errors.InvalidArgument, match=r"^importance_seconds: -1"):
+        ExplainerConfig(importance_seconds=-1)
 
 
 def test_doctests() -> None:

@@ -10,6 +10,7 @@ import pytest
 from llmopt import errors
 from llmopt.features import FeatureVector, RequestContext
 from llmopt.inference import InferenceEngine, Predictor
+from llmopt.inference.explain import Explainer
 from llmopt.registry import Registry
 from tests.support import onnx_models
 from tests.unit.inference.conftest import upload
@@ -69,3 +70,17 @@ def test_no_feature_service_refuses_predictions_from_features(
     with pytest.raises(errors.NotImplementedYet, match="feature_set"):
         predictor.predict("reg", {})
     assert predictor.predict("reg", {"X": linreg.X[:1]}).version == 1
+
+
+def test_rows_from_the_feature_service_are_traffic_too(
+    registry: Registry, make_engine: Engine, linreg: onnx_models.TrainedModel
+) -> None:
+    upload(registry, "reg", linreg.onnx, alias="champion")
+    engine = make_engine()
+    explainer = Explainer(engine, registry)
+    predictor = Predictor(engine, FixedVectors(linreg.X[3].astype(np.float64)))
+    predictor.predict("reg", None, feature_set="fs")
+    predictor.predict("reg", {"X": linreg.X[:2]})
+    total, rows = explainer.traffic.recent("reg", 1)  # type: ignore[misc]
+    assert total == 3
+    np.testing.assert_array_equal(rows, np.vstack([linreg.X[3:4], linreg.X[:2]]))
