@@ -63,6 +63,7 @@ def _in_process(ctx: Context, models: dict[str, bytes]) -> Iterator[Result]:
         InferenceEngine,
         TrafficPolicyStore,
     )
+    from llmopt.inference.explain.traffic import TrafficSample
     from llmopt.registry import Registry, VersionMetadata
     from llmopt.storage import Database
 
@@ -75,6 +76,9 @@ def _in_process(ctx: Context, models: dict[str, bytes]) -> Iterator[Result]:
         stack.callback(db.close)
         engine = InferenceEngine(registry, TrafficPolicyStore(db), EngineConfig())
         stack.callback(engine.close)
+        # As in the server: every prediction feeds the sample global importance is computed
+        # over (the Explainer attaches it there).
+        engine.sample_served_rows(TrafficSample())
         for name, onnx in models.items():
             registry.create_model(name)
             registry.upload_version(name, onnx, VersionMetadata(alias="champion"))
