@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -60,19 +61,29 @@ def _contexts(n: int) -> np.ndarray:
     return np.random.default_rng(0).uniform(-1.0, 1.0, size=(n, DIM))
 
 
-def service_rows(ctx: Context) -> Iterator[Result]:
+@contextmanager
+def _linucb_bandit(ctx: Context, prefix: str, seed: int) -> Iterator[Any]:
+    """A BanditService with one LinUCB bandit "ex" of K arms over the 20-slot feature set."""
     from llmopt.bandits import policies as P
     from llmopt.bandits.service import BanditService
     from llmopt.bandits.types import BanditSpec
     from llmopt.features import FeatureService
 
-    features = FeatureService(ctx.scratch("explain-features"))
+    features = FeatureService(ctx.scratch(f"{prefix}-features"))
     features.warm_up()
-    svc = BanditService(ctx.scratch("explain-bandits"), features=features, sweep_interval=0)
+    svc = BanditService(ctx.scratch(f"{prefix}-bandits"), features=features, sweep_interval=0)
     svc.warm_up()
     try:
         features.create_set(_feature_set())
-        svc.create_bandit(BanditSpec("ex", P.LinUCB(), _arms(), feature_set="bench20", seed=1))
+        svc.create_bandit(BanditSpec("ex", P.LinUCB(), _arms(), feature_set="bench20", seed=seed))
+        yield svc
+    finally:
+        svc.close()
+        features.close()
+
+
+def service_rows(ctx: Context) -> Iterator[Result]:
+    with _linucb_bandit(ctx, "explain", seed=1) as svc:
         xs = _contexts(1024)
         env = np.random.default_rng(1)
         for i in range(2000):  # a learned state, not the cold start
@@ -93,9 +104,6 @@ def service_rows(ctx: Context) -> Iterator[Result]:
                 target_us=EXPLAINED_SELECT_P99_US if explain else None,
                 note="BanditService.select_arm, vector given, decision logged durably, 1 caller",
             )
-    finally:
-        svc.close()
-        features.close()
 
 
 def policy_rows(ctx: Context) -> Iterator[Result]:
@@ -132,19 +140,9 @@ def policy_rows(ctx: Context) -> Iterator[Result]:
 
 def servicer_rows(ctx: Context) -> Iterator[Result]:
     from llmopt.api.bandits import BanditsServicer
-    from llmopt.bandits import policies as P
-    from llmopt.bandits.service import BanditService
-    from llmopt.bandits.types import BanditSpec
-    from llmopt.features import FeatureService
     from llmopt.gen.llmopt.v1 import bandits_pb2
 
-    features = FeatureService(ctx.scratch("explain-servicer-features"))
-    features.warm_up()
-    svc = BanditService(ctx.scratch("explain-servicer"), features=features, sweep_interval=0)
-    svc.warm_up()
-    try:
-        features.create_set(_feature_set())
-        svc.create_bandit(BanditSpec("ex", P.LinUCB(), _arms(), feature_set="bench20", seed=3))
+    with _linucb_bandit(ctx, "explain-servicer", seed=3) as svc:
         servicer = BanditsServicer(svc)
         requests = [
             bandits_pb2.SelectArmRequest(
@@ -164,9 +162,6 @@ def servicer_rows(ctx: Context) -> Iterator[Result]:
                 select,
                 "SelectArm servicer with explain, request bytes to answer bytes, LinUCB K=10 d=20",
             )
-    finally:
-        svc.close()
-        features.close()
 
 
 def _per_row(
