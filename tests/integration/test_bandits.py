@@ -104,15 +104,20 @@ def test_every_policy_decides_and_learns_over_the_wire(stub, oneof: str) -> None
     assert created.policy.WhichOneof("kind") == oneof
     chosen = set()
     for i in range(30):
-        ctx = common_pb2.RequestContext(task_type=["generation", "extraction"][i % 2], priority=3)
+        # The hour and day are given: left unset they are the server's clock's, and the run
+        # would depend on when it ran (diagonal Thompson kept to one arm at some hours).
+        ctx = common_pb2.RequestContext(
+            task_type=["generation", "extraction"][i % 2], priority=3, hour_of_day=14, day_of_week=2
+        )
         d = stub.SelectArm(pb.SelectArmRequest(bandit=name, context=ctx), timeout=10)
         assert 0.0 < d.propensity <= 1.0
         chosen.add(d.arm.arm_id)
+        # Quality, cost and latency move together, so the balanced reward spans [0, 1] (a
+        # free, instant call would earn at least 0.4 whatever its quality).
+        q = (i % 5) / 4
+        outcome = pb.Outcome(quality_score=q, cost=1 - q, latency_ms=5000 * (1 - q))
         stub.RecordReward(
-            pb.RecordRewardRequest(
-                decision_id=d.decision_id, outcome=pb.Outcome(quality_score=(i % 5) / 4)
-            ),
-            timeout=10,
+            pb.RecordRewardRequest(decision_id=d.decision_id, outcome=outcome), timeout=10
         )
     stats = stub.GetStats(pb.GetStatsRequest(bandit=name), timeout=10)
     assert stats.decisions == stats.rewards == 30 and stats.open_decisions == 0
