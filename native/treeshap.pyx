@@ -190,6 +190,23 @@ cdef void _recurse(const Tree* tree, int node, const double* row, double* phi,
         _recurse(tree, cold, row, phi, path, depth + 1, incoming_zero * cold_zero, 0.0, split)
 
 
+cdef Tree _routing(const int32_t[::1] true_child, const int32_t[::1] false_child,
+                   const int32_t[::1] feature, const double[::1] threshold,
+                   const int32_t[::1] mode, const uint8_t[::1] missing_true):
+    """A Tree over the (non-empty) node arrays that route a row; value, cover and inv unset."""
+    cdef Tree tree
+    tree.true_child = &true_child[0]
+    tree.false_child = &false_child[0]
+    tree.feature = &feature[0]
+    tree.threshold = &threshold[0]
+    tree.mode = &mode[0]
+    tree.missing_true = &missing_true[0]
+    tree.value = NULL
+    tree.cover = NULL
+    tree.inv = NULL
+    return tree
+
+
 def tree_shap(const int32_t[::1] roots, const int32_t[::1] true_child,
               const int32_t[::1] false_child, const int32_t[::1] feature,
               const double[::1] threshold, const int32_t[::1] mode,
@@ -208,12 +225,7 @@ def tree_shap(const int32_t[::1] roots, const int32_t[::1] true_child,
         raise ValueError("X and out must have the same shape")
     if true_child.shape[0] == 0:
         return
-    tree.true_child = &true_child[0]
-    tree.false_child = &false_child[0]
-    tree.feature = &feature[0]
-    tree.threshold = &threshold[0]
-    tree.mode = &mode[0]
-    tree.missing_true = &missing_true[0]
+    tree = _routing(true_child, false_child, feature, threshold, mode, missing_true)
     tree.value = &value[0]
     tree.cover = &cover[0]
     if max_depth < 0:
@@ -250,12 +262,7 @@ def node_counts(const int32_t[::1] roots, const int32_t[::1] true_child,
     cdef double[::1] c = counts
     if true_child.shape[0] == 0:
         return counts
-    tree.true_child = &true_child[0]
-    tree.false_child = &false_child[0]
-    tree.feature = &feature[0]
-    tree.threshold = &threshold[0]
-    tree.mode = &mode[0]
-    tree.missing_true = &missing_true[0]
+    tree = _routing(true_child, false_child, feature, threshold, mode, missing_true)
     with nogil:
         for r in range(n_rows):
             for t in range(roots.shape[0]):
@@ -281,12 +288,7 @@ def predict(const int32_t[::1] roots, const int32_t[::1] true_child,
     cdef double[::1] res = result
     if true_child.shape[0] == 0:
         return result
-    tree.true_child = &true_child[0]
-    tree.false_child = &false_child[0]
-    tree.feature = &feature[0]
-    tree.threshold = &threshold[0]
-    tree.mode = &mode[0]
-    tree.missing_true = &missing_true[0]
+    tree = _routing(true_child, false_child, feature, threshold, mode, missing_true)
     with nogil:
         for r in range(n_rows):
             acc = 0.0

@@ -79,6 +79,8 @@ class BanditFeatures(FeatureVectors, Protocol):
 
     def vector_width(self, feature_set: str) -> int: ...
 
+    def slot_names(self, feature_set: str) -> tuple[str, ...]: ...
+
     def record_arm_outcome(
         self,
         arm_key: str,

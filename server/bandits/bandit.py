@@ -43,7 +43,7 @@ from llmopt.bandits.arms import Arm
 from llmopt.bandits.explain import ArmEstimates, Explanation
 from llmopt.bandits.policies import make_policy
 from llmopt.bandits.policy import Policy
-from llmopt.bandits.rewards import Feedback, Outcome
+from llmopt.bandits.rewards import outcome_from_detail
 from llmopt.bandits.state import BanditState, OpenDecision
 from llmopt.bandits.types import (
     BanditInfo,
@@ -121,25 +121,6 @@ def context_of(blob: bytes) -> RequestContext:
     fields = decode_context(blob)
     fields["output_length"] = OutputLength(fields["output_length"])
     return RequestContext(**fields)
-
-
-def outcome_of(detail: dict[str, Any]) -> Outcome:
-    """The Outcome of a reward event's detail (``service._outcome_detail``)."""
-    return Outcome(
-        quality_score=detail.get("quality_score"),
-        cost=detail.get("cost", 0.0),
-        latency_ms=detail.get("latency_ms", 0.0),
-        tokens=detail.get("tokens", 0),
-        feedback=Feedback(
-            rating=detail.get("rating", 0),
-            task_completed=detail.get("task_completed", False),
-            retried=detail.get("retried", False),
-            edited=detail.get("edited", False),
-            dwell_seconds=detail.get("dwell_seconds"),
-            saved=detail.get("saved", False),
-        ),
-        error=detail.get("error", False),
-    )
 
 
 def _kept(stored: bytes | str | None) -> Explanation | None:
@@ -470,7 +451,7 @@ class Bandit(BanditState):
         status = _STATUS[d.status]
         outcome = None
         if row.reward_detail is not None:
-            outcome = outcome_of(row.reward_detail)
+            outcome = outcome_from_detail(row.reward_detail)
         return LoggedDecision(
             decision_id=d.decision_id,
             bandit=self.name,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
+from typing import Any
 
 from llmopt import errors
 
@@ -204,6 +205,43 @@ class Outcome:
             raise errors.invalid(f"{field_name}.tokens", self.tokens, "must be >= 0")
         self.feedback.validate(f"{field_name}.feedback")
         return self
+
+
+def outcome_detail(outcome: Outcome) -> dict[str, Any]:
+    """An outcome's fields as the detail of its reward event (JSON in the decision log)."""
+    f = outcome.feedback
+    return {
+        "quality_score": outcome.quality_score,
+        "cost": outcome.cost,
+        "latency_ms": outcome.latency_ms,
+        "tokens": outcome.tokens,
+        "rating": f.rating,
+        "task_completed": f.task_completed,
+        "retried": f.retried,
+        "edited": f.edited,
+        "dwell_seconds": f.dwell_seconds,
+        "saved": f.saved,
+        "error": outcome.error,
+    }
+
+
+def outcome_from_detail(detail: dict[str, Any]) -> Outcome:
+    """The Outcome ``outcome_detail`` wrote (fields it lacks take their defaults)."""
+    return Outcome(
+        quality_score=detail.get("quality_score"),
+        cost=detail.get("cost", 0.0),
+        latency_ms=detail.get("latency_ms", 0.0),
+        tokens=detail.get("tokens", 0),
+        feedback=Feedback(
+            rating=detail.get("rating", 0),
+            task_completed=detail.get("task_completed", False),
+            retried=detail.get("retried", False),
+            edited=detail.get("edited", False),
+            dwell_seconds=detail.get("dwell_seconds"),
+            saved=detail.get("saved", False),
+        ),
+        error=detail.get("error", False),
+    )
 
 
 def feedback_quality(feedback: Feedback) -> float:

@@ -33,6 +33,7 @@ True
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -41,7 +42,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -50,7 +50,13 @@ from llmopt.bandits import store as st
 from llmopt.bandits.arms import Arm, check_id
 from llmopt.bandits.bandit import Bandit, KeptExplanation, reused_id, same_request
 from llmopt.bandits.explain import ArmEstimates
-from llmopt.bandits.rewards import Outcome, check_raw_reward, outcome_quality, outcome_reward
+from llmopt.bandits.rewards import (
+    Outcome,
+    check_raw_reward,
+    outcome_detail,
+    outcome_quality,
+    outcome_reward,
+)
 from llmopt.bandits.types import (
     BanditInfo,
     BanditSpec,
@@ -101,8 +107,6 @@ class BanditService:
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._ready = False
-        # Slot names of feature-set bandits' vectors, as the feature service last gave them.
-        self._slot_names: dict[str, tuple[str, ...]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -342,32 +346,25 @@ class BanditService:
                 f"bandit {b.name!r} reads feature set {b.spec.feature_set!r}, but this server "
                 "has no feature store"
             )
-        fv = self._features.vector(b.spec.feature_set, ctx, dict(entity_ids or {}))
-        x = np.ascontiguousarray(fv.values, dtype=np.float64)
+        values = self._features.vector(b.spec.feature_set, ctx, dict(entity_ids or {})).values
+        x = np.ascontiguousarray(values, dtype=np.float64)
         if x.shape != (b.dim,):
             raise errors.FailedPrecondition(
                 f"feature set {b.spec.feature_set!r} now gives {x.size} values; bandit "
                 f"{b.name!r} was created for {b.dim}"
             )
-        self._slot_names[b.name] = fv.slot_names  # for explanations (``_names_of``)
         return x
 
     def _names_of(self, b: Bandit) -> tuple[str, ...]:
         """The names of a bandit's context slots: the default context's, or its feature set's
-        (as the latest vector came with them; else asked of the feature service; else x0..)."""
+        (x0.. when the set is gone or no longer as wide as the bandit)."""
         if not b.spec.feature_set:
             return DEFAULT_CONTEXT_SLOTS
-        names = self._slot_names.get(b.name)
-        if names is None and self._features is not None:
-            try:
-                fv = self._features.vector(b.spec.feature_set, RequestContext(), {})
-                names = tuple(fv.slot_names)
-            except errors.LLMOptError:
-                names = None
-        if names is None or len(names) != b.dim:
-            return tuple(f"x{i}" for i in range(b.dim))
-        self._slot_names[b.name] = names
-        return names
+        names: tuple[str, ...] = ()
+        if self._features is not None:
+            with contextlib.suppress(errors.LLMOptError):  # the set was deleted
+                names = tuple(self._features.slot_names(b.spec.feature_set))
+        return names if len(names) == b.dim else tuple(f"x{i}" for i in range(b.dim))
 
     # -- the decision log -----------------------------------------------------------------------
 
@@ -442,7 +439,7 @@ class BanditService:
         if bandit is not None:
             if outcome is not None:
                 value = outcome_reward(outcome, bandit.spec.reward)
-                detail = _outcome_detail(outcome)
+                detail = outcome_detail(outcome)
             else:
                 assert reward is not None  # exactly one of the two, checked above
                 value, detail = reward, None
@@ -525,23 +522,6 @@ def request_digest(
     if vector is not None and len(vector):
         h.update(b"\x00vector" + np.ascontiguousarray(vector, dtype="<f8").tobytes())
     return h.digest()  # 16 bytes: never the 1-byte SERVER_MADE
-
-
-def _outcome_detail(outcome: Outcome) -> dict[str, Any]:
-    f = outcome.feedback
-    return {
-        "quality_score": outcome.quality_score,
-        "cost": outcome.cost,
-        "latency_ms": outcome.latency_ms,
-        "tokens": outcome.tokens,
-        "rating": f.rating,
-        "task_completed": f.task_completed,
-        "retried": f.retried,
-        "edited": f.edited,
-        "dwell_seconds": f.dwell_seconds,
-        "saved": f.saved,
-        "error": outcome.error,
-    }
 
 
 def _iso(t: float) -> str:

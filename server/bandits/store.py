@@ -209,7 +209,7 @@ class LoggedRow:
 
     decision: StoredDecision
     reward: float | None = None
-    reward_detail: dict[str, Any] | None = None  # an outcome's fields (``_outcome_detail``)
+    reward_detail: dict[str, Any] | None = None  # an outcome's fields (``rewards.outcome_detail``)
     close_time: float | None = None
 
 

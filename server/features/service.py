@@ -362,10 +362,14 @@ class FeatureService:
 
     def vector_width(self, feature_set: str) -> int:
         """Number of slots of the latest version's vector (10 for the built-in context)."""
+        return len(self.slot_names(feature_set))
+
+    def slot_names(self, feature_set: str) -> tuple[str, ...]:
+        """The names of the latest version's vector slots (the built-in context's for "")."""
         if feature_set in ("", CONTEXT_SET):
-            return len(DEFAULT_CONTEXT_SLOTS)
+            return DEFAULT_CONTEXT_SLOTS
         state = self._state(feature_set)
-        return state.plans[state.latest.version].width
+        return state.plans[state.latest.version].slot_names
 
     @staticmethod
     def _entity_for(
