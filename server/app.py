@@ -30,6 +30,7 @@ from llmopt.api import features as features_api
 from llmopt.api import inference as inference_api
 from llmopt.api import oip as oip_api
 from llmopt.api import registry as registry_api
+from llmopt.api import tuning as tuning_api
 from llmopt.api.interceptor import Lanes, ServingInterceptor
 from llmopt.composition import compose
 from llmopt.config import Settings, SettingsError, tune_gc
@@ -48,7 +49,15 @@ DRAIN_SETTLE_SECONDS = 0.5
 
 
 # The services the server registers, in this order (health and reflection list them so).
-SERVICE_MODULES = (registry_api, features_api, bandits_api, inference_api, oip_api, audit_api)
+SERVICE_MODULES = (
+    registry_api,
+    features_api,
+    bandits_api,
+    inference_api,
+    oip_api,
+    audit_api,
+    tuning_api,
+)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 

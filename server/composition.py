@@ -15,6 +15,10 @@ what it needs (``llmopt.ports``), under the data dir:
 7. ``Explainer``: the engine as ``ServingVersions``, the registry as ``ExplainSource``; it
    hands the engine its ``TrafficSample`` (``ServedRows``), the rows global importance is
    computed over.
+8. ``TuningService`` (``tuning/``): the bandits as ``TunedBandits`` (a study can drive one) and
+   the feature service as ``ArmOutcomeReader`` (the outcome aggregates of a study's arms). Its
+   database runs ``synchronous=full`` whatever ``--sqlite-sync`` says: a Report the server
+   answered survives a power cut, and there is one write per trial.
 
 It returns an ``AppContext``: the typed, frozen ``Services`` that ``llmopt.api`` binds to
 servicers, and the components the server warms in that order and closes in reverse. A part that
@@ -45,6 +49,7 @@ from llmopt.inference.explain import Explainer
 from llmopt.ports import Component
 from llmopt.registry import Registry
 from llmopt.storage import Database, DataDir
+from llmopt.tuning import TuningService
 
 log = logging.getLogger("llmopt.server")
 
@@ -62,6 +67,7 @@ class Services:
     predictor: Predictor
     audit: AuditLog
     explainer: Explainer
+    tuning: TuningService
 
 
 @dataclass(frozen=True)
@@ -141,10 +147,11 @@ def compose(settings: Settings, data_dir: DataDir) -> AppContext:
         )
         predictor = Predictor(inference, features)
         explainer = Explainer(inference, registry)
+        tuning = keep(TuningService(data_dir.folder("tuning"), bandits=bandits, outcomes=features))
     except BaseException:
         close_all(built)
         raise
-    services = Services(registry, features, bandits, inference, predictor, audit, explainer)
+    services = Services(registry, features, bandits, inference, predictor, audit, explainer, tuning)
     return AppContext(settings, data_dir, services, built)
 
 

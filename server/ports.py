@@ -14,6 +14,10 @@ a test can hand it a fake with only those methods.
 - ``ServedRows``: what ``inference.InferenceEngine`` hands the rows it served to (the explainer's
   ``TrafficSample``, for global importance).
 - ``ExplainSource``: what ``inference.explain.Explainer`` needs of ``registry.Registry``.
+- ``TunedBandits``: what ``tuning.TuningService`` needs of ``bandits.BanditService`` to drive a
+  bandit with a study.
+- ``ArmOutcomeReader``: what ``tuning.TuningService`` reads of ``features.FeatureService``: the
+  outcome aggregates of a bound study's arms.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import numpy as np
 
+    from llmopt.bandits.arms import Arm
+    from llmopt.bandits.types import BanditInfo, BanditStats
     from llmopt.features.context import RequestContext
-    from llmopt.features.service import FeatureVector
+    from llmopt.features.service import EntityFeatures, FeatureVector
     from llmopt.inference.routing import Variant
     from llmopt.inference.session import LoadedModel
     from llmopt.registry.types import AliasEvent, Model, ModelVersion
@@ -130,3 +136,27 @@ class ExplainSource(ArtifactSource, Protocol):
     ) -> np.ndarray | None: ...
 
     def aliases(self, model: str) -> dict[str, int]: ...
+
+
+class TunedBandits(Protocol):
+    """What a study bound to a bandit calls: its arms (one per trial) and their reward stats."""
+
+    def get_bandit(self, name: str) -> BanditInfo: ...
+
+    def add_arm(self, name: str, arm: Arm) -> BanditInfo: ...
+
+    def remove_arm(self, name: str, arm_id: str) -> BanditInfo: ...
+
+    def stats(self, bandit: str) -> BanditStats: ...
+
+
+class ArmOutcomeReader(Protocol):
+    """Reads the built-in ``arm_outcomes`` aggregates (entity ``"<bandit>/<arm_id>"``)."""
+
+    def read(
+        self,
+        feature_set: str,
+        entity_ids: Sequence[str],
+        feature_names: Sequence[str] = (),
+        as_of: dt.datetime | None = None,
+    ) -> list[EntityFeatures]: ...

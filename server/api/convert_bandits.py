@@ -88,21 +88,24 @@ def to_policy(config: PolicyConfig) -> bandits_pb2.Policy:
 
 
 def from_arm(msg: common_pb2.Arm, field: str = "arm") -> Arm:
-    c = msg.config
-    extra = _from_extra(c.extra, f"{field}.config.extra") if c.HasField("extra") else {}
     return Arm(
         arm_id=msg.arm_id,
-        config=LLMConfig(
-            model=c.model,
-            temperature=c.temperature,
-            top_p=c.top_p,
-            max_tokens=c.max_tokens,
-            presence_penalty=c.presence_penalty,
-            frequency_penalty=c.frequency_penalty,
-            system_prompt=c.system_prompt,
-            extra=extra,
-        ),
+        config=from_llm_config(msg.config, f"{field}.config"),
         metadata=dict(msg.metadata),
+    )
+
+
+def from_llm_config(c: common_pb2.LLMConfig, field: str) -> LLMConfig:
+    extra = _from_extra(c.extra, f"{field}.extra") if c.HasField("extra") else {}
+    return LLMConfig(
+        model=c.model,
+        temperature=c.temperature,
+        top_p=c.top_p,
+        max_tokens=c.max_tokens,
+        presence_penalty=c.presence_penalty,
+        frequency_penalty=c.frequency_penalty,
+        system_prompt=c.system_prompt,
+        extra=extra,
     )
 
 
@@ -135,22 +138,23 @@ def _non_finite(
 
 
 def to_arm(arm: Arm) -> common_pb2.Arm:
-    c = arm.config
-    msg = common_pb2.Arm(
-        arm_id=arm.arm_id,
-        config=common_pb2.LLMConfig(
-            model=c.model,
-            temperature=c.temperature,
-            top_p=c.top_p,
-            max_tokens=c.max_tokens,
-            presence_penalty=c.presence_penalty,
-            frequency_penalty=c.frequency_penalty,
-            system_prompt=c.system_prompt,
-        ),
-        metadata=arm.metadata,
+    return common_pb2.Arm(
+        arm_id=arm.arm_id, config=to_llm_config(arm.config), metadata=arm.metadata
+    )
+
+
+def to_llm_config(c: LLMConfig) -> common_pb2.LLMConfig:
+    msg = common_pb2.LLMConfig(
+        model=c.model,
+        temperature=c.temperature,
+        top_p=c.top_p,
+        max_tokens=c.max_tokens,
+        presence_penalty=c.presence_penalty,
+        frequency_penalty=c.frequency_penalty,
+        system_prompt=c.system_prompt,
     )
     if c.extra:
-        msg.config.extra.update(c.extra)
+        msg.extra.update(c.extra)
     return msg
 
 

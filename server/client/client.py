@@ -11,8 +11,9 @@ whose repetition changes nothing (SetAlias to the same version, SetTrafficPolicy
 CreateFeatureSet with the same definition), SelectArm (the client picks the ``decision_id`` when
 the caller did not, and the server answers a known id with the same decision) and RecordReward
 (the server takes at most one reward per decision; a retry whose first attempt had landed raises
-ALREADY_EXISTS). Never retried: creating bandits, models and arms, uploads, deletions, Promote,
-Rollback, WriteFeatures.
+ALREADY_EXISTS), Suggest (with a request id the client picks, answered again with the same
+trials) and Report (the same report twice is harmless). Never retried: creating bandits, models,
+arms and studies, uploads, deletions, Promote, Rollback, WriteFeatures.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ from llmopt.gen.llmopt.v1 import (
     inference_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
+    tuning_pb2,
+    tuning_pb2_grpc,
 )
 
 __all__ = ["DEFAULT_ADDRESS", "Client", "RetryPolicy", "call_metadata", "tls_credentials"]
@@ -234,6 +237,7 @@ class Client:
         self._features = features_pb2_grpc.FeaturesStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._audit = audit_pb2_grpc.AuditStub(self._channel)
+        self._tuning = tuning_pb2_grpc.TuningStub(self._channel)
         # (model, version, alias) -> (input name, dtype name) of the version it reaches.
         self._inputs: dict[tuple[str, int, str], tuple[str, str]] = {}
 
@@ -1194,6 +1198,150 @@ class Client:
             request.until.CopyFrom(ct.to_timestamp(until))
         page = self._call(self._audit.GetAuditLog, request, name="GetAuditLog", retry=True)
         return Page(tuple(ct.from_audit_entry(e) for e in page.entries), page.next_page_token)
+
+    # -- tuning ---------------------------------------------------------------------------------
+
+    def create_study(
+        self,
+        name: str,
+        parameters: Sequence[ct.Parameter],
+        *,
+        direction: str = "maximize",
+        metric: str = "",
+        constraints: Sequence[ct.Constraint] = (),
+        acquisition: str = "log_ei",
+        batch: str = "kriging_believer",
+        initial_design: str = "sobol",
+        initial_trials: int = 0,
+        noiseless: bool = False,
+        seed: int = 0,
+        binding: ct.StudyBinding | None = None,
+        max_trials: int = 0,
+        description: str = "",
+    ) -> ct.Study:
+        """Create a study over ``parameters`` (FloatParameter, IntParameter, Categorical) that
+        maximizes or minimizes (``direction``) the reported value, or the reported ``metric``,
+        subject to ``constraints``. ``acquisition``: log_ei, ei, pi or ucb; ``batch``:
+        kriging_believer or local_penalization; ``initial_design``: sobol or latin_hypercube.
+        With ``binding`` the study drives a bandit. Not retried (a lost answer would turn into
+        ALREADY_EXISTS)."""
+        enum = tuning_pb2
+        study = tuning_pb2.Study(
+            name=name,
+            parameters=[ct.to_parameter(p) for p in parameters],
+            objective=tuning_pb2.Objective(
+                direction=enum.Direction.Value(direction.upper()), metric=metric
+            ),
+            constraints=[
+                tuning_pb2.Constraint(metric=c.metric, max=c.max, min=c.min) for c in constraints
+            ],
+            optimizer=tuning_pb2.OptimizerConfig(
+                acquisition=enum.Acquisition.Value(acquisition.upper()),
+                batch=enum.BatchStrategy.Value(batch.upper()),
+                initial_design=enum.InitialDesign.Value(initial_design.upper()),
+                initial_trials=initial_trials,
+                noiseless=noiseless,
+                seed=seed,
+            ),
+            max_trials=max_trials,
+            description=description,
+        )
+        if binding is not None:
+            study.binding.CopyFrom(ct.to_binding(binding))
+        request = tuning_pb2.CreateStudyRequest(study=study)
+        return ct.from_study(
+            self._call(self._tuning.CreateStudy, request, name="CreateStudy", retry=False)
+        )
+
+    def get_study(self, name: str) -> ct.Study:
+        request = tuning_pb2.GetStudyRequest(name=name)
+        return ct.from_study(
+            self._call(self._tuning.GetStudy, request, name="GetStudy", retry=True)
+        )
+
+    def list_studies(self) -> list[ct.Study]:
+        """Every study (all pages)."""
+        out: list[ct.Study] = []
+        token = ""
+        while True:
+            request = tuning_pb2.ListStudiesRequest(
+                page=common_pb2.PageRequest(page_size=1000, page_token=token)
+            )
+            page = self._call(self._tuning.ListStudies, request, name="ListStudies", retry=True)
+            out.extend(ct.from_study(s) for s in page.studies)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    def delete_study(self, name: str) -> None:
+        request = tuning_pb2.DeleteStudyRequest(name=name)
+        self._call(self._tuning.DeleteStudy, request, name="DeleteStudy", retry=False)
+
+    def stop_study(self, name: str) -> ct.Study:
+        """Stop suggesting (retried: stopping a stopped study changes nothing)."""
+        request = tuning_pb2.StopStudyRequest(name=name)
+        return ct.from_study(
+            self._call(self._tuning.StopStudy, request, name="StopStudy", retry=True)
+        )
+
+    def suggest(self, study: str, count: int = 1, *, request_id: str = "") -> list[ct.Trial]:
+        """Up to ``count`` new trials to evaluate. Retried: the client sends a request id
+        (``request_id``, or one of its own), and the server answers a retry with the trials of
+        the first attempt."""
+        request = tuning_pb2.SuggestRequest(
+            study=study, count=count, request_id=request_id or uuid.uuid4().hex
+        )
+        answer = self._call(self._tuning.Suggest, request, name="Suggest", retry=True)
+        return [ct.from_trial(t) for t in answer.trials]
+
+    def report(
+        self,
+        study: str,
+        trial: int,
+        value: float | None = None,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        failed: bool = False,
+        failure: str = "",
+        params: Mapping[str, Any] | None = None,
+    ) -> ct.Trial:
+        """Tell the study how ``trial`` went: its ``value`` (or the objective's metric in
+        ``metrics``) and its constraint ``metrics``, or ``failed``. ``trial`` 0 with ``params``
+        records an evaluation made outside the study. Retried: the same report twice is
+        harmless."""
+        request = tuning_pb2.ReportRequest(
+            study=study, trial=trial, metrics=metrics or {}, failed=failed, failure=failure
+        )
+        if value is not None:
+            request.value = value
+        if params is not None:
+            request.params.update(params)
+        return ct.from_trial(self._call(self._tuning.Report, request, name="Report", retry=True))
+
+    def list_trials(self, study: str, state: str = "") -> list[ct.Trial]:
+        """Every trial of ``study`` by number (all pages); ``state`` "running", "complete" or
+        "failed" keeps those only."""
+        out: list[ct.Trial] = []
+        token = ""
+        wanted = ct.TRIAL_STATE_BY_NAME[state] if state else 0
+        while True:
+            request = tuning_pb2.ListTrialsRequest(
+                study=study,
+                state=wanted,  # type: ignore[arg-type]
+                page=common_pb2.PageRequest(page_size=1000, page_token=token),
+            )
+            page = self._call(self._tuning.ListTrials, request, name="ListTrials", retry=True)
+            out.extend(ct.from_trial(t) for t in page.trials)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    def best_trial(self, study: str) -> ct.Trial:
+        """The best complete trial within the constraints (FailedPrecondition while none)."""
+        request = tuning_pb2.BestTrialRequest(study=study)
+        return ct.from_trial(
+            self._call(self._tuning.BestTrial, request, name="BestTrial", retry=True)
+        )
 
 
 def background_of(sample: Any, seed: int = 0) -> np.ndarray:

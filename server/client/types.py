@@ -25,6 +25,7 @@ from llmopt.gen.llmopt.v1 import (
     features_pb2,
     inference_pb2,
     registry_pb2,
+    tuning_pb2,
 )
 from llmopt.tensors import DTYPE_BY_NUMPY, NUMPY_BY_DTYPE
 
@@ -1079,3 +1080,201 @@ def to_audit_entry(entry: AuditEntry) -> audit_pb2.AuditEntry:
 
 def from_audit_entry(msg: audit_pb2.AuditEntry) -> AuditEntry:
     return AuditEntry(msg.principal, msg.method, msg.target, msg.code, _time(msg.time))
+
+
+# -- tuning ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FloatParameter:
+    """A real parameter in [low, high]; ``log``: searched on a log scale (low > 0)."""
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class IntParameter:
+    """An integer parameter in [low, high]; ``log``: searched on a log scale (low >= 1)."""
+
+    name: str
+    low: int
+    high: int
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """One of ``choices`` (a prompt variant, a model)."""
+
+    name: str
+    choices: tuple[str, ...]
+
+
+Parameter = FloatParameter | IntParameter | Categorical
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Feasible when ``min <= metric <= max`` (give one or both)."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+
+@dataclass(frozen=True)
+class StudyBinding:
+    """A study that drives ``bandit``: every trial an arm built from ``base`` (its arm_id is not
+    used) and the trial's parameters. Zero fields take the server's defaults (3 parallel trials,
+    50 rewards per trial, 3600 s per trial, keep the best 1)."""
+
+    bandit: str
+    base: Arm
+    parallel_trials: int = 0
+    rewards_per_trial: int = 0
+    max_trial_seconds: float = 0.0
+    keep_best: int = 0
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One evaluation of a study: ``state`` is "running", "complete" or "failed"; ``value`` is
+    set once complete; ``feasible``: complete and within every constraint."""
+
+    study: str
+    number: int
+    state: str
+    params: dict[str, Any]
+    value: float | None
+    metrics: dict[str, float]
+    feasible: bool
+    arm_id: str
+    create_time: float
+    finish_time: float | None
+    failure: str
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study as the server shows it; ``state`` is "running", "stopped" or "completed"."""
+
+    name: str
+    parameters: tuple[Parameter, ...]
+    direction: str
+    metric: str
+    constraints: tuple[Constraint, ...]
+    binding: StudyBinding | None
+    max_trials: int
+    description: str
+    state: str
+    create_time: float
+    trials_running: int
+    trials_complete: int
+    trials_failed: int
+    best_trial: Trial | None
+
+
+_TRIAL_STATES = {tuning_pb2.TRIAL_RUNNING: "running", tuning_pb2.TRIAL_COMPLETE: "complete",
+                 tuning_pb2.TRIAL_FAILED: "failed"}  # fmt: skip
+TRIAL_STATE_BY_NAME = {v: k for k, v in _TRIAL_STATES.items()}
+_STUDY_STATES = {tuning_pb2.STUDY_RUNNING: "running", tuning_pb2.STUDY_STOPPED: "stopped",
+                 tuning_pb2.STUDY_COMPLETED: "completed"}  # fmt: skip
+
+
+def to_parameter(p: Parameter) -> tuning_pb2.Parameter:
+    if isinstance(p, FloatParameter):
+        r = tuning_pb2.FloatRange(low=p.low, high=p.high, log=p.log)
+        return tuning_pb2.Parameter(name=p.name, float_range=r)
+    if isinstance(p, IntParameter):
+        n = tuning_pb2.IntRange(low=p.low, high=p.high, log=p.log)
+        return tuning_pb2.Parameter(name=p.name, int_range=n)
+    return tuning_pb2.Parameter(name=p.name, categories=tuning_pb2.Categories(choices=p.choices))
+
+
+def from_parameter(msg: tuning_pb2.Parameter) -> Parameter:
+    kind = msg.WhichOneof("kind")
+    if kind == "float_range":
+        return FloatParameter(msg.name, msg.float_range.low, msg.float_range.high,
+                              msg.float_range.log)  # fmt: skip
+    if kind == "int_range":
+        return IntParameter(msg.name, msg.int_range.low, msg.int_range.high, msg.int_range.log)
+    return Categorical(msg.name, tuple(msg.categories.choices))
+
+
+def to_binding(b: StudyBinding) -> tuning_pb2.BanditBinding:
+    return tuning_pb2.BanditBinding(
+        bandit=b.bandit,
+        base_config=to_arm(b.base).config,
+        parallel_trials=b.parallel_trials,
+        rewards_per_trial=b.rewards_per_trial,
+        max_trial_seconds=b.max_trial_seconds,
+        keep_best=b.keep_best,
+    )
+
+
+def from_params(msg: Any) -> dict[str, Any]:
+    """A trial's parameters: integral numbers as int, other numbers as float, strings."""
+    out: dict[str, Any] = {}
+    for name, value in msg.fields.items():
+        if value.WhichOneof("kind") == "string_value":
+            out[name] = value.string_value
+        else:
+            x = value.number_value
+            out[name] = int(x) if x.is_integer() else x
+    return out
+
+
+def from_trial(msg: tuning_pb2.Trial) -> Trial:
+    return Trial(
+        study=msg.study,
+        number=msg.number,
+        state=_TRIAL_STATES.get(msg.state, "unknown"),
+        params=from_params(msg.params),
+        value=msg.value if msg.HasField("value") else None,
+        metrics=dict(msg.metrics),
+        feasible=msg.feasible,
+        arm_id=msg.arm_id,
+        create_time=_time(msg.create_time),
+        finish_time=_time(msg.finish_time) if msg.HasField("finish_time") else None,
+        failure=msg.failure,
+    )
+
+
+def from_study(msg: tuning_pb2.Study) -> Study:
+    binding = None
+    if msg.HasField("binding"):
+        b = msg.binding
+        binding = StudyBinding(
+            b.bandit,
+            from_arm(common_pb2.Arm(config=b.base_config)),
+            b.parallel_trials,
+            b.rewards_per_trial,
+            b.max_trial_seconds,
+            b.keep_best,
+        )
+    return Study(
+        name=msg.name,
+        parameters=tuple(from_parameter(p) for p in msg.parameters),
+        direction=tuning_pb2.Direction.Name(msg.objective.direction).lower(),
+        metric=msg.objective.metric,
+        constraints=tuple(
+            Constraint(
+                c.metric,
+                max=c.max if c.HasField("max") else None,
+                min=c.min if c.HasField("min") else None,
+            )
+            for c in msg.constraints
+        ),
+        binding=binding,
+        max_trials=msg.max_trials,
+        description=msg.description,
+        state=_STUDY_STATES.get(msg.state, "unknown"),
+        create_time=_time(msg.create_time),
+        trials_running=msg.trials_running,
+        trials_complete=msg.trials_complete,
+        trials_failed=msg.trials_failed,
+        best_trial=from_trial(msg.best_trial) if msg.HasField("best_trial") else None,
+    )

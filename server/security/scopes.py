@@ -39,6 +39,10 @@ SCOPE_BY_METHOD: dict[str, str | None] = {
     "/llmopt.v1.Bandits/GetDecision": "read",
     "/llmopt.v1.Bandits/ListDecisions": "read",
     "/llmopt.v1.Bandits/GetArmEstimates": "read",
+    "/llmopt.v1.Tuning/GetStudy": "read",
+    "/llmopt.v1.Tuning/ListStudies": "read",
+    "/llmopt.v1.Tuning/ListTrials": "read",
+    "/llmopt.v1.Tuning/BestTrial": "read",
     "/llmopt.v1.Inference/GetTrafficPolicy": "read",
     "/llmopt.v1.Inference/GetModelStats": "read",
     "/llmopt.v1.Inference/GetFeatureImportance": "read",
@@ -48,9 +52,11 @@ SCOPE_BY_METHOD: dict[str, str | None] = {
     "/inference.GRPCInferenceService/ServerMetadata": "read",
     "/inference.GRPCInferenceService/ModelMetadata": "read",
     "/inference.GRPCInferenceService/RepositoryIndex": "read",
-    # decide: the bandit loop and the vectors it decides on.
+    # decide: the bandit loop and the vectors it decides on; a study's ask and tell.
     "/llmopt.v1.Bandits/SelectArm": "decide",
     "/llmopt.v1.Bandits/RecordReward": "decide",
+    "/llmopt.v1.Tuning/Suggest": "decide",
+    "/llmopt.v1.Tuning/Report": "decide",
     "/llmopt.v1.Features/GetFeatureVector": "decide",
     # predict
     "/llmopt.v1.Inference/Predict": "predict",
@@ -76,6 +82,9 @@ SCOPE_BY_METHOD: dict[str, str | None] = {
     "/llmopt.v1.Bandits/RemoveArm": "admin",
     "/llmopt.v1.Inference/SetTrafficPolicy": "admin",
     "/llmopt.v1.Audit/GetAuditLog": "admin",
+    "/llmopt.v1.Tuning/CreateStudy": "admin",
+    "/llmopt.v1.Tuning/DeleteStudy": "admin",
+    "/llmopt.v1.Tuning/StopStudy": "admin",
     # open: health; reflection (see REFLECTION_METHODS).
     "/grpc.health.v1.Health/Check": None,
     "/grpc.health.v1.Health/Watch": None,

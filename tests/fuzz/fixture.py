@@ -23,9 +23,11 @@ from llmopt.gen.llmopt.v1 import common_pb2 as C
 from llmopt.gen.llmopt.v1 import features_pb2 as F
 from llmopt.gen.llmopt.v1 import inference_pb2 as I
 from llmopt.gen.llmopt.v1 import registry_pb2 as R
+from llmopt.gen.llmopt.v1 import tuning_pb2 as T
 from tests.support import onnx_models
 
 BANDIT, LINEAR_BANDIT, MODEL, FEATURE_SET = "fz_bandit", "fz_linear", "fz_model", "fz_users"
+STUDY = "fz_study"
 ARMS = ("fast", "smart", "cheap")
 ENTITIES = ("u1", "u2")
 DECISIONS = ("fz-d1", "fz-d2", "fz-d3", "fz-d4")
@@ -34,6 +36,11 @@ WORDS = (
     LINEAR_BANDIT,
     MODEL,
     FEATURE_SET,
+    STUDY,
+    "temperature",
+    "max_tokens",
+    "prompt",
+    "cost",
     *ARMS,
     *ENTITIES,
     *DECISIONS,
@@ -59,6 +66,7 @@ F_ = "/llmopt.v1.Features/"
 I_ = "/llmopt.v1.Inference/"
 R_ = "/llmopt.v1.Registry/"
 O_ = "/inference.GRPCInferenceService/"
+T_ = "/llmopt.v1.Tuning/"
 
 
 @cache
@@ -153,6 +161,26 @@ def _columns() -> F.WriteFeaturesRequest:
     return msg
 
 
+def _params(**values: Any) -> Any:
+    msg = T.ReportRequest().params
+    msg.update(values)
+    return msg
+
+
+def _study() -> T.Study:
+    return T.Study(
+        name=STUDY,
+        parameters=[
+            T.Parameter(name="temperature", float_range=T.FloatRange(low=0.0, high=1.5)),
+            T.Parameter(name="max_tokens", int_range=T.IntRange(low=16, high=2048, log=True)),
+            T.Parameter(name="prompt", categories=T.Categories(choices=["terse", "detailed"])),
+        ],
+        constraints=[T.Constraint(metric="cost", max=0.01)],
+        optimizer=T.OptimizerConfig(initial_trials=2, seed=1),
+        max_trials=10_000,
+    )
+
+
 def setup_groups() -> dict[str, list[tuple[str, Any]]]:
     """Per part of the state, (method path, request or list of stream requests) that build it,
     in order; each part is named by the thing whose absence means it is to be built again."""
@@ -212,7 +240,13 @@ def setup_groups() -> dict[str, list[tuple[str, Any]]]:
             ),
         ),
     ]
-    return {FEATURE_SET: features, BANDIT: bandits, MODEL: model}
+    study = [
+        (T_ + "CreateStudy", T.CreateStudyRequest(study=_study())),
+        (T_ + "Suggest", T.SuggestRequest(study=STUDY, count=3, request_id="fz-s1")),
+        (T_ + "Report", T.ReportRequest(study=STUDY, trial=1, value=0.7, metrics={"cost": 0.001})),
+        (T_ + "Report", T.ReportRequest(study=STUDY, trial=2, failed=True, failure="timeout")),
+    ]
+    return {FEATURE_SET: features, BANDIT: bandits, MODEL: model, STUDY: study}
 
 
 def setup_requests() -> list[tuple[str, Any]]:
@@ -324,6 +358,27 @@ def seeds() -> dict[str, list[Any]]:
         (R_ + "GetAliasHistory", R.GetAliasHistoryRequest(model=MODEL)),
         (R_ + "Promote", R.PromoteRequest(model=MODEL, reason="fuzz")),
         (R_ + "Rollback", R.RollbackRequest(model=MODEL, reason="fuzz")),
+        (T_ + "GetStudy", T.GetStudyRequest(name=STUDY)),
+        (T_ + "ListStudies", T.ListStudiesRequest(page=C.PageRequest(page_size=2))),
+        (T_ + "ListTrials", T.ListTrialsRequest(study=STUDY, state=T.TRIAL_COMPLETE)),
+        (T_ + "BestTrial", T.BestTrialRequest(study=STUDY)),
+        (T_ + "Suggest", T.SuggestRequest(study=STUDY, count=2)),
+        (
+            T_ + "Report",
+            T.ReportRequest(study=STUDY, trial=3, value=0.5, metrics={"cost": 0.002}),
+        ),
+        (
+            T_ + "Report",
+            T.ReportRequest(
+                study=STUDY,
+                trial=0,
+                value=0.6,
+                metrics={"cost": 0.003},
+                params=_params(temperature=0.4, max_tokens=256, prompt="terse"),
+            ),
+        ),
+        (T_ + "StopStudy", T.StopStudyRequest(name=STUDY)),
+        (T_ + "DeleteStudy", T.DeleteStudyRequest(name=STUDY)),
         (O_ + "ModelInfer", _infer(typed=False)),
         (O_ + "ModelInfer", _infer(typed=True)),
         (O_ + "ModelMetadata", oip.ModelMetadataRequest(name=MODEL, version="1")),

@@ -205,4 +205,6 @@ def _missing_parts(snap: dict) -> tuple[str, ...]:
         missing.append(fixture.BANDIT)
     if fixture.MODEL not in snap["models"]:
         missing.append(fixture.MODEL)
+    if fixture.STUDY not in snap["studies"]:
+        missing.append(fixture.STUDY)
     return tuple(missing)

@@ -1,9 +1,9 @@
 """Stored state, read back through the server's read RPCs, as a comparable dict.
 
 What a client can read of every bandit (definition and counts), model (versions, aliases, traffic
-policy) and feature set (definitions, and the fixture's stored rows). Fields that move with the
-clock alone (open and expired decision counts, staleness) are left out, so two snapshots differ
-only when a write took effect.
+policy), feature set (definitions, and the fixture's stored rows) and study (definition, trials).
+Fields that move with the clock alone (open and expired decision counts, staleness) are left out,
+so two snapshots differ only when a write took effect.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from llmopt.gen.llmopt.v1 import (
     inference_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
+    tuning_pb2,
+    tuning_pb2_grpc,
 )
 from tests.fuzz.fixture import ENTITIES, FEATURE_SET
 
@@ -39,7 +41,8 @@ def snapshot(channel: grpc.Channel) -> dict[str, Any]:
     registry = registry_pb2_grpc.RegistryStub(channel)
     inference = inference_pb2_grpc.InferenceStub(channel)
     features = features_pb2_grpc.FeaturesStub(channel)
-    state: dict[str, Any] = {"bandits": {}, "models": {}, "feature_sets": {}}
+    tuning = tuning_pb2_grpc.TuningStub(channel)
+    state: dict[str, Any] = {"bandits": {}, "models": {}, "feature_sets": {}, "studies": {}}
 
     for b in bandits.ListBandits(
         bandits_pb2.ListBanditsRequest(page=PAGE), timeout=TIMEOUT
@@ -61,6 +64,16 @@ def snapshot(channel: grpc.Channel) -> dict[str, Any]:
             "model": _dict(m),
             "versions": [_dict(v) for v in versions.versions],
             "policy": _dict(policy),
+        }
+
+    studies = tuning.ListStudies(tuning_pb2.ListStudiesRequest(page=PAGE), timeout=TIMEOUT)
+    for study in studies.studies:
+        trials = tuning.ListTrials(
+            tuning_pb2.ListTrialsRequest(study=study.name, page=PAGE), timeout=TIMEOUT
+        )
+        state["studies"][study.name] = {
+            "study": _dict(study),
+            "trials": [_dict(t) for t in trials.trials],
         }
 
     sets = features.ListFeatureSets(features_pb2.ListFeatureSetsRequest(page=PAGE), timeout=TIMEOUT)

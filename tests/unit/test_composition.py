@@ -16,6 +16,7 @@ from llmopt.inference import InferenceEngine, Predictor
 from llmopt.ports import Component
 from llmopt.registry import Registry
 from llmopt.storage import DataDir
+from llmopt.tuning import TuningService
 
 
 def test_builds_every_service_in_dependency_order(tmp_path: Path) -> None:
@@ -37,7 +38,9 @@ def test_builds_every_service_in_dependency_order(tmp_path: Path) -> None:
             BanditService,
             DatabaseComponent,
             InferenceEngine,
+            TuningService,
         ]
+        assert isinstance(services.tuning, TuningService)
         with pytest.raises(AttributeError):
             ctx.services.registry = services.registry  # type: ignore[misc]
     finally:

@@ -13,6 +13,7 @@ from llmopt.gen.llmopt.v1 import (
     features_pb2,
     inference_pb2,
     registry_pb2,
+    tuning_pb2,
 )
 from llmopt.security import SCOPE_BY_METHOD
 
@@ -56,6 +57,12 @@ CASES: dict[str, tuple[Message, str]] = {
         "qp",
     ),
     "/llmopt.v1.Audit/GetAuditLog": (audit_pb2.GetAuditLogRequest(target="qp"), "qp"),
+    "/llmopt.v1.Tuning/CreateStudy": (
+        tuning_pb2.CreateStudyRequest(study=tuning_pb2.Study(name="temp")),
+        "temp",
+    ),
+    "/llmopt.v1.Tuning/DeleteStudy": (tuning_pb2.DeleteStudyRequest(name="temp"), "temp"),
+    "/llmopt.v1.Tuning/StopStudy": (tuning_pb2.StopStudyRequest(name="temp"), "temp"),
 }
 
 ADMIN = sorted(m for m, scope in SCOPE_BY_METHOD.items() if scope == "admin")
