@@ -220,7 +220,7 @@ class TuningService:
         """Studies in name order, ``page_size`` at a time (0: 100); the token resumes the list."""
         size = paging.page_size(page_size)
         after = paging.decode_token(page_token, STUDIES_PAGE)
-        names = sorted(n for n in self._studies if after is None or n > str(after))
+        names = sorted(n for n in list(self._studies) if after is None or n > str(after))
         page = names[:size]
         infos = []
         for n in page:
@@ -246,23 +246,28 @@ class TuningService:
     def stop_study(self, name: str) -> StudyInfo:
         """No more suggestions. A bound study's running trials fail as stopped and their arms
         are removed."""
-        store = self._db
         study = self._study(name, "name")
         with study.lock:
             self._check_live(study)
             if study.state == STUDY_RUNNING:
-                binding = study.spec.binding
-                ended = []
-                if binding is not None:
-                    now = self._clock()
-                    for t in study.running():
-                        self._remove_arm(binding, t.arm_id)
-                        ended.append(_finish(t, FAILED, now, failure="the study was stopped"))
-                store.save_trials(ended)
-                store.set_state(name, STUDY_STOPPED)
-                study.state = STUDY_STOPPED
-                self._apply(study, ended)
+                self._halt(study, "the study was stopped", remove_arms=True)
             return study.info()
+
+    def _halt(self, study: _Study, failure: str, remove_arms: bool) -> int:
+        """Stop ``study`` (under its lock); a bound one's running trials fail with ``failure``.
+        Returns how many did."""
+        binding = study.spec.binding
+        now = self._clock()
+        ended = []
+        if binding is not None:
+            for t in study.running():
+                if remove_arms:
+                    self._remove_arm(binding, t.arm_id)
+                ended.append(_finish(t, FAILED, now, failure=failure))
+        self._db.save_trials(study.spec.name, ended, STUDY_STOPPED)
+        study.state = STUDY_STOPPED
+        self._apply(study, ended)
+        return len(ended)
 
     # -- ask and tell ---------------------------------------------------------------------------
 
@@ -326,7 +331,7 @@ class TuningService:
                     request_id=request_id,
                 )
             )
-        self._db.save_trials(trials)
+        self._db.save_trials(study.spec.name, trials)
         self._apply(study, trials)
         return trials
 
@@ -460,7 +465,7 @@ class TuningService:
             and len(study.trials) + sum(1 for t in done if t.number > len(study.trials)) >= limit
             and all(t.state != RUNNING or t.number in finished for t in study.trials)
         )
-        self._db.save_trials(done, STUDY_COMPLETED if complete else None)
+        self._db.save_trials(study.spec.name, done, STUDY_COMPLETED if complete else None)
         if complete:
             study.state = STUDY_COMPLETED
         self._apply(study, done)
@@ -558,8 +563,12 @@ class TuningService:
     def _step_bound(self, study: _Study) -> int:
         binding = study.spec.binding
         assert binding is not None and self._bandits is not None
-        arms = {a.arm_id: a for a in self._bandits.stats(binding.bandit).arms}
         now = self._clock()
+        try:
+            arms = {a.arm_id: a for a in self._bandits.stats(binding.bandit).arms}
+        except errors.NotFound:  # the bandit was deleted: nothing left to drive
+            log.warning("study %r stops: its bandit %r is gone", study.spec.name, binding.bandit)
+            return self._halt(study, "the bandit was deleted", remove_arms=False)
         done: list[Trial] = []
         for t in study.running():
             arm = arms.get(t.arm_id)

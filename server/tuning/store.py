@@ -108,27 +108,20 @@ class TuningStore:
         row = (spec.name, json.dumps(spec.to_json()), state, create_time)
         self._db.write(lambda c: c.execute("INSERT INTO studies VALUES (?, ?, ?, ?)", row))
 
-    def set_state(self, name: str, state: str) -> None:
-        self._db.write(
-            lambda c: c.execute("UPDATE studies SET state = ? WHERE name = ?", (state, name))
-        )
-
     def delete_study(self, name: str) -> None:
         self._db.write(lambda c: c.execute("DELETE FROM studies WHERE name = ?", (name,)))
 
-    def save_trials(self, trials: Sequence[Trial], study_state: str | None = None) -> None:
-        """Insert or replace ``trials`` (and set the study's state) in one transaction."""
+    def save_trials(
+        self, study: str, trials: Sequence[Trial], study_state: str | None = None
+    ) -> None:
+        """Insert or replace ``study``'s ``trials`` (and set its state) in one transaction."""
         rows = [_trial_row(t) for t in trials]
-        placeholders = ", ".join("?" * 12)
+        insert = f"INSERT OR REPLACE INTO trials ({_TRIAL_COLUMNS}) VALUES ({', '.join('?' * 12)})"
 
         def write(c: sqlite3.Connection) -> None:
-            c.executemany(
-                f"INSERT OR REPLACE INTO trials ({_TRIAL_COLUMNS}) VALUES ({placeholders})", rows
-            )
-            if study_state is not None and trials:
-                c.execute(
-                    "UPDATE studies SET state = ? WHERE name = ?", (study_state, trials[0].study)
-                )
+            c.executemany(insert, rows)
+            if study_state is not None:
+                c.execute("UPDATE studies SET state = ? WHERE name = ?", (study_state, study))
 
         self._db.write(write)
 

@@ -415,3 +415,14 @@ def test_bound_studies_are_checked_against_the_bandit(bound) -> None:
     with pytest.raises(errors.InvalidArgument, match=r"^study.constraints"):
         tuning.create_study(bound_spec(constraints=(Constraint("latency_p95", max=1.0),)))
     assert tuning.list_studies()[0] == []
+
+
+def test_a_bound_study_stops_when_its_bandit_is_deleted(bound) -> None:
+    tuning, bandits, _ = bound
+    tuning.create_study(bound_spec())
+    bandits.delete_bandit("router")
+    assert tuning.step() == 2
+    info = tuning.get_study("temp")
+    assert (info.state, info.running, info.failed) == ("stopped", 0, 2)
+    assert {t.failure for t in tuning.list_trials("temp")[0]} == {"the bandit was deleted"}
+    assert tuning.step() == 0  # a stopped study is left alone
