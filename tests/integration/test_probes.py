@@ -23,6 +23,7 @@ SERVICES = [
     "llmopt.v1.Features",
     "llmopt.v1.Inference",
     "llmopt.v1.Registry",
+    "llmopt.v1.Tuning",
 ]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
