@@ -27,6 +27,8 @@ TARGET_FIELDS: dict[str, tuple[str, str]] = {
     "/llmopt.v1.Bandits/RemoveArm": ("bandit", "arm_id"),
     "/llmopt.v1.Inference/SetTrafficPolicy": ("policy.model", ""),
     "/llmopt.v1.Audit/GetAuditLog": ("target", ""),
+    "/inference.GRPCInferenceService/RepositoryModelLoad": ("model_name", ""),
+    "/inference.GRPCInferenceService/RepositoryModelUnload": ("model_name", ""),
     "/llmopt.v1.Tuning/CreateStudy": ("study.name", ""),
     "/llmopt.v1.Tuning/DeleteStudy": ("name", ""),
     "/llmopt.v1.Tuning/StopStudy": ("name", ""),

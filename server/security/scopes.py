@@ -52,6 +52,8 @@ SCOPE_BY_METHOD: dict[str, str | None] = {
     "/inference.GRPCInferenceService/ServerMetadata": "read",
     "/inference.GRPCInferenceService/ModelMetadata": "read",
     "/inference.GRPCInferenceService/RepositoryIndex": "read",
+    "/inference.GRPCInferenceService/ModelConfig": "read",
+    "/inference.GRPCInferenceService/ModelStatistics": "read",
     # decide: the bandit loop and the vectors it decides on; a study's ask and tell.
     "/llmopt.v1.Bandits/SelectArm": "decide",
     "/llmopt.v1.Bandits/RecordReward": "decide",
@@ -63,6 +65,7 @@ SCOPE_BY_METHOD: dict[str, str | None] = {
     "/llmopt.v1.Inference/PredictStream": "predict",
     "/llmopt.v1.Inference/Explain": "predict",
     "/inference.GRPCInferenceService/ModelInfer": "predict",
+    "/inference.GRPCInferenceService/ModelStreamInfer": "predict",
     # write-features
     "/llmopt.v1.Features/WriteFeatures": "write-features",
     "/llmopt.v1.Features/WriteFeaturesStream": "write-features",
@@ -82,6 +85,8 @@ SCOPE_BY_METHOD: dict[str, str | None] = {
     "/llmopt.v1.Bandits/RemoveArm": "admin",
     "/llmopt.v1.Inference/SetTrafficPolicy": "admin",
     "/llmopt.v1.Audit/GetAuditLog": "admin",
+    "/inference.GRPCInferenceService/RepositoryModelLoad": "admin",
+    "/inference.GRPCInferenceService/RepositoryModelUnload": "admin",
     "/llmopt.v1.Tuning/CreateStudy": "admin",
     "/llmopt.v1.Tuning/DeleteStudy": "admin",
     "/llmopt.v1.Tuning/StopStudy": "admin",

@@ -6,6 +6,7 @@ import pytest
 from google.protobuf.message import Message
 
 from llmopt.audit import TARGET_FIELDS, target_of
+from llmopt.gen.inference import grpc_service_pb2 as oip_pb2
 from llmopt.gen.llmopt.v1 import (
     audit_pb2,
     bandits_pb2,
@@ -57,6 +58,14 @@ CASES: dict[str, tuple[Message, str]] = {
         "qp",
     ),
     "/llmopt.v1.Audit/GetAuditLog": (audit_pb2.GetAuditLogRequest(target="qp"), "qp"),
+    "/inference.GRPCInferenceService/RepositoryModelLoad": (
+        oip_pb2.RepositoryModelLoadRequest(model_name="qp"),
+        "qp",
+    ),
+    "/inference.GRPCInferenceService/RepositoryModelUnload": (
+        oip_pb2.RepositoryModelUnloadRequest(model_name="qp"),
+        "qp",
+    ),
     "/llmopt.v1.Tuning/CreateStudy": (
         tuning_pb2.CreateStudyRequest(study=tuning_pb2.Study(name="temp")),
         "temp",
