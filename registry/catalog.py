@@ -182,6 +182,16 @@ def version_row(c: sqlite3.Connection, model: str, version: int) -> tuple[Any, .
     return tuple(row)
 
 
+def version_with_sha(c: sqlite3.Connection, model: str, sha256: str) -> tuple[Any, ...] | None:
+    """The row of the model's lowest-numbered version whose artifact hashes to ``sha256``."""
+    row = c.execute(
+        f"SELECT {VERSION_COLUMNS} FROM versions WHERE model = ? AND sha256 = ?"
+        " ORDER BY version LIMIT 1",
+        (model, sha256),
+    ).fetchone()
+    return None if row is None else tuple(row)
+
+
 def version_exists(c: sqlite3.Connection, model: str, version: int) -> bool:
     row = c.execute(
         "SELECT 1 FROM versions WHERE model = ? AND version = ?", (model, version)
@@ -269,11 +279,18 @@ def insert_version(
     meta: VersionMetadata,
     now: float,
     actor: str,
+    number: int | None = None,
 ) -> tuple[ModelVersion, list[AliasChange]]:
-    """Give the version the model's next number and, when ``meta.alias`` names one, point that
-    alias at it in the same transaction."""
+    """Give the version the model's next number (or ``number``, which must be above every number
+    the model used) and, when ``meta.alias`` names one, point that alias at it in the same
+    transaction."""
     last = int(model_row(c, model)[6])
-    version = last + 1
+    if number is not None and number <= last:
+        raise errors.FailedPrecondition(
+            f"version: model {model!r} already used version numbers up to {last}; "
+            f"cannot number a new version {number}"
+        )
+    version = last + 1 if number is None else number
     if meta.parent_version is not None and meta.parent_version > last:
         raise errors.invalid(
             "parent_version", meta.parent_version, f"model {model!r} has no version above {last}"

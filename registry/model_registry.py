@@ -213,8 +213,11 @@ class Registry:
         metadata: VersionMetadata | None = None,
         *,
         actor: str = "",
+        number: int | None = None,
     ) -> ModelVersion:
-        """Validate and store a new version; its number is assigned when its row commits.
+        """Validate and store a new version; its number is assigned when its row commits (the
+        model's next one, or ``number`` when given: it must be above every number the model has
+        used, else FailedPrecondition).
 
         ``artifact`` is the ONNX bytes, an iterable of byte chunks (streamed to disk while
         hashed), or a binary file object. ``metadata.background`` (optional) is a sample of
@@ -224,6 +227,8 @@ class Registry:
         meta = validation.version_metadata(metadata or VersionMetadata())
         actor = validation.actor(actor)
         validation.model_name(model)
+        if number is not None:
+            validation.version_number(number, "number")
         if meta.size_bytes > self.max_artifact_bytes:
             raise errors.invalid(
                 "size_bytes", meta.size_bytes, f"at most {self.max_artifact_bytes} bytes"
@@ -257,7 +262,7 @@ class Registry:
 
             def insert(c: sqlite3.Connection) -> tuple[ModelVersion, list[AliasChange]]:
                 return catalog.insert_version(
-                    c, model, staged.sha256, staged.size, inputs, outputs, meta, now, actor
+                    c, model, staged.sha256, staged.size, inputs, outputs, meta, now, actor, number
                 )
 
             with self._artifacts.lock(staged.sha256):
@@ -287,6 +292,18 @@ class Registry:
             catalog.model_row(c, model)
             number = version if version is not None else alias_rules.resolve(c, model, alias or "")
             return catalog.version_with_aliases(c, catalog.version_row(c, model, number))
+
+        return self._db.read(query)
+
+    def find_version(self, model: str, sha256: str) -> ModelVersion | None:
+        """The model's lowest-numbered version whose artifact hashes to ``sha256`` (hex), None
+        when it has none; NotFound when there is no such model."""
+        validation.model_name(model)
+
+        def query(c: sqlite3.Connection) -> ModelVersion | None:
+            catalog.model_row(c, model)
+            row = catalog.version_with_sha(c, model, sha256.lower())
+            return None if row is None else catalog.version_with_aliases(c, row)
 
         return self._db.read(query)
 

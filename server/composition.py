@@ -19,6 +19,9 @@ what it needs (``llmopt.ports``), under the data dir:
    the feature service as ``ArmOutcomeReader`` (the outcome aggregates of a study's arms). Its
    database runs ``synchronous=full`` whatever ``--sqlite-sync`` says: a Report the server
    answered survives a power cut, and there is one write per trial.
+9. ``ModelRepository`` (``llmopt.model_repository``), only with ``--model-repository``: the
+   registry, where it lands the directory's models, and the engine's ``is_ready`` to load and
+   warm each one it landed at start-up (``--model-control-mode`` none and poll).
 
 It returns an ``AppContext``: the typed, frozen ``Services`` that ``llmopt.api`` binds to
 servicers, and the components the server warms in that order and closes in reverse. A part that
@@ -46,6 +49,7 @@ from llmopt.inference import (
     TrafficPolicyStore,
 )
 from llmopt.inference.explain import Explainer
+from llmopt.model_repository import ModelRepository
 from llmopt.ports import Component
 from llmopt.registry import Registry
 from llmopt.storage import Database, DataDir
@@ -68,6 +72,7 @@ class Services:
     audit: AuditLog
     explainer: Explainer
     tuning: TuningService
+    repository: ModelRepository | None = None
 
 
 @dataclass(frozen=True)
@@ -148,10 +153,23 @@ def compose(settings: Settings, data_dir: DataDir) -> AppContext:
         predictor = Predictor(inference, features)
         explainer = Explainer(inference, registry)
         tuning = keep(TuningService(data_dir.folder("tuning"), bandits=bandits, outcomes=features))
+        repository = None
+        if settings.model_repository is not None:
+            repository = keep(
+                ModelRepository(
+                    registry,
+                    settings.model_repository,
+                    settings.model_control_mode,
+                    settings.repository_poll_seconds,
+                    prepare=inference.is_ready,
+                )
+            )
     except BaseException:
         close_all(built)
         raise
-    services = Services(registry, features, bandits, inference, predictor, audit, explainer, tuning)
+    services = Services(
+        registry, features, bandits, inference, predictor, audit, explainer, tuning, repository
+    )
     return AppContext(settings, data_dir, services, built)
 
 

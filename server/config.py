@@ -19,6 +19,7 @@ LOG_FORMATS = ("text", "json")
 SYNC_MODES = ("normal", "full")
 ONNX_PROVIDERS = ("cpu", "cuda", "tensorrt", "rocm", "openvino", "dnnl")
 REFLECTION_MODES = ("open", "auth", "off")
+MODEL_CONTROL_MODES = ("none", "poll", "explicit")
 LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
 
 
@@ -55,6 +56,9 @@ class Settings:
     auth_jwt_audience: str = ""
     reflection: str = "open"
     require_auth: bool = False
+    model_repository: Path | None = None
+    model_control_mode: str = "none"
+    repository_poll_seconds: float = 15.0
 
     @property
     def address(self) -> str:
@@ -158,6 +162,14 @@ def _path(text: str) -> Path:
     if not text:
         raise SettingsError("expected a directory path, got an empty string")
     return Path(text)
+
+
+def _directory(text: str) -> Path:
+    """A directory that exists now."""
+    path = _path(text)
+    if not path.is_dir():
+        raise SettingsError(f"{text}: not a directory")
+    return path
 
 
 def _readable_file(text: str) -> Path:
@@ -311,6 +323,21 @@ _OPTIONS: dict[str, tuple[Callable[[str], Any], str]] = {
         "refuse to start unless both TLS (--tls-cert, --tls-key) and auth (--auth-tokens or "
         "--auth-jwt-key) are configured",
     ),
+    "model_repository": (
+        _directory,
+        "Triton-layout model repository read into the registry: <model>/<version>/model.onnx "
+        "with an optional <model>/config.pbtxt; the same bytes give the same version, the "
+        "highest version becomes champion; bad files are logged and skipped",
+    ),
+    "model_control_mode": (
+        _choice(MODEL_CONTROL_MODES),
+        "how the model repository is read, as Triton: none (once at start-up), poll (also "
+        "every --repository-poll-seconds), explicit (only what RepositoryModelLoad names)",
+    ),
+    "repository_poll_seconds": (
+        _float_in(0.1, 86400),
+        "with --model-control-mode poll, seconds between two scans of the model repository",
+    ),
 }
 
 
@@ -412,6 +439,8 @@ def _inconsistency(settings: Settings) -> str:
             *([] if settings.auth else ["auth (--auth-tokens or --auth-jwt-key)"]),
         ]
         return "--require-auth: refusing to start without " + " and ".join(missing_parts)
+    if settings.model_control_mode != "none" and settings.model_repository is None:
+        return f"--model-control-mode {settings.model_control_mode} needs --model-repository"
     return ""
 
 

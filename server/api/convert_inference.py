@@ -18,6 +18,7 @@ from llmopt.api.convert import from_request_context, from_tensor, tensor_shape, 
 from llmopt.api.wire import predict_answer as native_predict_answer
 from llmopt.features.context import RequestContext
 from llmopt.gen.inference import grpc_service_pb2 as oip_pb2
+from llmopt.gen.inference import model_config_pb2
 from llmopt.gen.llmopt.v1 import common_pb2, inference_pb2
 from llmopt.inference import (
     IndexEntry,
@@ -27,9 +28,12 @@ from llmopt.inference import (
     TrafficMode,
     TrafficPolicy,
     Variant,
+    VersionStatistics,
 )
+from llmopt.inference.batching import BatchingConfig
 from llmopt.inference.explain import Explanation, FeatureImportance, Method
 from llmopt.inference.signature import IOSpec
+from llmopt.inference.stats import Duration
 from llmopt.tensors import DTYPE_BY_NUMPY, INT64_MAX, NUMPY_BY_DTYPE
 
 # -- llmopt.v1.Inference ---------------------------------------------------------------------------
@@ -172,15 +176,28 @@ def from_traffic_policy(msg: inference_pb2.TrafficPolicy) -> TrafficPolicy:
     mode = MODE_BY_PROTO.get(msg.mode)
     if mode is None:
         raise errors.invalid("policy.mode", msg.mode, "OFF, SPLIT or SHADOW")
-    return TrafficPolicy(msg.model, mode, msg.challenger_percent)
+    b = msg.batching
+    sizes = tuple(b.preferred_batch_sizes)
+    batching = BatchingConfig(b.max_batch_size, b.max_queue_delay_us, sizes)
+    return TrafficPolicy(msg.model, mode, msg.challenger_percent, batching)
 
 
 def to_traffic_policy(policy: TrafficPolicy) -> inference_pb2.TrafficPolicy:
-    return inference_pb2.TrafficPolicy(
+    msg = inference_pb2.TrafficPolicy(
         model=policy.model,
         mode=PROTO_BY_MODE[policy.mode],  # type: ignore[arg-type]
         challenger_percent=policy.challenger_buckets / 100,
     )
+    b = policy.batching
+    if b.enabled:  # off: left unset, as before batching existed
+        msg.batching.CopyFrom(
+            inference_pb2.DynamicBatching(
+                max_batch_size=b.max_batch_size,
+                max_queue_delay_us=b.max_queue_delay_us,
+                preferred_batch_sizes=b.preferred_batch_sizes,
+            )
+        )
+    return msg
 
 
 def to_model_stats(stats: ModelStats) -> inference_pb2.ModelStats:
@@ -358,15 +375,66 @@ def datatype_of(dtype: np.dtype) -> str:
     return name
 
 
+def _split_raw_bytes(raw: bytes, count: int, field: str) -> list[bytes]:
+    """Triton's raw BYTES layout: each element a 4-byte little-endian length, then its bytes."""
+    items: list[bytes] = []
+    at, end = 0, len(raw)
+    while at < end:
+        if end - at < 4:
+            raise errors.invalid(
+                f"{field} raw_input_contents", f"{end - at} trailing bytes", "a 4-byte length"
+            )
+        size = int.from_bytes(raw[at : at + 4], "little")
+        at += 4
+        if size > end - at:
+            raise errors.invalid(
+                f"{field} raw_input_contents",
+                f"element {len(items)} of {size} bytes",
+                f"at most the {end - at} bytes left",
+            )
+        items.append(raw[at : at + size])
+        at += size
+        if len(items) > count:
+            break
+    if len(items) != count:
+        raise errors.invalid(
+            f"{field} raw_input_contents",
+            f"{len(items)}{'+' if len(items) > count else ''} elements",
+            f"the shape needs {count}, each a 4-byte little-endian length and its bytes",
+        )
+    return items
+
+
+def _from_bytes_input(
+    msg: oip_pb2.ModelInferRequest.InferInputTensor, raw: bytes | None, field: str
+) -> np.ndarray:
+    """A BYTES tensor as the object array of str an ONNX string input takes (UTF-8 text)."""
+    shape = tensor_shape(msg.shape, 1, f"{field}.shape")
+    count = math.prod(shape)
+    if raw is not None:
+        items = _split_raw_bytes(raw, count, field)
+        where = f"{field} raw_input_contents"
+    else:
+        items = list(msg.contents.bytes_contents)
+        where = f"{field}.contents.bytes_contents"
+        if len(items) != count:
+            raise errors.invalid(
+                where, f"{len(items)} values", f"shape {list(shape)} needs {count}"
+            )
+    array = np.empty(count, dtype=object)
+    for i, item in enumerate(items):
+        try:
+            array[i] = item.decode("utf-8")
+        except UnicodeDecodeError:
+            raise errors.invalid(where, f"element {i}", "UTF-8 text (string tensors)") from None
+    return array.reshape(shape)
+
+
 def _from_infer_input(
     msg: oip_pb2.ModelInferRequest.InferInputTensor, raw: bytes | None, field: str
 ) -> np.ndarray:
     if msg.datatype == "BYTES":
-        raise errors.invalid(
-            f"{field}.datatype",
-            msg.datatype,
-            "a numeric or BOOL datatype: served models take no string inputs",
-        )
+        return _from_bytes_input(msg, raw, field)
     dtype = NUMPY_BY_DATATYPE.get(msg.datatype)
     if dtype is None:
         raise errors.invalid(
@@ -496,7 +564,8 @@ def _tensor_metadata(
 
 
 def to_model_metadata(desc: ModelDescription) -> oip_pb2.ModelMetadataResponse:
-    versions = desc.versions if desc.version in desc.versions else (*desc.versions, desc.version)
+    """``versions``: every servable version (the registry's), and those served now."""
+    versions = {*desc.servable, *desc.versions, desc.version}
     return oip_pb2.ModelMetadataResponse(
         name=desc.model,
         versions=[str(v) for v in sorted(versions)],
@@ -521,3 +590,151 @@ def to_repository_index(
             if not ready_only or e.state == "READY"
         ]
     )
+
+
+# -- ModelStatistics -------------------------------------------------------------------------------
+
+
+def _duration(d: Duration) -> oip_pb2.StatisticDuration:
+    return oip_pb2.StatisticDuration(count=d.count, ns=d.ns)
+
+
+def to_model_statistics(stats: VersionStatistics) -> oip_pb2.ModelStatistics:
+    return oip_pb2.ModelStatistics(
+        name=stats.model,
+        version=str(stats.version),
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=oip_pb2.InferStatistics(
+            success=_duration(stats.success),
+            fail=_duration(stats.fail),
+            queue=_duration(stats.queue),
+            compute_input=_duration(stats.compute_input),
+            compute_infer=_duration(stats.compute_infer),
+            compute_output=_duration(stats.compute_output),
+        ),
+        batch_stats=[
+            oip_pb2.InferBatchStatistics(
+                batch_size=b.batch_size,
+                compute_input=_duration(b.compute_input),
+                compute_infer=_duration(b.compute_infer),
+                compute_output=_duration(b.compute_output),
+            )
+            for b in stats.batches
+        ],
+    )
+
+
+def to_statistics_response(
+    stats: Sequence[VersionStatistics],
+) -> oip_pb2.ModelStatisticsResponse:
+    return oip_pb2.ModelStatisticsResponse(model_stats=[to_model_statistics(s) for s in stats])
+
+
+# -- ModelConfig -----------------------------------------------------------------------------------
+
+BACKEND = "onnxruntime"
+CONFIG_TYPE_BY_DATATYPE: dict[str, int] = {
+    "BOOL": model_config_pb2.TYPE_BOOL,
+    "UINT8": model_config_pb2.TYPE_UINT8,
+    "UINT16": model_config_pb2.TYPE_UINT16,
+    "UINT32": model_config_pb2.TYPE_UINT32,
+    "UINT64": model_config_pb2.TYPE_UINT64,
+    "INT8": model_config_pb2.TYPE_INT8,
+    "INT16": model_config_pb2.TYPE_INT16,
+    "INT32": model_config_pb2.TYPE_INT32,
+    "INT64": model_config_pb2.TYPE_INT64,
+    "FP16": model_config_pb2.TYPE_FP16,
+    "FP32": model_config_pb2.TYPE_FP32,
+    "FP64": model_config_pb2.TYPE_FP64,
+    "BYTES": model_config_pb2.TYPE_STRING,
+}
+
+
+class BatchingSettings(NamedTuple):
+    """What ModelConfig reports of a model's dynamic batching (off: max_batch_size 0)."""
+
+    max_batch_size: int = 0
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
+
+
+def batching_settings(batching: object | None) -> BatchingSettings:
+    """The engine's batching settings (the traffic policy's ``batching``: any object with
+    ``max_batch_size``, ``max_queue_delay_us`` or ``max_queue_delay`` seconds, and
+    ``preferred_batch_sizes``), or off."""
+    if batching is None:
+        return BatchingSettings()
+    size = int(getattr(batching, "max_batch_size", 0) or 0)
+    delay_us = getattr(batching, "max_queue_delay_us", None)
+    if delay_us is None:
+        delay_us = round(float(getattr(batching, "max_queue_delay", 0.0) or 0.0) * 1e6)
+    preferred = tuple(int(n) for n in getattr(batching, "preferred_batch_sizes", ()) or ())
+    return BatchingSettings(max(size, 0), int(delay_us), preferred)
+
+
+def _batch_dimension(desc: ModelDescription, batching: BatchingSettings) -> bool:
+    """Whether ModelConfig declares a batch dimension: batching is on and every input's first
+    dimension is open."""
+    inputs = desc.signature.inputs
+    return (
+        batching.max_batch_size > 0
+        and bool(inputs)
+        and all(s.shape and s.shape[0] < 0 for s in inputs)
+    )
+
+
+def to_model_config(
+    desc: ModelDescription, batching: object | None = None
+) -> oip_pb2.ModelConfigResponse:
+    """The model's configuration, as Triton reports it.
+
+    The batch dimension rule (Triton's): ``max_batch_size`` > 0 only when dynamic batching is on
+    for the model and every input's first dimension is open (-1); then it is the batching
+    ``max_batch_size`` and every input's and output's ``dims`` leave that first dimension out.
+    Otherwise ``max_batch_size`` is 0 and ``dims`` are the whole shapes (-1: any size).
+    ``version_policy`` is ``specific``: the versions served now.
+    """
+    settings = batching_settings(batching)
+    batched = _batch_dimension(desc, settings)
+
+    def dims(spec: IOSpec) -> list[int]:
+        shape = list(spec.shape)
+        return shape[1:] if batched and shape else shape
+
+    config = model_config_pb2.ModelConfig(
+        name=desc.model,
+        platform=PLATFORM,
+        backend=BACKEND,
+        max_batch_size=settings.max_batch_size if batched else 0,
+        version_policy=model_config_pb2.ModelVersionPolicy(
+            specific=model_config_pb2.ModelVersionPolicy.Specific(
+                versions=sorted({*desc.versions, desc.version})
+            )
+        ),
+        input=[
+            model_config_pb2.ModelInput(
+                name=s.name,
+                data_type=CONFIG_TYPE_BY_DATATYPE[datatype_of(s.dtype)],  # type: ignore[arg-type]
+                dims=dims(s),
+            )
+            for s in desc.signature.inputs
+        ],
+        output=[
+            model_config_pb2.ModelOutput(
+                name=s.name,
+                data_type=CONFIG_TYPE_BY_DATATYPE[datatype_of(s.dtype)],  # type: ignore[arg-type]
+                dims=dims(s),
+            )
+            for s in desc.signature.outputs
+        ],
+    )
+    if settings.max_batch_size > 0:
+        config.dynamic_batching.CopyFrom(
+            model_config_pb2.ModelDynamicBatching(
+                preferred_batch_size=settings.preferred_batch_sizes,
+                max_queue_delay_microseconds=settings.max_queue_delay_us,
+            )
+        )
+    return oip_pb2.ModelConfigResponse(config=config)

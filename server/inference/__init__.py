@@ -22,14 +22,30 @@ from llmopt.inference.routing import (
     Variant,
     bucket_of,
 )
-from llmopt.inference.session import LoadedModel, ModelLoadError, ModelRunError, SessionConfig
+from llmopt.inference.session import (
+    LoadedModel,
+    ModelLoadError,
+    ModelRunError,
+    RunTiming,
+    SessionConfig,
+)
 from llmopt.inference.signature import IOSpec, Signature, signature_from, validate_inputs
-from llmopt.inference.stats import LoadFailure, ModelStats, ShadowStats, VariantStats
+from llmopt.inference.stats import (
+    BatchStatistics,
+    Duration,
+    LoadFailure,
+    ModelStats,
+    ShadowStats,
+    VariantStats,
+    VersionStatistics,
+)
 from llmopt.ports import ModelSource
 
 __all__ = [
     "MIGRATIONS",
+    "BatchStatistics",
     "ChampionChallengerRouter",
+    "Duration",
     "EngineConfig",
     "IOSpec",
     "IndexEntry",
@@ -44,6 +60,7 @@ __all__ = [
     "ModelStats",
     "Prediction",
     "Predictor",
+    "RunTiming",
     "SessionConfig",
     "ShadowStats",
     "Signature",
@@ -52,6 +69,7 @@ __all__ = [
     "TrafficPolicyStore",
     "Variant",
     "VariantStats",
+    "VersionStatistics",
     "bucket_of",
     "signature_from",
     "validate_inputs",

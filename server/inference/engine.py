@@ -14,6 +14,10 @@ SHADOW copy does once it has run on the challenger.
 Loading, warming and unloading sessions (the bounded table of loaded versions, LRU and idle
 eviction) is ``llmopt.inference.loader.ModelLoader``'s job; the champion and challenger it is told
 about (``routed``) are never evicted.
+
+``unload`` (the Open Inference Protocol's RepositoryModelUnload) drops every session of a model and
+marks its slot unloaded: its requests answer UNAVAILABLE until ``load``, and alias changes meanwhile
+are read at that load. The registry keeps its versions throughout.
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from llmopt import errors
+from llmopt.inference.batching import BatchingConfig
 from llmopt.inference.loader import ModelLoader
 from llmopt.inference.policy_store import TrafficPolicyStore
 from llmopt.inference.routing import ChampionChallengerRouter, TrafficMode, TrafficPolicy, Variant
 from llmopt.inference.session import LoadedModel, SessionConfig
 from llmopt.inference.shadow import ShadowJob, ShadowRunner
 from llmopt.inference.signature import Signature, row_count, signature_from
-from llmopt.inference.stats import LoadFailure, ModelStats, ModelStatsBook
+from llmopt.inference.stats import LoadFailure, ModelStats, ModelStatsBook, VersionStatistics
 from llmopt.ports import ModelSource, ServedRows
 
 if TYPE_CHECKING:
@@ -49,6 +54,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 VARIANT_BY_ALIAS = {CHAMPION: Variant.CHAMPION, CHALLENGER: Variant.CHALLENGER}
 _ACQUIRE_ATTEMPTS = 16
+_VERSION_PAGE = 1000  # the registry's largest page
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,8 @@ class ModelDescription:
     model: str
     version: int
     signature: Signature
-    versions: tuple[int, ...]
+    versions: tuple[int, ...]  # served now: champion and challenger
+    servable: tuple[int, ...] = ()  # every version of the model in the registry
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,7 @@ class _ModelSlot:
         self.stats = ModelStatsBook(name)
         self.failures: dict[str, LoadFailure] = {}
         self.ready = False
+        self.unloaded = False  # RepositoryModelUnload: no sessions, no requests until a load
 
 
 def _row_feed(loaded: LoadedModel, row: np.ndarray) -> dict[str, np.ndarray]:
@@ -188,11 +196,12 @@ class InferenceEngine:
         ``row`` (a feature vector, instead of ``inputs``) is fed as one row to the model's single
         input, in that input's dtype.
         """
+        start = time.perf_counter()
         slot, loaded, variant, routing = self._acquire(model, version, alias, routing_key)
         try:
             if row is not None:
                 inputs = _row_feed(loaded, row)
-            outputs = self._run(slot, loaded, variant, inputs, output_names)
+            outputs = self._run(slot, loaded, variant, inputs, output_names, start)
         finally:
             loaded.release()
         served = self._served
@@ -243,6 +252,8 @@ class InferenceEngine:
         if version < 0:
             raise errors.invalid("version", version, "a version number >= 1 (0: routed)")
         slot = self._slot(model)
+        if slot.unloaded:
+            raise self._unloaded(model)
         if version or (alias and alias not in VARIANT_BY_ALIAS):
             return slot, self._acquire_pinned(slot, version, alias), Variant.PINNED, None
         for _ in range(_ACQUIRE_ATTEMPTS):
@@ -270,6 +281,8 @@ class InferenceEngine:
             loaded = self._loader.get(*key)
             if loaded is None or loaded.closed:
                 with slot.lock:
+                    if slot.unloaded:
+                        raise self._unloaded(slot.name)
                     loaded = self._loader.ensure_loaded(slot.name, version)
             if loaded.acquire():
                 loaded.pinned_at = loaded.last_used
@@ -283,22 +296,35 @@ class InferenceEngine:
         variant: Variant,
         inputs: Mapping[str, np.ndarray],
         output_names: Sequence[str] | None,
+        start: float,
     ) -> dict[str, np.ndarray]:
-        start = time.perf_counter()
-        ok = False
+        """Run and record: ``start`` is when the request began acquiring its version."""
+        timing = None
         try:
-            outputs = loaded.run(inputs, output_names)
-            ok = True
+            outputs, timing = loaded.run_timed(inputs, output_names)
             return outputs
         finally:
             slot.stats.record(
-                loaded.version, variant, row_count(inputs), time.perf_counter() - start, ok
+                loaded.version,
+                variant,
+                row_count(inputs),
+                time.perf_counter() - start,
+                timing is not None,
+                timing,
             )
 
     def _request_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids)}"
 
+    @staticmethod
+    def _unloaded(model: str) -> errors.LLMOptError:
+        return errors.Unavailable(
+            f"model: {model!r} is unloaded; RepositoryModelLoad loads it again"
+        )
+
     def _no_version(self, slot: _ModelSlot, alias: str) -> errors.LLMOptError:
+        if slot.unloaded:  # unloaded while the request was being routed
+            return self._unloaded(slot.name)
         failure = slot.failures.get(alias)
         detail = ""
         if failure is not None:
@@ -330,6 +356,34 @@ class InferenceEngine:
         slot = self._slot(model)
         return slot.stats.snapshot(tuple(slot.failures.values()))
 
+    def statistics(self, model: str = "", version: int = 0) -> list[VersionStatistics]:
+        """Per version statistics of ``model`` (every model: ""), or of one ``version`` of it;
+        versions served now are listed even before their first request. NotFound for a model or
+        version the registry does not have."""
+        if version < 0:
+            raise errors.invalid("version", version, "a version number >= 1 (0: every version)")
+        if not model:
+            if version:
+                raise errors.invalid("version", version, "empty when no model is named")
+            out: list[VersionStatistics] = []
+            for entry in self._registry.list_models():
+                try:
+                    out.extend(self.statistics(entry.name))
+                except errors.LLMOptError:
+                    continue  # deleted meanwhile
+            return out
+        slot = self._slot(model)
+        if version:
+            self._registry.get_version(model, version=version)  # NotFound when there is none
+            return [s for s in slot.stats.statistics((version,)) if s.version == version]
+        routing = slot.routing
+        served = tuple(m.version for m in (routing.champion, routing.challenger) if m is not None)
+        return slot.stats.statistics(served)
+
+    def batching(self, model: str) -> BatchingConfig:
+        """The model's dynamic batching settings (its traffic policy's; max_batch_size 0: off)."""
+        return self._slot(model).routing.policy.batching
+
     def wait_for_shadow(self, timeout: float = 10.0) -> None:
         """Block until queued shadow copies have run (tests, benchmarks)."""
         self._shadow.drain(timeout)
@@ -340,24 +394,83 @@ class InferenceEngine:
         slot = self._slot(model)
         routing = slot.routing
         versions = tuple(sorted({m.version for m in (routing.champion, routing.challenger) if m}))
+        servable = self._servable(model)
         if version:
             mv = self._registry.get_version(model, version=version)
             signature = signature_from(mv.inputs, mv.outputs)
             loaded = self._loader.get(model, version)
             if loaded is not None:
                 signature = loaded.signature
-            return ModelDescription(model, version, signature, versions)
+            return ModelDescription(model, version, signature, versions, servable)
+        if slot.unloaded:
+            raise self._unloaded(model)
         if routing.champion is None:
             raise self._no_version(slot, CHAMPION)
         return ModelDescription(
-            model, routing.champion.version, routing.champion.signature, versions
+            model, routing.champion.version, routing.champion.signature, versions, servable
         )
+
+    def _servable(self, model: str) -> tuple[int, ...]:
+        """Every version of ``model`` in the registry, ascending."""
+        list_versions = getattr(self._registry, "list_versions", None)
+        if list_versions is None:  # a source without a version listing: the aliased versions
+            return tuple(sorted(set(self._registry.aliases(model).values())))
+        numbers: set[int] = set()
+        token = ""
+        while True:
+            page = list_versions(model, page_size=_VERSION_PAGE, page_token=token)
+            numbers.update(int(v.version) for v in page.items)
+            token = page.next_page_token
+            if not token:
+                return tuple(sorted(numbers))
+
+    def knows(self, model: str) -> bool:
+        """Whether the registry has ``model`` (served or not)."""
+        if not model:
+            return False
+        try:
+            self._registry.aliases(model)
+        except errors.NotFound:
+            return False
+        return True
+
+    # -- the repository extension (Open Inference Protocol) --------------------------------------
+
+    def unload(self, model: str) -> None:
+        """Drop every session of ``model`` (routed and pinned) and refuse its requests
+        (UNAVAILABLE) until ``load``; the registry keeps its versions."""
+        slot = self._slot(model)
+        with slot.lock:
+            routing = slot.routing
+            slot.unloaded = True
+            slot.routing = _Routing(None, None, routing.policy)
+            slot.failures.clear()
+            self._loader.drop_model(model)
+            for m in {routing.champion, routing.challenger} - {None}:
+                assert m is not None
+                m.retire()
+        log.info("model %r: unloaded", model)
+
+    def load(self, model: str) -> None:
+        """Load and warm the model's champion (and challenger) and serve them again after an
+        ``unload``; FailedPrecondition naming the reason when its champion cannot be served."""
+        slot = self._slot(model)
+        with slot.lock:
+            slot.unloaded = False
+            self._reconcile(slot)
+            if self._slots.get(model) is not slot:  # deleted from the registry meanwhile
+                raise errors.NotFound(f"model: {model!r} is not a registered model")
+            if slot.routing.champion is None:
+                raise self._no_version(slot, CHAMPION)
+        log.info("model %r: loaded", model)
 
     def is_ready(self, model: str, version: int = 0) -> bool:
         """Whether a request for this model (and version) would be served without loading."""
         try:
             slot = self._slot(model)
         except errors.LLMOptError:
+            return False
+        if slot.unloaded:
             return False
         routing = slot.routing
         if not version:
@@ -379,6 +492,9 @@ class InferenceEngine:
                 slot = self._slot(name)
             except errors.LLMOptError as exc:
                 entries.append(IndexEntry(name, 0, "UNAVAILABLE", str(exc)))
+                continue
+            if slot.unloaded:
+                entries.append(IndexEntry(name, 0, "UNAVAILABLE", "unloaded"))
                 continue
             routing = slot.routing
             served = [m for m in (routing.champion, routing.challenger) if m is not None]
@@ -436,7 +552,7 @@ class InferenceEngine:
             if slot is None:
                 return  # not served yet; its first request reads the aliases afresh
             with slot.lock:
-                if slot.ready:
+                if slot.ready and not slot.unloaded:
                     self._reconcile(slot)
         except Exception:
             log.exception(

@@ -106,6 +106,15 @@ class ModelLoader:
                 del self._loaded[(loaded.model, loaded.version)]
         loaded.retire()
 
+    def drop_model(self, model: str) -> None:
+        """Retire every version of ``model`` in the table, pinned or not (an unload)."""
+        with self._lock:
+            victims = [m for key, m in self._loaded.items() if key[0] == model]
+            for m in victims:
+                del self._loaded[(m.model, m.version)]
+        for m in victims:
+            m.retire()
+
     def evict(self, keep: LoadedModel | None = None, idle_before: float | None = None) -> None:
         """Retire unrouted versions beyond ``max_loaded_models`` (LRU first) or idle too long."""
         routed = set(self._routed())

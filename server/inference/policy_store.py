@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 
+from llmopt.inference.batching import BatchingConfig
 from llmopt.inference.routing import TrafficMode, TrafficPolicy
 from llmopt.storage import Database
 
@@ -16,6 +18,12 @@ MIGRATIONS = [
         update_time REAL NOT NULL
     );
     """,
+    # 2: dynamic batching (0 rows: off, as every policy stored before it).
+    """
+    ALTER TABLE traffic_policy ADD COLUMN batch_rows INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE traffic_policy ADD COLUMN batch_delay_us INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE traffic_policy ADD COLUMN batch_preferred TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 
 
@@ -27,12 +35,24 @@ class TrafficPolicyStore:
 
     def save(self, policy: TrafficPolicy) -> None:
         """Returns once the policy is durable."""
-        row = (policy.model, policy.mode.value, policy.challenger_buckets, time.time())
+        b = policy.batching
+        row = (
+            policy.model,
+            policy.mode.value,
+            policy.challenger_buckets,
+            time.time(),
+            b.max_batch_size,
+            b.max_queue_delay_us,
+            json.dumps(list(b.preferred_batch_sizes)),
+        )
         self._db.write(
             lambda c: c.execute(
-                "INSERT INTO traffic_policy (model, mode, challenger_bp, update_time) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT(model) DO UPDATE SET mode = excluded.mode, "
-                "challenger_bp = excluded.challenger_bp, update_time = excluded.update_time",
+                "INSERT INTO traffic_policy (model, mode, challenger_bp, update_time, batch_rows, "
+                "batch_delay_us, batch_preferred) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(model) DO UPDATE SET mode = excluded.mode, "
+                "challenger_bp = excluded.challenger_bp, update_time = excluded.update_time, "
+                "batch_rows = excluded.batch_rows, batch_delay_us = excluded.batch_delay_us, "
+                "batch_preferred = excluded.batch_preferred",
                 row,
             )
         )
@@ -40,9 +60,13 @@ class TrafficPolicyStore:
     def load(self, model: str) -> TrafficPolicy | None:
         row = self._db.read(
             lambda c: c.execute(
-                "SELECT mode, challenger_bp FROM traffic_policy WHERE model = ?", (model,)
+                "SELECT mode, challenger_bp, batch_rows, batch_delay_us, batch_preferred "
+                "FROM traffic_policy WHERE model = ?",
+                (model,),
             ).fetchone()
         )
         if row is None:
             return None
-        return TrafficPolicy(model, TrafficMode(row[0]), row[1] / 100)
+        mode, bp, rows, delay_us, preferred = row
+        batching = BatchingConfig(rows, delay_us, tuple(json.loads(preferred)))
+        return TrafficPolicy(model, TrafficMode(mode), bp / 100, batching)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmopt import errors
+from llmopt.inference.batching import BatchingConfig
 
 BUCKETS = 10_000  # 100 % at a resolution of 0.01 %
 
@@ -34,7 +35,8 @@ class Variant(enum.Enum):
 
 @dataclass(frozen=True)
 class TrafficPolicy:
-    """How a model's routed requests are shared between champion and challenger.
+    """How a model's routed requests are shared between champion and challenger, and whether
+    concurrent requests are merged into batches (``batching``).
 
     >>> TrafficPolicy("m", TrafficMode.SPLIT, 12.5).challenger_buckets
     1250
@@ -47,10 +49,13 @@ class TrafficPolicy:
     model: str
     mode: TrafficMode = TrafficMode.OFF
     challenger_percent: float = 0.0
+    # Dynamic batching of the model's requests (``llmopt.inference.batching``); off by default.
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
 
     def __post_init__(self) -> None:
         if not self.model:
             raise errors.invalid("policy.model", self.model, "a model name")
+        self.batching.validate("policy.batching")
         pct = self.challenger_percent
         if not (0.0 <= pct <= 100.0):
             raise errors.invalid("policy.challenger_percent", pct, "between 0 and 100")

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -44,6 +44,14 @@ PROVIDER_BY_NAME: dict[str, str] = {
 # other than the first open: the shape we could not check is then the likely cause.
 _CALLER_ERRORS: tuple[type[Exception], ...] = (ort_state.InvalidArgument,)
 _SHAPE_ERRORS: tuple[type[Exception], ...] = (ort_state.InvalidArgument, ort_state.Fail)
+
+
+class RunTiming(NamedTuple):
+    """Where one run's time went, in nanoseconds (``time.perf_counter_ns``)."""
+
+    input_ns: int  # validating the inputs and choosing the outputs
+    infer_ns: int  # the onnxruntime run
+    output_ns: int  # naming the outputs
 
 
 class ModelRunError(errors.LLMOptError):
@@ -218,20 +226,41 @@ class LoadedModel:
         self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         """Validate ``inputs`` against the signature and run; the caller holds ``acquire``."""
+        names = self._prepare(inputs, output_names)
+        return dict(zip(names, self._checked_run(inputs, names), strict=True))
+
+    def run_timed(
+        self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
+    ) -> tuple[dict[str, np.ndarray], RunTiming]:
+        """``run``, and how long its input checks, onnxruntime run and outputs took."""
+        clock = time.perf_counter_ns
+        t0 = clock()
+        names = self._prepare(inputs, output_names)
+        t1 = clock()
+        values = self._checked_run(inputs, names)
+        t2 = clock()
+        outputs = dict(zip(names, values, strict=True))
+        return outputs, RunTiming(t1 - t0, t2 - t1, clock() - t2)
+
+    def _prepare(
+        self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str] | None
+    ) -> list[str]:
+        """Validate the inputs; the output names to run."""
         validate_inputs(self.signature.inputs, inputs)
-        if output_names:
-            for name in output_names:
-                if name not in self._output_set:
-                    raise errors.invalid(
-                        "output_names",
-                        name,
-                        "unknown output; the model has " + ", ".join(map(repr, self._all_outputs)),
-                    )
-            names = list(output_names)
-        else:
-            names = self._all_outputs
+        if not output_names:
+            return self._all_outputs
+        for name in output_names:
+            if name not in self._output_set:
+                raise errors.invalid(
+                    "output_names",
+                    name,
+                    "unknown output; the model has " + ", ".join(map(repr, self._all_outputs)),
+                )
+        return list(output_names)
+
+    def _checked_run(self, inputs: Mapping[str, np.ndarray], names: list[str]) -> list[Any]:
         try:
-            values = self._run_session(inputs, names)
+            return self._run_session(inputs, names)
         except _SHAPE_ERRORS as exc:
             if not (self._open_dims or isinstance(exc, _CALLER_ERRORS)):
                 raise ModelRunError(
@@ -246,7 +275,6 @@ class LoadedModel:
             raise ModelRunError(
                 f"model {self.model!r} version {self.version} failed to run: {exc}"
             ) from None
-        return dict(zip(names, values, strict=True))
 
     def _run_session(self, inputs: Mapping[str, np.ndarray], names: list[str]) -> list[Any]:
         run = self._run_fn

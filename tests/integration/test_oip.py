@@ -73,7 +73,7 @@ def test_model_infer_with_raw_and_typed_contents(
     [
         ("datatype", lambda r: setattr(r.inputs[0], "datatype", "FP64"), "INVALID_ARGUMENT"),
         ("bad datatype", lambda r: setattr(r.inputs[0], "datatype", "FLOAT"), "INVALID_ARGUMENT"),
-        ("bytes", lambda r: setattr(r.inputs[0], "datatype", "BYTES"), "INVALID_ARGUMENT"),
+        ("bytes to FP32", lambda r: setattr(r.inputs[0], "datatype", "BYTES"), "INVALID_ARGUMENT"),
         (
             "raw length",
             lambda r: r.raw_input_contents.__setitem__(0, b"\0" * 7),
@@ -182,3 +182,67 @@ def test_every_field_matches_tritons_own_proto(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "fields ok" in done.stdout
+
+
+def test_stream_infer_answers_each_request_in_order_and_goes_on_after_errors(
+    channel: grpc.Channel, served: dict[str, str]
+) -> None:
+    reg = onnx_models.linear_regression(0)
+    X = reg.X[:3]
+    (expected,) = ort.InferenceSession(reg.onnx).run(["variable"], {"X": X})
+
+    def request(id: str, model: str, datatype: str = "FP32") -> pb.ModelInferRequest:
+        inp = pb.ModelInferRequest.InferInputTensor(name="X", datatype=datatype, shape=X.shape)
+        return pb.ModelInferRequest(
+            model_name=model, id=id, inputs=[inp], raw_input_contents=[X.tobytes()]
+        )
+
+    requests = [
+        request("a", served["float"]),
+        request("b", served["float"], "INT32"),
+        request("c", "ghost"),
+        request("d", served["float"]),
+    ]
+    answers = list(stub(channel).ModelStreamInfer(iter(requests)))
+    assert [a.infer_response.id for a in answers] == ["a", "b", "c", "d"]
+    assert [bool(a.error_message) for a in answers] == [False, True, True, False]
+    assert "Request for unknown model: 'ghost' is not found" in answers[2].error_message
+    for a in (answers[0], answers[3]):
+        got = np.frombuffer(a.infer_response.raw_output_contents[0], np.float32)
+        np.testing.assert_array_equal(got, expected.ravel())
+
+
+def test_statistics_config_and_repository_calls_answer_precise_codes(
+    channel: grpc.Channel, served: dict[str, str]
+) -> None:
+    s = stub(channel)
+    config = s.ModelConfig(pb.ModelConfigRequest(name=served["clf"])).config
+    assert (config.platform, config.max_batch_size, list(config.input[0].dims)) == (
+        "onnxruntime_onnx",
+        0,
+        [-1, 16],
+    )
+    stats = s.ModelStatistics(pb.ModelStatisticsRequest(name=served["clf"])).model_stats
+    assert [m.version for m in stats] == ["1"]
+    calls = [
+        (s.ModelStatistics, pb.ModelStatisticsRequest(name="ghost"), "NOT_FOUND"),
+        (
+            s.ModelStatistics,
+            pb.ModelStatisticsRequest(name=served["clf"], version="0x1"),
+            "INVALID_ARGUMENT",
+        ),
+        (s.ModelStatistics, pb.ModelStatisticsRequest(version="1"), "INVALID_ARGUMENT"),
+        (s.ModelConfig, pb.ModelConfigRequest(name="ghost"), "NOT_FOUND"),
+        (s.ModelConfig, pb.ModelConfigRequest(name=""), "INVALID_ARGUMENT"),
+        (s.ModelMetadata, pb.ModelMetadataRequest(name="ghost"), "NOT_FOUND"),
+        (s.RepositoryModelLoad, pb.RepositoryModelLoadRequest(model_name="ghost"), "NOT_FOUND"),
+        (s.RepositoryModelLoad, pb.RepositoryModelLoadRequest(), "INVALID_ARGUMENT"),
+        (s.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name="ghost"), "NOT_FOUND"),
+        (s.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(), "INVALID_ARGUMENT"),
+    ]
+    for call, request, code in calls:
+        with pytest.raises(grpc.RpcError) as info:
+            call(request)
+        assert info.value.code().name == code, (request, info.value.details())
+        if code == "NOT_FOUND":
+            assert info.value.details().startswith("Request for unknown model: 'ghost'")
