@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from llmopt.features.service import EntityFeatures, FeatureVector
     from llmopt.inference.routing import Variant
     from llmopt.inference.session import LoadedModel
-    from llmopt.registry.types import AliasEvent, Model, ModelVersion
+    from llmopt.registry.types import AliasEvent, Model, ModelVersion, Page
 
 
 class Component(Protocol):
@@ -64,6 +64,10 @@ class ModelSource(ArtifactSource, Protocol):
     def aliases(self, model: str) -> dict[str, int]: ...
 
     def list_models(self) -> Iterable[Model]: ...
+
+    def list_versions(
+        self, model: str, page_size: int = ..., page_token: str = ""
+    ) -> Page[ModelVersion]: ...
 
     def subscribe(self, callback: Callable[[AliasEvent], None]) -> Callable[[], None]: ...
 

@@ -100,13 +100,15 @@ class BatchingConfig:
 
 class BatchResult(NamedTuple):
     """One request's answer and how it ran: the wait before its batch started, the batch's
-    compute time, and the batch's rows and requests (1 and its own rows when run alone)."""
+    compute time, the batch's rows and requests (its own rows and 1 when run alone), and
+    whether it was the batch's first request (exactly one per run: count executions by it)."""
 
     outputs: dict[str, np.ndarray]
     queue_ns: int
     compute_ns: int
     batch_rows: int
     batch_requests: int
+    first_in_batch: bool = True
 
 
 def batchable(signature: Signature) -> bool:
@@ -128,6 +130,7 @@ class _Pending:
         "done",
         "enqueued_ns",
         "error",
+        "first",
         "inputs",
         "outputs",
         "queue_ns",
@@ -145,6 +148,7 @@ class _Pending:
         self.outputs: dict[str, np.ndarray] | None = None
         self.error: BaseException | None = None
         self.run_alone = False
+        self.first = False
         self.queue_ns = 0
         self.compute_ns = 0
         self.batch_rows = 0
@@ -244,6 +248,7 @@ class DynamicBatcher:
             pending.compute_ns,
             pending.batch_rows,
             pending.batch_requests,
+            pending.first,
         )
 
     def close(self) -> None:
@@ -345,6 +350,7 @@ class DynamicBatcher:
         return 0
 
     def _run_batch(self, group: _Group, batch: list[_Pending]) -> None:
+        batch[0].first = True
         start = time.perf_counter_ns()
         total = sum(p.rows for p in batch)
         try:

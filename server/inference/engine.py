@@ -412,13 +412,10 @@ class InferenceEngine:
 
     def _servable(self, model: str) -> tuple[int, ...]:
         """Every version of ``model`` in the registry, ascending."""
-        list_versions = getattr(self._registry, "list_versions", None)
-        if list_versions is None:  # a source without a version listing: the aliased versions
-            return tuple(sorted(set(self._registry.aliases(model).values())))
         numbers: set[int] = set()
         token = ""
         while True:
-            page = list_versions(model, page_size=_VERSION_PAGE, page_token=token)
+            page = self._registry.list_versions(model, page_size=_VERSION_PAGE, page_token=token)
             numbers.update(int(v.version) for v in page.items)
             token = page.next_page_token
             if not token:

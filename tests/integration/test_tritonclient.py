@@ -232,7 +232,7 @@ def setup(server: Any, channel: Any, tmp_path_factory: pytest.TempPathFactory) -
     from llmopt.gen.llmopt.v1 import inference_pb2, inference_pb2_grpc
     from tests.support import onnx_models
     from tests.support.inference_client import register
-    from tests.unit.inference.test_oip_engine import string_model
+    from tests.support.onnx_models import string_model
 
     tag = uuid.uuid4().hex[:6]
     kinds = ("reg", "clf", "spare", "words", "versions", "batched")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 from skl2onnx import to_onnx
 from sklearn.ensemble import GradientBoostingClassifier
@@ -81,4 +82,35 @@ def open_width_matmul(features: int = FEATURES) -> bytes:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    return model.SerializeToString()
+
+
+def string_model() -> bytes:
+    """A string input ``text`` [n] -> ``code`` int64 [n] (red 0, green 1, blue 2, else -1) and
+    ``echo`` string [n] (the input unchanged)."""
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "LabelEncoder",
+                ["text"],
+                ["code"],
+                domain="ai.onnx.ml",
+                keys_strings=["red", "green", "blue"],
+                values_int64s=[0, 1, 2],
+                default_int64=-1,
+            ),
+            helper.make_node("Identity", ["text"], ["echo"]),
+        ],
+        "strings",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, [None])],
+        [
+            helper.make_tensor_value_info("code", TensorProto.INT64, [None]),
+            helper.make_tensor_value_info("echo", TensorProto.STRING, [None]),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 2)]
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
     return model.SerializeToString()

@@ -7,9 +7,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from llmopt import errors
 from llmopt.inference import InferenceEngine, LoadedModel, SessionConfig, Variant
@@ -19,37 +17,6 @@ from tests.support import onnx_models
 from tests.unit.inference.conftest import upload
 
 Engine = Callable[..., InferenceEngine]
-
-
-def string_model() -> bytes:
-    """A string input ``text`` [n] -> ``code`` int64 [n] (red 0, green 1, blue 2, else -1) and
-    ``echo`` string [n] (the input unchanged)."""
-    graph = helper.make_graph(
-        [
-            helper.make_node(
-                "LabelEncoder",
-                ["text"],
-                ["code"],
-                domain="ai.onnx.ml",
-                keys_strings=["red", "green", "blue"],
-                values_int64s=[0, 1, 2],
-                default_int64=-1,
-            ),
-            helper.make_node("Identity", ["text"], ["echo"]),
-        ],
-        "strings",
-        [helper.make_tensor_value_info("text", TensorProto.STRING, [None])],
-        [
-            helper.make_tensor_value_info("code", TensorProto.INT64, [None]),
-            helper.make_tensor_value_info("echo", TensorProto.STRING, [None]),
-        ],
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 2)]
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 def test_run_timed_equals_run_and_times_its_parts(lr: onnx_models.TrainedModel) -> None:
@@ -182,7 +149,7 @@ def test_load_without_a_champion_names_the_reason(
 
 
 def test_string_inputs_and_outputs_run(registry: Registry, make_engine: Engine) -> None:
-    upload(registry, "words", string_model(), alias="champion")
+    upload(registry, "words", onnx_models.string_model(), alias="champion")
     engine = make_engine()
     text = np.array(["red", "blue", "grün", ""], dtype=object)
     got = engine.predict("words", {"text": text})
