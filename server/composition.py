@@ -32,8 +32,8 @@ configuration (``engine_config``) lives here too, so no servicer module builds d
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from llmopt.audit import AuditLog
@@ -48,8 +48,9 @@ from llmopt.inference import (
     SessionConfig,
     TrafficPolicyStore,
 )
+from llmopt.inference.batching import BatchingConfig
 from llmopt.inference.explain import Explainer
-from llmopt.model_repository import ModelRepository
+from llmopt.model_repository import Batching, ModelRepository
 from llmopt.ports import Component
 from llmopt.registry import Registry
 from llmopt.storage import Database, DataDir
@@ -119,6 +120,25 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
+def repository_preparer(
+    inference: InferenceEngine, batching_of: Callable[[str], Batching | None]
+) -> Callable[[str], object]:
+    """What the repository calls for each model it lands: the model's ``config.pbtxt`` dynamic
+    batching becomes its traffic policy's batching (other policy fields kept), then its versions
+    are loaded and warmed."""
+
+    def prepare(model: str) -> object:
+        batching = batching_of(model)
+        if batching is not None:
+            policy = inference.get_policy(model)
+            config = BatchingConfig(*batching)
+            if policy.batching != config:
+                inference.set_policy(replace(policy, batching=config))
+        return inference.is_ready(model)
+
+    return prepare
+
+
 def compose(settings: Settings, data_dir: DataDir) -> AppContext:
     """Build every store and service under ``data_dir`` (see the module docstring)."""
     built: list[Component] = []
@@ -161,9 +181,9 @@ def compose(settings: Settings, data_dir: DataDir) -> AppContext:
                     settings.model_repository,
                     settings.model_control_mode,
                     settings.repository_poll_seconds,
-                    prepare=inference.is_ready,
                 )
             )
+            repository.prepare = repository_preparer(inference, repository.batching)
     except BaseException:
         close_all(built)
         raise

@@ -79,8 +79,9 @@ class ModelRepository:
     """Triton's model repository layout, landed in ``registry`` (see the module docstring).
 
     A ``Component``: ``warm_up`` reads the directory (none, poll) and starts polling (poll);
-    ``close`` stops polling. ``prepare(model)``, when given, is called for each model landed at
-    start-up so that it is loaded and warm before the server reports SERVING.
+    ``close`` stops polling. ``prepare(model)``, when given (or set before ``warm_up``), is
+    called for each model landed at start-up so that it is loaded and warm before the server
+    reports SERVING.
     """
 
     def __init__(
@@ -100,7 +101,7 @@ class ModelRepository:
         self.root = Path(path)
         self.mode = mode
         self.poll_seconds = poll_seconds
-        self._prepare = prepare
+        self.prepare = prepare
         self._lock = threading.Lock()  # one landing at a time (poll thread, load calls)
         self._problems: dict[str, str] = {}
         self._configs: dict[str, model_config_pb2.ModelConfig] = {}
@@ -218,10 +219,10 @@ class ModelRepository:
                 log.exception("model repository %s: poll failed", self.root)
 
     def _warm(self, name: str) -> None:
-        if self._prepare is None:
+        if self.prepare is None:
             return
         try:
-            self._prepare(name)
+            self.prepare(name)
         except Exception as exc:
             log.error("model %r: could not be prepared at start: %s", name, exc)
 

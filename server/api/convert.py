@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -150,3 +151,9 @@ def from_duration(msg: Any, field: str) -> float:
             f"a Duration within +-{DURATION_SECONDS} s, nanos of the same sign as seconds",
         )
     return float(seconds + nanos / 1e9)
+
+
+def deadline_of(context: Any) -> float | None:
+    """The call's deadline as ``time.monotonic()`` seconds; None when it has none."""
+    remaining = context.time_remaining() if context is not None else None
+    return None if remaining is None else time.monotonic() + remaining

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from llmopt import errors
 from llmopt.api import convert_inference as conv
 from llmopt.api.binding import ServiceBinding, answers_serialized, service_name
+from llmopt.api.convert import deadline_of
 from llmopt.api.errors import status_of
 from llmopt.gen.llmopt.v1 import inference_pb2, inference_pb2_grpc
 from llmopt.inference import InferenceEngine, Prediction, Predictor
@@ -33,9 +34,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     @answers_serialized
     def Predict(self, request, context):  # type: ignore[no-untyped-def]
         """Answers a serialized PredictResponse (see ``convert_inference.predict_answer``)."""
-        return conv.predict_answer(self._predict(request), request.id)
+        return conv.predict_answer(self._predict(request, deadline_of(context)), request.id)
 
-    def _predict(self, request: inference_pb2.PredictRequest) -> Prediction:
+    def _predict(
+        self, request: inference_pb2.PredictRequest, deadline: float | None = None
+    ) -> Prediction:
         call = conv.from_predict_request(request)
         return self.predictor.predict(
             call.model,
@@ -47,17 +50,21 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             feature_set=request.feature_set,
             context=conv.from_predict_context(request),
             entity_ids=request.entity_ids,
+            deadline=deadline,
         )
 
     def PredictStream(self, request_iterator, context):  # type: ignore[no-untyped-def]
         """One answer per message, in order; a bad message gets an error answer, the stream goes
         on."""
+        deadline = deadline_of(context)
         for request in request_iterator:
-            yield self._answer(request)
+            yield self._answer(request, deadline)
 
-    def _answer(self, request: inference_pb2.PredictRequest) -> inference_pb2.PredictResponse:
+    def _answer(
+        self, request: inference_pb2.PredictRequest, deadline: float | None
+    ) -> inference_pb2.PredictResponse:
         try:
-            return conv.to_predict_response(self._predict(request), request.id)
+            return conv.to_predict_response(self._predict(request, deadline), request.id)
         except Exception as exc:
             code, message = status_of(exc, f"{PREDICT_STREAM} message {request.id!r}")
         return inference_pb2.PredictResponse(

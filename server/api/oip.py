@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from llmopt import __version__, errors
 from llmopt.api import convert_inference as conv
 from llmopt.api.binding import ServiceBinding, service_name
+from llmopt.api.convert import deadline_of
 from llmopt.api.errors import status_of
 from llmopt.gen.inference import grpc_service_pb2 as pb
 from llmopt.gen.inference import grpc_service_pb2_grpc
@@ -94,9 +95,11 @@ class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return conv.to_statistics_response(stats)
 
     def ModelInfer(self, request, context):  # type: ignore[no-untyped-def]
-        return self._infer(request)
+        return self._infer(request, deadline_of(context))
 
-    def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    def _infer(
+        self, request: pb.ModelInferRequest, deadline: float | None = None
+    ) -> pb.ModelInferResponse:
         call = conv.from_infer_request(request)
         with self._naming(call.model):
             prediction = self.predictor.predict(
@@ -105,15 +108,17 @@ class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 version=call.version,
                 output_names=call.output_names,
                 routing_key=call.routing_key,
+                deadline=deadline,
             )
         return conv.to_infer_response(prediction, call.id)
 
     def ModelStreamInfer(self, request_iterator, context):  # type: ignore[no-untyped-def]
         """One answer per request, in order: its response, or its error message (the stream
         goes on)."""
+        deadline = deadline_of(context)
         for request in request_iterator:
             try:
-                response = self._infer(request)
+                response = self._infer(request, deadline)
             except Exception as exc:
                 _, message = status_of(exc, f"{STREAM_INFER} request {request.id!r}")
                 error = pb.ModelStreamInferResponse(error_message=message)

@@ -28,14 +28,14 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from llmopt import errors
-from llmopt.inference.batching import BatchingConfig
+from llmopt.inference.batching import BatchingConfig, DynamicBatcher, batchable
 from llmopt.inference.loader import ModelLoader
 from llmopt.inference.policy_store import TrafficPolicyStore
 from llmopt.inference.routing import ChampionChallengerRouter, TrafficMode, TrafficPolicy, Variant
@@ -153,6 +153,9 @@ class InferenceEngine:
             routed=self._routed,
         )
         self._served: ServedRows | None = None
+        # Per loaded version with batching on: (the version, its config, its batcher).
+        self._batchers: dict[int, tuple[LoadedModel, BatchingConfig, DynamicBatcher]] = {}
+        self._batchers_lock = threading.Lock()
         self._unsubscribe = registry.subscribe(self._on_alias_event)
         self.warm = False
 
@@ -173,6 +176,7 @@ class InferenceEngine:
             return
         self._closed.set()
         self._unsubscribe()
+        self._close_batchers(lambda loaded: True)
         self._shadow.close()
         self._loader.close()
         for m in self._routed():
@@ -190,18 +194,21 @@ class InferenceEngine:
         output_names: Sequence[str] | None = None,
         routing_key: str = "",
         row: np.ndarray | None = None,
+        deadline: float | None = None,
     ) -> Prediction:
         """Run ``inputs`` on the version the request names, or the one the policy routes to.
 
         ``row`` (a feature vector, instead of ``inputs``) is fed as one row to the model's single
-        input, in that input's dtype.
+        input, in that input's dtype. ``deadline`` (``time.monotonic()`` seconds): under dynamic
+        batching, a request whose batch would start after it is dropped before compute
+        (DeadlineExceeded).
         """
         start = time.perf_counter()
         slot, loaded, variant, routing = self._acquire(model, version, alias, routing_key)
         try:
             if row is not None:
                 inputs = _row_feed(loaded, row)
-            outputs = self._run(slot, loaded, variant, inputs, output_names, start)
+            outputs = self._run(slot, loaded, variant, inputs, output_names, start, deadline)
         finally:
             loaded.release()
         served = self._served
@@ -289,16 +296,21 @@ class InferenceEngine:
                 return loaded
         raise errors.Unavailable(f"model {slot.name!r} version {version} is being unloaded")
 
-    @staticmethod
     def _run(
+        self,
         slot: _ModelSlot,
         loaded: LoadedModel,
         variant: Variant,
         inputs: Mapping[str, np.ndarray],
         output_names: Sequence[str] | None,
         start: float,
+        deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
-        """Run and record: ``start`` is when the request began acquiring its version."""
+        """Run (batched when the policy says so) and record: ``start`` is when the request began
+        acquiring its version."""
+        config = slot.routing.policy.batching
+        if config.enabled and batchable(loaded.signature):
+            return self._run_batched(slot, loaded, variant, inputs, output_names, start, deadline)
         timing = None
         try:
             outputs, timing = loaded.run_timed(inputs, output_names)
@@ -312,6 +324,62 @@ class InferenceEngine:
                 timing is not None,
                 timing,
             )
+
+    def _run_batched(
+        self,
+        slot: _ModelSlot,
+        loaded: LoadedModel,
+        variant: Variant,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str] | None,
+        start: float,
+        deadline: float | None,
+    ) -> dict[str, np.ndarray]:
+        """The request through its version's batcher; each merged run is recorded once (by the
+        batcher's run), each request with its wait."""
+        batcher = self._batcher(slot, loaded, slot.routing.policy.batching)
+        ok, queue_ns = False, 0
+        try:
+            result = batcher.submit(inputs, output_names, deadline)
+            ok, queue_ns = True, result.queue_ns
+            return result.outputs
+        finally:
+            seconds = time.perf_counter() - start
+            slot.stats.record(
+                loaded.version, variant, row_count(inputs), seconds, ok, None, queue_ns
+            )
+
+    def _batcher(
+        self, slot: _ModelSlot, loaded: LoadedModel, config: BatchingConfig
+    ) -> DynamicBatcher:
+        """The batcher of ``loaded`` under ``config``: made on first use, made again when the
+        config changed; batchers of closed versions are closed on the way."""
+        key = id(loaded)
+        with self._batchers_lock:
+            entry = self._batchers.get(key)
+            if entry is not None and entry[0] is loaded and entry[1] == config:
+                return entry[2]
+            stale = [k for k, (m, _, _) in self._batchers.items() if m.closed or k == key]
+            old = [self._batchers.pop(k)[2] for k in stale]
+
+            def run(batch: Mapping[str, np.ndarray], names: Sequence[str] | None) -> dict:
+                outputs, timing = loaded.run_timed(batch, names)
+                slot.stats.executed(loaded.version, row_count(batch), timing)
+                return outputs
+
+            name = f"{loaded.model}:v{loaded.version}"
+            batcher = DynamicBatcher(run, config, name, signature=loaded.signature)
+            self._batchers[key] = (loaded, config, batcher)
+        for b in old:  # outside the lock: a close waits for its queued requests
+            b.close()
+        return batcher
+
+    def _close_batchers(self, which: Callable[[LoadedModel], bool]) -> None:
+        with self._batchers_lock:
+            keys = [k for k, (m, _, _) in self._batchers.items() if which(m)]
+            closing = [self._batchers.pop(k)[2] for k in keys]
+        for b in closing:
+            b.close()
 
     def _request_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids)}"
@@ -340,7 +408,10 @@ class InferenceEngine:
         slot = self._slot(policy.model)
         with slot.lock:
             self._policies.save(policy)
+            before = slot.routing.policy.batching
             slot.routing = replace(slot.routing, policy=policy)
+        if policy.batching != before:  # queued requests still run; new ones take the new config
+            self._close_batchers(lambda loaded: loaded.model == policy.model)
         log.info(
             "model %r: traffic policy %s %.2f%%",
             policy.model,
@@ -446,6 +517,7 @@ class InferenceEngine:
             for m in {routing.champion, routing.challenger} - {None}:
                 assert m is not None
                 m.retire()
+        self._close_batchers(lambda loaded: loaded.model == model)
         log.info("model %r: unloaded", model)
 
     def load(self, model: str) -> None:

@@ -44,12 +44,13 @@ class Predictor:
         feature_set: str = "",
         context: RequestContext | None = None,
         entity_ids: Sequence[str] = (),
+        deadline: float | None = None,
     ) -> Prediction:
         """Run the request on the version it names, or on the one the traffic policy routes to.
 
         With no ``inputs`` (None or empty) the model's input is the feature service's vector of
         ``feature_set`` (``""``: the built-in request context vector) for ``context`` and
-        ``entity_ids``.
+        ``entity_ids``. ``deadline``: ``time.monotonic()`` seconds, for dynamic batching.
         """
         row = None
         if not inputs:
@@ -62,6 +63,7 @@ class Predictor:
             output_names=output_names,
             routing_key=routing_key,
             row=row,
+            deadline=deadline,
         )
 
     def _vector(
