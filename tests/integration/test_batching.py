@@ -95,8 +95,10 @@ def test_config_pbtxt_dynamic_batching_becomes_the_policy(
         assert policy.batching == inference_pb2.DynamicBatching(
             max_batch_size=32, max_queue_delay_us=300, preferred_batch_sizes=[8, 16]
         )
-        config = oip_grpc.GRPCInferenceServiceStub(channel).ModelConfig(
-            oip.ModelConfigRequest(name="scorer"), timeout=10
-        ).config
+        config = (
+            oip_grpc.GRPCInferenceServiceStub(channel)
+            .ModelConfig(oip.ModelConfigRequest(name="scorer"), timeout=10)
+            .config
+        )
         assert config.max_batch_size == 32
         assert list(config.dynamic_batching.preferred_batch_size) == [8, 16]
