@@ -218,7 +218,81 @@ def _ceiling(ctx: Context) -> Result:
     )
 
 
+E2E_ROW = "batching.e2e.gbm100.c64"
+E2E_WORKERS = 64  # unary workers of the server: each in-flight request holds one
+
+
+def e2e_rows(ctx: Context) -> Iterator[Result]:
+    """ModelInfer of the gradient boosting model over gRPC, 64 requests in flight from the
+    load generator's processes, against the real server pinned to one core with 64 unary
+    workers (so that 64 requests can be in the engine at once): batching off, then on, twice
+    each, interleaved; the median of each side."""
+    if not ctx.wants(E2E_ROW):
+        return
+    import statistics
+
+    from benchmarks.bench_inference import data
+    from benchmarks.load import Rpc
+    from llmopt.gen.inference import grpc_service_pb2 as oip
+    from llmopt.gen.llmopt.v1 import inference_pb2, inference_pb2_grpc
+    from tests.support.inference_client import register
+
+    onnx = _models(ctx.quick)["gbm100"]
+    X, _ = data()
+    requests = []
+    for i in range(CLIENTS):
+        msg = oip.ModelInferRequest(model_name="gbm100")
+        msg.inputs.add(name="X", datatype="FP32", shape=[1, X.shape[1]])
+        msg.raw_input_contents.append(np.ascontiguousarray(X[i : i + 1]).tobytes())
+        requests.append(msg)
+    rpc = Rpc.of("/inference.GRPCInferenceService/ModelInfer", *requests)
+    batching = inference_pb2.DynamicBatching(max_batch_size=MAX_BATCH, max_queue_delay_us=DELAY_US)
+    sides: dict[str, list[Any]] = {"unbatched": [], "batched": []}
+    with ctx.server(args=["--workers", str(E2E_WORKERS)]) as server:
+        import grpc
+
+        with grpc.insecure_channel(server.address) as channel:
+            register(channel, "gbm100", onnx, alias="champion")
+            stub = inference_pb2_grpc.InferenceStub(channel)
+            for _ in range(2):
+                for side in sides:
+                    policy = inference_pb2.TrafficPolicy(model="gbm100")
+                    if side == "batched":
+                        policy.batching.CopyFrom(batching)
+                    stub.SetTrafficPolicy(inference_pb2.SetTrafficPolicyRequest(policy=policy))
+                    sides[side].append(ctx.load(server, rpc, concurrency=CLIENTS))
+    rps = {k: statistics.median(r.throughput for r in v) for k, v in sides.items()}
+    p99 = {k: statistics.median(r.latency.p99 for r in v) for k, v in sides.items()}
+    errors = sum(r.error_count for v in sides.values() for r in v)
+    where = (
+        f"server pinned to core {server.cpus}, {E2E_WORKERS} workers"
+        if server.cpus
+        else ("server not pinned")
+    )
+    for side in sides:
+        yield Result(
+            name=f"{E2E_ROW}.{side}",
+            metric="throughput",
+            measured=rps[side],
+            unit="req/s",
+            better="higher",
+            extra={"p99_us": p99[side], "errors": errors},
+            note=f"ModelInfer, 1 row a call, {CLIENTS} in flight; p99 {p99[side] / 1e3:.2f} ms; "
+            f"{where}",
+        )
+    yield Result(
+        name=f"{E2E_ROW}.speedup",
+        metric="batched / unbatched",
+        measured=rps["batched"] / rps["unbatched"],
+        unit="x",
+        target=GBM_SPEEDUP_TARGET,
+        better="higher",
+        note=f"max_batch_size {MAX_BATCH}, max_queue_delay {DELAY_US} us; {errors} errors",
+    )
+
+
 def benchmarks(ctx: Context) -> Iterator[Result]:
+    yield from e2e_rows(ctx)
     wanted = [m for m in MODELS if any(ctx.wants(n) for n in _row_names(m))]
     if wanted:
         models = _models(ctx.quick)
