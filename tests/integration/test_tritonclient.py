@@ -210,6 +210,50 @@ def flow_repository(setup: dict[str, Any]) -> None:
     assert [m.state for m in index if m.name == "linear"] == ["READY"], index
 
 
+def flow_async_infer(setup: dict[str, Any]) -> None:
+    """The callback flow: several async_infer calls in flight, then the statistics."""
+    client = _client(setup)
+    model = setup["callbacks"]
+    data = np.load(setup["data"])
+    answers: queue.Queue[Any] = queue.Queue()
+    for _ in range(4):
+        client.async_infer(
+            model, [_x(setup)], callback=lambda result, error: answers.put((result, error))
+        )
+    for _ in range(4):
+        result, error = answers.get(timeout=30)
+        assert error is None, error
+        np.testing.assert_array_equal(result.as_numpy("variable"), data["variable"])
+    (s,) = client.get_inference_statistics(model).model_stats
+    assert s.inference_stats.success.count == 4, s
+
+
+def flow_aio(setup: dict[str, Any]) -> None:
+    """The asyncio flow (tritonclient.grpc.aio): infer, then the statistics and the config."""
+    import asyncio
+
+    import tritonclient.grpc.aio as aio_triton
+
+    async def run() -> None:
+        client = aio_triton.InferenceServerClient(url=setup["address"])
+        try:
+            model = setup["aio"]
+            data = np.load(setup["data"])
+            x = aio_triton.InferInput("X", list(data["X"].shape), "FP32")
+            x.set_data_from_numpy(data["X"])
+            result = await client.infer(model, [x])
+            np.testing.assert_array_equal(result.as_numpy("variable"), data["variable"])
+            stats = await client.get_inference_statistics(model)
+            assert stats.model_stats[0].inference_count == len(data["X"]), stats
+            config = await client.get_model_config(model)
+            assert config.config.platform == "onnxruntime_onnx", config
+            assert await client.is_server_ready()
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
 FLOWS = {
     "infer_statistics": flow_infer_statistics,
     "model_config": flow_model_config,
@@ -218,6 +262,8 @@ FLOWS = {
     "bytes": flow_bytes,
     "metadata": flow_metadata,
     "repository": flow_repository,
+    "async_infer": flow_async_infer,
+    "aio": flow_aio,
 }
 
 
@@ -235,7 +281,7 @@ def setup(server: Any, channel: Any, tmp_path_factory: pytest.TempPathFactory) -
     from tests.support.onnx_models import string_model
 
     tag = uuid.uuid4().hex[:6]
-    kinds = ("reg", "clf", "spare", "words", "versions", "batched")
+    kinds = ("reg", "clf", "spare", "words", "versions", "batched", "aio", "callbacks")
     names = {k: f"triton-{k}-{tag}" for k in kinds}
     reg, clf = onnx_models.linear_regression(0), onnx_models.logistic_regression(0)
     register(channel, names["reg"], reg.onnx, alias="champion")
@@ -252,6 +298,8 @@ def setup(server: Any, channel: Any, tmp_path_factory: pytest.TempPathFactory) -
         )
     )
     register(channel, names["spare"], reg.onnx, alias="champion")
+    register(channel, names["aio"], reg.onnx, alias="champion")
+    register(channel, names["callbacks"], reg.onnx, alias="champion")
     register(channel, names["words"], string_model(), alias="champion")
     register(channel, names["versions"], reg.onnx)
     register(channel, names["versions"], clf.onnx, alias="champion")
