@@ -16,6 +16,8 @@ a test can hand it a fake with only those methods.
 - ``ExplainSource``: what ``inference.explain.Explainer`` needs of ``registry.Registry``.
 - ``TunedBandits``: what ``tuning.TuningService`` needs of ``bandits.BanditService`` to drive a
   bandit with a study.
+- ``ModelRepositoryControl``: what the Open Inference Protocol's servicer calls of
+  ``model_repository.ModelRepository`` (RepositoryModelLoad, RepositoryIndex).
 - ``ArmOutcomeReader``: what ``tuning.TuningService`` reads of ``features.FeatureService``: the
   outcome aggregates of a bound study's arms.
 """
@@ -164,3 +166,12 @@ class ArmOutcomeReader(Protocol):
         feature_names: Sequence[str] = (),
         as_of: dt.datetime | None = None,
     ) -> list[EntityFeatures]: ...
+
+
+class ModelRepositoryControl(Protocol):
+    """A model repository directory: land one model again (False: the directory has none), and
+    why each model that could not be read was not."""
+
+    def load(self, model: str) -> bool: ...
+
+    def problems(self) -> dict[str, str]: ...

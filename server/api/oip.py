@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from llmopt import __version__, errors
 from llmopt.api import convert_inference as conv
@@ -25,6 +25,7 @@ from llmopt.api.errors import status_of
 from llmopt.gen.inference import grpc_service_pb2 as pb
 from llmopt.gen.inference import grpc_service_pb2_grpc
 from llmopt.inference import IndexEntry, InferenceEngine, Predictor
+from llmopt.ports import ModelRepositoryControl
 
 if TYPE_CHECKING:
     from llmopt.composition import Services
@@ -45,7 +46,10 @@ class OpenInferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     the model repository directory, with ``load(model)`` and ``problems()``."""
 
     def __init__(
-        self, engine: InferenceEngine, predictor: Predictor, repository: Any | None = None
+        self,
+        engine: InferenceEngine,
+        predictor: Predictor,
+        repository: ModelRepositoryControl | None = None,
     ) -> None:
         self.engine = engine
         self.predictor = predictor
@@ -161,7 +165,5 @@ def bind(services: Services) -> ServiceBinding:
     return ServiceBinding(
         service_name(pb, "GRPCInferenceService"),
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
-        OpenInferenceServicer(
-            services.inference, services.predictor, getattr(services, "repository", None)
-        ),
+        OpenInferenceServicer(services.inference, services.predictor, services.repository),
     )
