@@ -125,7 +125,7 @@ def repository_preparer(
 ) -> Callable[[str], object]:
     """What the repository calls for each model it lands: the model's ``config.pbtxt`` dynamic
     batching becomes its traffic policy's batching (other policy fields kept), then its versions
-    are loaded and warmed."""
+    are loaded and warmed (loaded again when its directory had gone and came back)."""
 
     def prepare(model: str) -> object:
         batching = batching_of(model)
@@ -134,7 +134,9 @@ def repository_preparer(
             config = BatchingConfig(*batching)
             if policy.batching != config:
                 inference.set_policy(replace(policy, batching=config))
-        return inference.is_ready(model)
+        if not inference.is_ready(model) and inference.knows(model):
+            inference.load(model)  # an unloaded model (its directory had gone) serves again
+        return None
 
     return prepare
 
@@ -184,6 +186,7 @@ def compose(settings: Settings, data_dir: DataDir) -> AppContext:
                 )
             )
             repository.prepare = repository_preparer(inference, repository.batching)
+            repository.removed = inference.unload
     except BaseException:
         close_all(built)
         raise

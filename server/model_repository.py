@@ -81,7 +81,8 @@ class ModelRepository:
     A ``Component``: ``warm_up`` reads the directory (none, poll) and starts polling (poll);
     ``close`` stops polling. ``prepare(model)``, when given (or set before ``warm_up``), is
     called for each model landed at start-up so that it is loaded and warm before the server
-    reports SERVING.
+    reports SERVING; ``removed(model)``, when set, for each model whose directory disappeared
+    (as Triton's poll mode, the server unloads it; its versions stay in the registry).
     """
 
     def __init__(
@@ -102,6 +103,8 @@ class ModelRepository:
         self.mode = mode
         self.poll_seconds = poll_seconds
         self.prepare = prepare
+        # Called for each model whose directory disappears (poll): the server unloads it.
+        self.removed: Callable[[str], object] | None = None
         self._lock = threading.Lock()  # one landing at a time (poll thread, load calls)
         self._problems: dict[str, str] = {}
         self._configs: dict[str, model_config_pb2.ModelConfig] = {}
@@ -197,16 +200,28 @@ class ModelRepository:
                 self._land(name, directory)
             read.append(name)
         with self._lock:
-            for gone in set(self._seen) - present:
+            gone = sorted(set(self._seen) - present)
+            for name in gone:
                 log.warning(
-                    "model repository: %s/%s is gone; the registry keeps its versions",
+                    "model repository: %s/%s is gone; unloading it (the registry keeps its "
+                    "versions)",
                     self.root,
-                    gone,
+                    name,
                 )
-                self._seen.pop(gone, None)
-                self._problems.pop(gone, None)
-                self._configs.pop(gone, None)
+                self._seen.pop(name, None)
+                self._problems.pop(name, None)
+                self._configs.pop(name, None)
+        for name in gone:
+            self._remove(name)
         return read
+
+    def _remove(self, name: str) -> None:
+        if self.removed is None:
+            return
+        try:
+            self.removed(name)
+        except Exception as exc:
+            log.error("model %r: could not be unloaded: %s", name, exc)
 
     # -- reading and landing --------------------------------------------------------------------
 

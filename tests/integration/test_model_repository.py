@@ -155,6 +155,43 @@ def test_poll_mode_lands_a_new_version(
     assert server.faults() == []
 
 
+def test_poll_mode_unloads_a_removed_model_and_serves_it_when_it_returns(
+    tmp_path: Path, repository: Path, servers: list[ServerProcess]
+) -> None:
+    import shutil
+
+    server = start(
+        servers,
+        tmp_path / "data",
+        "--model-repository",
+        str(repository),
+        "--model-control-mode",
+        "poll",
+        "--repository-poll-seconds",
+        "0.2",
+    )
+    stub_dir = tmp_path / "kept-simple"
+    with server.channel() as channel:
+        ready = lambda: oip(channel).ModelReady(pb.ModelReadyRequest(name="simple")).ready  # noqa: E731
+        assert ready()
+        shutil.move(str(repository / "simple"), stub_dir)
+        deadline = time.monotonic() + 60
+        while ready() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not ready()  # unloaded, as Triton's poll mode does
+        with pytest.raises(grpc.RpcError) as err:
+            infer_labels(channel, "simple", onnx_models.logistic_regression(0).X[:2])
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert [v for v, _, _ in versions(channel, "simple")] == [1, 2]  # the registry keeps them
+        shutil.move(str(stub_dir), repository / "simple")
+        deadline = time.monotonic() + 60
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ready()
+        assert infer_labels(channel, "simple", onnx_models.logistic_regression(0).X[:2])[0] == "2"
+    assert server.faults() == []
+
+
 def test_explicit_mode_lands_nothing_at_start(
     tmp_path: Path, repository: Path, servers: list[ServerProcess]
 ) -> None:
