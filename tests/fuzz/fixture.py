@@ -382,6 +382,11 @@ def seeds() -> dict[str, list[Any]]:
         (O_ + "ModelInfer", _infer(typed=False)),
         (O_ + "ModelInfer", _infer(typed=True)),
         (O_ + "ModelMetadata", oip.ModelMetadataRequest(name=MODEL, version="1")),
+        (O_ + "ModelConfig", oip.ModelConfigRequest(name=MODEL)),
+        (O_ + "ModelStatistics", oip.ModelStatisticsRequest(name=MODEL, version="1")),
+        (O_ + "ModelStreamInfer", [_infer(typed=True), _infer(typed=False)]),
+        (O_ + "RepositoryIndex", oip.RepositoryIndexRequest(ready=True)),
+        (O_ + "RepositoryModelLoad", oip.RepositoryModelLoadRequest(model_name=MODEL)),
         (O_ + "ModelReady", oip.ModelReadyRequest(name=MODEL)),
         (
             "/grpc.health.v1.Health/Check",
@@ -428,3 +433,25 @@ def setup(channel: grpc.Channel, groups: tuple[str, ...] = ()) -> None:
                     raise AssertionError(
                         f"fixture request {path} failed: {err.code()} {err.details()}"
                     ) from err
+
+
+def reload_if_unloaded(channel: grpc.Channel) -> bool:
+    """Load the fixture's model again when a fuzzed RepositoryModelUnload unloaded it (the
+    registry keeps its versions, so the state snapshot does not show it); True if it did."""
+    ready = channel.unary_unary(
+        O_ + "ModelReady",
+        request_serializer=oip.ModelReadyRequest.SerializeToString,
+        response_deserializer=oip.ModelReadyResponse.FromString,
+    )
+    try:
+        if ready(oip.ModelReadyRequest(name=MODEL), timeout=30).ready:
+            return False
+        load = channel.unary_unary(
+            O_ + "RepositoryModelLoad",
+            request_serializer=oip.RepositoryModelLoadRequest.SerializeToString,
+            response_deserializer=oip.RepositoryModelLoadResponse.FromString,
+        )
+        load(oip.RepositoryModelLoadRequest(model_name=MODEL), timeout=30)
+    except grpc.RpcError:
+        return False  # no champion to load (a fuzzed alias change): left to the next batch
+    return True

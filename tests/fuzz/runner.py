@@ -188,6 +188,8 @@ def run(
             fixture.setup(channel, missing)
             report.restores += 1
             after = state.snapshot(channel)
+        if fixture.MODEL not in missing and fixture.reload_if_unloaded(channel):
+            report.restores += 1  # a fuzzed RepositoryModelUnload: serve the model again
         before = after
     report.seconds = time.monotonic() - start
     return report
