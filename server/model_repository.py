@@ -441,6 +441,12 @@ def read_config(directory: Path, name: str) -> model_config_pb2.ModelConfig | No
         raise ConfigError(
             f"{CONFIG_FILE}: name {config.name!r} is not the model directory's name {name!r}"
         )
+    filename = config.default_model_filename
+    if filename and (Path(filename).name != filename or filename in (".", "..")):
+        raise ConfigError(
+            f"{CONFIG_FILE}: default_model_filename {filename!r}: a file name in the version "
+            "directory, not a path"
+        )
     if config.platform and config.platform != PLATFORM:
         raise ConfigError(f"{CONFIG_FILE}: platform {config.platform!r}: only {PLATFORM!r}")
     if config.backend and config.backend != BACKEND:

@@ -356,3 +356,15 @@ def test_composition_builds_the_repository_after_the_engine(root: Path, tmp_path
     finally:
         ctx.close()
         data_dir.close()
+
+
+def test_a_default_model_filename_must_be_a_file_name_not_a_path(
+    reg: Registry, root: Path
+) -> None:
+    put(root, "escape", 1, LOGREG)
+    (root / "outside.onnx").write_bytes(LOGREG)
+    config(root, "escape", 'default_model_filename: "../../outside.onnx"')
+    repo = ModelRepository(reg, root)
+    repo.warm_up()
+    assert "default_model_filename" in repo.problems()["escape"]
+    assert "escape" not in {m.name for m in reg.list_models()}
