@@ -358,9 +358,7 @@ def test_composition_builds_the_repository_after_the_engine(root: Path, tmp_path
         data_dir.close()
 
 
-def test_a_default_model_filename_must_be_a_file_name_not_a_path(
-    reg: Registry, root: Path
-) -> None:
+def test_a_default_model_filename_must_be_a_file_name_not_a_path(reg: Registry, root: Path) -> None:
     put(root, "escape", 1, LOGREG)
     (root / "outside.onnx").write_bytes(LOGREG)
     config(root, "escape", 'default_model_filename: "../../outside.onnx"')
