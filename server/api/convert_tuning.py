@@ -36,8 +36,9 @@ from llmopt.tuning.types import (
     Trial,
 )
 
+# Proto enum -> domain name; the UNSPECIFIED zero reads as the default. Each *_PROTO table is the
+# way back, derived (the zero left out).
 DIRECTION = {pb.DIRECTION_UNSPECIFIED: MAXIMIZE, pb.MAXIMIZE: MAXIMIZE, pb.MINIMIZE: MINIMIZE}
-DIRECTION_PROTO = {MAXIMIZE: pb.MAXIMIZE, MINIMIZE: pb.MINIMIZE}
 ACQUISITION = {
     pb.ACQUISITION_UNSPECIFIED: "log_ei",
     pb.LOG_EI: "log_ei",
@@ -45,15 +46,22 @@ ACQUISITION = {
     pb.PI: "pi",
     pb.UCB: "ucb",
 }
-ACQUISITION_PROTO = {"log_ei": pb.LOG_EI, "ei": pb.EI, "pi": pb.PI, "ucb": pb.UCB}
 BATCH = {
     pb.BATCH_STRATEGY_UNSPECIFIED: "kriging_believer",
     pb.KRIGING_BELIEVER: "kriging_believer",
     pb.LOCAL_PENALIZATION: "local_penalization",
 }
-BATCH_PROTO = {"kriging_believer": pb.KRIGING_BELIEVER, "local_penalization": pb.LOCAL_PENALIZATION}
 DESIGN = {pb.INITIAL_DESIGN_UNSPECIFIED: "sobol", pb.SOBOL: "sobol", pb.LATIN_HYPERCUBE: "lhs"}
-DESIGN_PROTO = {"sobol": pb.SOBOL, "lhs": pb.LATIN_HYPERCUBE}
+
+
+def _back(table: Mapping[Any, str]) -> dict[str, Any]:
+    return {name: number for number, name in table.items() if number}
+
+
+DIRECTION_PROTO = _back(DIRECTION)
+ACQUISITION_PROTO = _back(ACQUISITION)
+BATCH_PROTO = _back(BATCH)
+DESIGN_PROTO = _back(DESIGN)
 STUDY_STATE_PROTO = {
     STUDY_RUNNING: pb.STUDY_RUNNING,
     STUDY_STOPPED: pb.STUDY_STOPPED,
@@ -61,7 +69,7 @@ STUDY_STATE_PROTO = {
 }
 TRIAL_STATE = {pb.TRIAL_STATE_UNSPECIFIED: "", pb.TRIAL_RUNNING: RUNNING,
                pb.TRIAL_COMPLETE: COMPLETE, pb.TRIAL_FAILED: FAILED}  # fmt: skip
-TRIAL_STATE_PROTO = {v: k for k, v in TRIAL_STATE.items() if v}
+TRIAL_STATE_PROTO = _back(TRIAL_STATE)
 
 # What BanditBinding's zero fields stand for: the domain's defaults.
 BINDING_DEFAULTS = BanditBinding("-", LLMConfig("-"))

@@ -323,6 +323,26 @@ class Client:
 
         return self._run(attempt, name=name, retry=retry)
 
+    def _every_page(
+        self,
+        method: Callable[..., Any],
+        request_for: Callable[[common_pb2.PageRequest], Any],
+        items_of: Callable[[Any], Iterable[T]],
+        *,
+        name: str,
+    ) -> list[T]:
+        """Every item of a paged listing: the requests ``request_for`` builds around each page
+        (1,000 at a time), retried as reads, and the items ``items_of`` takes from each answer."""
+        out: list[T] = []
+        token = ""
+        while True:
+            request = request_for(common_pb2.PageRequest(page_size=1000, page_token=token))
+            page = self._call(method, request, name=name, retry=True)
+            out.extend(items_of(page))
+            token = page.next_page_token
+            if not token:
+                return out
+
     # -- bandits --------------------------------------------------------------------------------
 
     def create_bandit(
@@ -372,17 +392,12 @@ class Client:
 
     def list_bandits(self) -> list[Bandit]:
         """Every bandit (all pages)."""
-        out: list[Bandit] = []
-        token = ""
-        while True:
-            request = bandits_pb2.ListBanditsRequest(
-                page=common_pb2.PageRequest(page_size=1000, page_token=token)
-            )
-            page = self._call(self._bandits.ListBandits, request, name="ListBandits", retry=True)
-            out.extend(ct.from_bandit(b) for b in page.bandits)
-            token = page.next_page_token
-            if not token:
-                return out
+        return self._every_page(
+            self._bandits.ListBandits,
+            lambda page: bandits_pb2.ListBanditsRequest(page=page),
+            lambda answer: (ct.from_bandit(b) for b in answer.bandits),
+            name="ListBandits",
+        )
 
     def delete_bandit(self, name: str) -> None:
         request = bandits_pb2.DeleteBanditRequest(name=name)
@@ -556,18 +571,13 @@ class Client:
         )
 
     def list_models(self, tag_filter: Mapping[str, str] | None = None) -> list[Model]:
-        out: list[Model] = []
-        token = ""
-        while True:
-            request = registry_pb2.ListModelsRequest(
-                page=common_pb2.PageRequest(page_size=1000, page_token=token),
-                tag_filter=dict(tag_filter or {}),
-            )
-            page = self._call(self._registry.ListModels, request, name="ListModels", retry=True)
-            out.extend(ct.from_model(m) for m in page.models)
-            token = page.next_page_token
-            if not token:
-                return out
+        tags = dict(tag_filter or {})
+        return self._every_page(
+            self._registry.ListModels,
+            lambda page: registry_pb2.ListModelsRequest(page=page, tag_filter=tags),
+            lambda answer: (ct.from_model(m) for m in answer.models),
+            name="ListModels",
+        )
 
     def delete_model(self, name: str, *, force: bool = False) -> int:
         """Delete a model (``force``: with its versions); returns the versions deleted."""
@@ -1078,19 +1088,12 @@ class Client:
         return ct.from_feature_set(answer)
 
     def list_feature_sets(self) -> list[FeatureSet]:
-        out: list[FeatureSet] = []
-        token = ""
-        while True:
-            request = features_pb2.ListFeatureSetsRequest(
-                page=common_pb2.PageRequest(page_size=1000, page_token=token)
-            )
-            page = self._call(
-                self._features.ListFeatureSets, request, name="ListFeatureSets", retry=True
-            )
-            out.extend(ct.from_feature_set(s) for s in page.feature_sets)
-            token = page.next_page_token
-            if not token:
-                return out
+        return self._every_page(
+            self._features.ListFeatureSets,
+            lambda page: features_pb2.ListFeatureSetsRequest(page=page),
+            lambda answer: (ct.from_feature_set(s) for s in answer.feature_sets),
+            name="ListFeatureSets",
+        )
 
     def write_features(
         self,
@@ -1261,17 +1264,12 @@ class Client:
 
     def list_studies(self) -> list[ct.Study]:
         """Every study (all pages)."""
-        out: list[ct.Study] = []
-        token = ""
-        while True:
-            request = tuning_pb2.ListStudiesRequest(
-                page=common_pb2.PageRequest(page_size=1000, page_token=token)
-            )
-            page = self._call(self._tuning.ListStudies, request, name="ListStudies", retry=True)
-            out.extend(ct.from_study(s) for s in page.studies)
-            token = page.next_page_token
-            if not token:
-                return out
+        return self._every_page(
+            self._tuning.ListStudies,
+            lambda page: tuning_pb2.ListStudiesRequest(page=page),
+            lambda answer: (ct.from_study(s) for s in answer.studies),
+            name="ListStudies",
+        )
 
     def delete_study(self, name: str) -> None:
         request = tuning_pb2.DeleteStudyRequest(name=name)
@@ -1321,20 +1319,17 @@ class Client:
     def list_trials(self, study: str, state: str = "") -> list[ct.Trial]:
         """Every trial of ``study`` by number (all pages); ``state`` "running", "complete" or
         "failed" keeps those only."""
-        out: list[ct.Trial] = []
-        token = ""
         wanted = ct.TRIAL_STATE_BY_NAME[state] if state else 0
-        while True:
-            request = tuning_pb2.ListTrialsRequest(
+        return self._every_page(
+            self._tuning.ListTrials,
+            lambda page: tuning_pb2.ListTrialsRequest(
                 study=study,
                 state=wanted,  # type: ignore[arg-type]
-                page=common_pb2.PageRequest(page_size=1000, page_token=token),
-            )
-            page = self._call(self._tuning.ListTrials, request, name="ListTrials", retry=True)
-            out.extend(ct.from_trial(t) for t in page.trials)
-            token = page.next_page_token
-            if not token:
-                return out
+                page=page,
+            ),
+            lambda answer: (ct.from_trial(t) for t in answer.trials),
+            name="ListTrials",
+        )
 
     def best_trial(self, study: str) -> ct.Trial:
         """The best complete trial within the constraints (FailedPrecondition while none)."""

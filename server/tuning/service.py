@@ -31,6 +31,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import threading
@@ -47,7 +48,7 @@ from llmopt.bandits.types import ArmStats
 from llmopt.ports import ArmOutcomeReader, TunedBandits
 from llmopt.registry import paging
 from llmopt.tuning.optimizer import Constraint, Observation, Optimizer
-from llmopt.tuning.space import CategoricalParam, IntParam, ParamValue, SearchSpace
+from llmopt.tuning.space import CategoricalParam, ParamValue, SearchSpace
 from llmopt.tuning.store import TuningStore
 from llmopt.tuning.types import (
     COMPLETE,
@@ -65,6 +66,7 @@ from llmopt.tuning.types import (
     Trial,
     arm_id_of,
     check_metrics,
+    value_kind,
 )
 
 log = logging.getLogger("llmopt.tuning")
@@ -493,8 +495,8 @@ class TuningService:
             raise errors.invalid("page.page_token", page_token, "a token from a previous page")
         study = self._study(study_name)
         with study.lock:
-            start = after or 0
-            found = [t for t in study.trials[start:] if not state or t.state == state]
+            wanted = (t for t in study.trials[after or 0 :] if not state or t.state == state)
+            found = list(itertools.islice(wanted, size + 1))  # one more: is there a next page
         page = found[:size]
         token = paging.encode_token(TRIALS_PAGE, page[-1].number) if len(found) > size else ""
         return page, token
@@ -702,16 +704,7 @@ def _finish(
 
 def _canonical(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, ParamValue]:
     """Parameter values as the study keeps them: ints as int, floats as float, in space order."""
-    out: dict[str, ParamValue] = {}
-    for p in space.params:
-        v = params[p.name]
-        if isinstance(p, CategoricalParam):
-            out[p.name] = str(v)
-        elif isinstance(p, IntParam):
-            out[p.name] = int(v)
-        else:
-            out[p.name] = float(v)
-    return out
+    return {p.name: value_kind(p)(params[p.name]) for p in space.params}
 
 
 def _arm_config(base: LLMConfig, params: Mapping[str, Any]) -> LLMConfig:
